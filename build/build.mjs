@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+// Builds dist/qemu-modwatch.cjs (the bundle, for distros with their own
+// Node.js) and dist/qemu-modwatch (the bundle injected into a stripped copy
+// of the running node as a Single Executable Application). Everything comes
+// from node_modules and the local node binary: no network.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const top = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const dist = path.join(top, 'dist');
+const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8'));
+const only = process.argv[2]; // 'bundle' skips the executable
+
+fs.mkdirSync(dist, { recursive: true });
+const bundle = path.join(dist, 'bundle.cjs');
+await esbuild.build({
+  entryPoints: [path.join(top, 'src/main.ts')],
+  outfile: bundle,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  minify: true,
+  keepNames: true,
+  legalComments: 'none',
+  define: { __QEMU_MODWATCH_VERSION__: JSON.stringify(pkg.version) },
+  logLevel: 'warning',
+});
+const code = fs.readFileSync(bundle, 'utf8');
+writeExecutable(path.join(dist, 'qemu-modwatch.cjs'), `#!/usr/bin/env node\n${code}`);
+if (only === 'bundle') process.exit(0);
+
+// The SEA: node writes a blob from the bundle, postject puts it into a copy
+// of node. Stripping first drops ~10 MB of symbols the program never needs.
+const seaConfig = path.join(dist, 'sea-config.json');
+const blob = path.join(dist, 'sea-prep.blob');
+fs.writeFileSync(
+  seaConfig,
+  JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useCodeCache: process.env.SEA_CODE_CACHE === '1' }),
+);
+execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], { stdio: ['ignore', 'ignore', 'inherit'] });
+
+const exe = path.join(dist, 'qemu-modwatch');
+const tmp = `${exe}.tmp`;
+fs.copyFileSync(process.execPath, tmp);
+fs.chmodSync(tmp, 0o755);
+try {
+  // strip complains about node's many build notes; the result is fine.
+  execFileSync('strip', ['--strip-all', tmp], { stdio: 'ignore' });
+} catch {
+  console.warn('build: strip not available; the executable keeps its symbols');
+}
+const postject = path.join(top, 'node_modules/postject/dist/cli.js');
+execFileSync(
+  process.execPath,
+  [postject, tmp, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'],
+  { stdio: ['ignore', 'ignore', 'inherit'] },
+);
+fs.renameSync(tmp, exe);
+for (const f of [seaConfig, blob]) fs.rmSync(f);
+console.log(`built ${path.relative(top, exe)} (${(fs.statSync(exe).size / 1e6).toFixed(1)} MB) and ${path.relative(top, exe)}.cjs`);
+
+function writeExecutable(file, text) {
+  fs.writeFileSync(`${file}.tmp`, text, { mode: 0o755 });
+  fs.renameSync(`${file}.tmp`, file);
+}

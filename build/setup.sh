@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on Debian/Ubuntu with Node 20,
+# then builds. Run as root (it uses apt-get); safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# QEMU and libvirt for the host check and the end-to-end suite; gcc and
+# binutils to make real ELF modules in tests; util-linux for unshare/nsenter.
+packages=(
+  qemu-system-x86 qemu-utils qemu-system-gui qemu-block-extra
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  gcc binutils util-linux findutils
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+npm ci --no-audit --no-fund
+npm run build

@@ -1,0 +1,102 @@
+import type { DirRecord, EmulatorRecord, Fingerprint, ModuleRecord } from './types';
+
+// compare: baseline vs now, pure.
+
+/**
+ * added / removed / replaced change what QEMU loads, so they invalidate
+ * libvirt's capabilities; metadata (same content, new stat data, e.g. a
+ * touch or a reinstall of the same build) is reported but does not.
+ */
+export type ChangeKind = 'added' | 'removed' | 'replaced' | 'metadata';
+
+export interface ModuleChange {
+  dir: string;
+  name: string;
+  kind: ChangeKind;
+  before: ModuleRecord | null;
+  after: ModuleRecord | null;
+}
+
+export interface EmulatorChange {
+  path: string;
+  kind: 'added' | 'removed' | 'rebuilt';
+  stampBefore: string | null;
+  stampAfter: string | null;
+}
+
+export interface Comparison {
+  hasBaseline: boolean;
+  changes: ModuleChange[];
+  emulatorChanges: EmulatorChange[];
+}
+
+export function isInvalidating(c: ModuleChange): boolean {
+  return c.kind !== 'metadata';
+}
+
+export function compareFingerprints(baseline: Fingerprint | null, now: Fingerprint): Comparison {
+  if (!baseline) return { hasBaseline: false, changes: [], emulatorChanges: [] };
+  const changes: ModuleChange[] = [];
+  const before = new Map(baseline.dirs.map((d) => [d.path, d]));
+  const after = new Map(now.dirs.map((d) => [d.path, d]));
+  for (const path of new Set([...before.keys(), ...after.keys()])) {
+    changes.push(...compareDir(path, before.get(path), after.get(path)));
+  }
+  return { hasBaseline: true, changes, emulatorChanges: compareEmulators(baseline.emulators, now.emulators) };
+}
+
+function compareDir(dir: string, before: DirRecord | undefined, after: DirRecord | undefined): ModuleChange[] {
+  // A directory we could not list tells nothing about its modules; saying
+  // they were all removed would invalidate for nothing.
+  if (before?.error || after?.error) return [];
+  const b = new Map(before?.modules.map((m) => [m.name, m]) ?? []);
+  const a = new Map(after?.modules.map((m) => [m.name, m]) ?? []);
+  const out: ModuleChange[] = [];
+  for (const name of [...new Set([...b.keys(), ...a.keys()])].sort()) {
+    const mb = b.get(name) ?? null;
+    const ma = a.get(name) ?? null;
+    const kind = moduleChangeKind(mb, ma);
+    if (kind) out.push({ dir, name, kind, before: mb, after: ma });
+  }
+  return out;
+}
+
+export function moduleChangeKind(before: ModuleRecord | null, after: ModuleRecord | null): ChangeKind | null {
+  if (!before && !after) return null;
+  if (!before) return 'added';
+  if (!after) return 'removed';
+  if (sameStatData(before, after)) return null;
+  return sameContent(before, after) ? 'metadata' : 'replaced';
+}
+
+function sameStatData(a: ModuleRecord, b: ModuleRecord): boolean {
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino && a.dev === b.dev;
+}
+
+/** Content is the same only when something proves it; when unsure, it was replaced. */
+function sameContent(a: ModuleRecord, b: ModuleRecord): boolean {
+  if (a.error || b.error) return false;
+  if (a.size !== b.size || a.stamp !== b.stamp) return false;
+  if (a.sha256 && b.sha256) return a.sha256 === b.sha256;
+  return a.buildId !== null && a.buildId === b.buildId;
+}
+
+function compareEmulators(before: EmulatorRecord[], after: EmulatorRecord[]): EmulatorChange[] {
+  const b = new Map(before.filter((e) => e.kind !== 'missing').map((e) => [e.path, e]));
+  const a = new Map(after.filter((e) => e.kind !== 'missing').map((e) => [e.path, e]));
+  const out: EmulatorChange[] = [];
+  for (const [path, e] of a) {
+    const old = b.get(path);
+    if (!old) {
+      // Emulators named only by a cache entry or a domain come and go with
+      // the caller; only the ones found on the system count as added.
+      if (e.source === 'path') out.push({ path, kind: 'added', stampBefore: null, stampAfter: e.stamp });
+    } else if (old.stamp !== e.stamp) {
+      out.push({ path, kind: 'rebuilt', stampBefore: old.stamp, stampAfter: e.stamp });
+    }
+  }
+  for (const [path, e] of b) {
+    if (!a.has(path) && e.source === 'path') out.push({ path, kind: 'removed', stampBefore: e.stamp, stampAfter: null });
+  }
+  return out;
+}

@@ -1,0 +1,129 @@
+import { isInvalidating, type Comparison } from './compare';
+import type { CacheEntry, DirRecord, Fingerprint } from './types';
+
+// Which module directories each emulator loads from, and which libvirt
+// capabilities cache entries no longer describe what QEMU would load. Pure.
+
+export interface DirUsage {
+  dirs: Set<string>;
+  /** False when we could not tell, and so assume every directory. */
+  sure: boolean;
+}
+
+/**
+ * An emulator loads from the module directories compiled into it, from the
+ * QEMU_MODULE_DIR its wrapper sets, and from the upgrade copies of its own
+ * build. Directories the admin listed (or QEMU_MODULE_DIR of whoever runs
+ * us) may be used by any emulator. When the binary says nothing we know
+ * of, assume all directories: invalidating too much costs a re-probe,
+ * too little costs a broken guest.
+ */
+export function dirsUsedBy(emulatorPath: string, fp: Fingerprint, depth = 0): DirUsage {
+  const all: DirUsage = { dirs: new Set(fp.dirs.map((d) => d.path)), sure: false };
+  const e = fp.emulators.find((x) => x.path === emulatorPath);
+  if (!e || depth > 4) return all;
+  if (e.kind === 'wrapper') {
+    if (!e.target) return all;
+    const inner = dirsUsedBy(e.target, fp, depth + 1);
+    if (e.moduleDir) inner.dirs.add(e.moduleDir);
+    return inner;
+  }
+  if (e.kind !== 'elf') return all;
+  const dirs = new Set<string>();
+  for (const d of fp.dirs) {
+    if (e.dirsInBinary.includes(d.path)) dirs.add(d.path);
+    else if (d.source === 'upgrade' && e.usesUpgradeDirs && e.stamp && d.modules.some((m) => m.stamp === e.stamp)) dirs.add(d.path);
+  }
+  if (dirs.size === 0) return all;
+  // A compiled-in directory that has since vanished still counts as used.
+  for (const p of e.dirsInBinary) dirs.add(p);
+  const wrapperDirs = new Set(fp.emulators.map((x) => x.moduleDir).filter((x): x is string => !!x));
+  for (const d of fp.dirs) {
+    if ((d.source === 'config' && !wrapperDirs.has(d.path)) || d.source === 'env') dirs.add(d.path);
+  }
+  return { dirs, sure: true };
+}
+
+export interface Staleness {
+  file: string;
+  emulator: string | null;
+  stale: boolean;
+  reasons: string[];
+  /**
+   * Whether libvirt's own checks (emulator ctime, its one module directory's
+   * mtime) will make it re-probe on the next lookup without our help.
+   */
+  libvirtNotices: boolean;
+}
+
+export interface StaleInput {
+  fingerprint: Fingerprint;
+  comparison: Comparison;
+  baseline: Fingerprint | null;
+  /** The module directory libvirt itself watches, if known. */
+  libvirtModdir: string | null;
+}
+
+export function assessEntry(entry: CacheEntry, input: StaleInput): Staleness {
+  const out: Staleness = { file: entry.file, emulator: entry.emulator, stale: false, reasons: [], libvirtNotices: false };
+  if (entry.error || !entry.emulator) return out;
+  const { fingerprint: fp } = input;
+  const e = fp.emulators.find((x) => x.path === entry.emulator);
+  const mtime = BigInt(entry.mtimeNs);
+  if (!e || e.kind === 'missing') {
+    out.reasons.push('its emulator no longer exists');
+    out.libvirtNotices = true;
+  } else if (entry.qemuctime !== null && entry.qemuctime !== seconds(e.ctimeNs)) {
+    out.reasons.push(`its emulator changed (qemuctime ${entry.qemuctime}, emulator ctime now ${seconds(e.ctimeNs)})`);
+    out.libvirtNotices = true;
+  }
+  const usage = dirsUsedBy(entry.emulator, fp);
+  for (const d of fp.dirs) {
+    if (!usage.dirs.has(d.path)) continue;
+    const why = changedAfter(d, mtime);
+    if (why) {
+      out.reasons.push(why);
+      if (d.path === input.libvirtModdir && entry.qemumoddirmtime !== null && entry.qemumoddirmtime !== seconds(d.mtimeNs)) {
+        out.libvirtNotices = true;
+      }
+    }
+  }
+  const baselineAt = input.baseline ? BigInt(input.baseline.takenAtNs) : null;
+  if (baselineAt !== null && mtime < baselineAt) {
+    const changed = input.comparison.changes.filter((c) => isInvalidating(c) && usage.dirs.has(c.dir));
+    if (changed.length > 0 && out.reasons.length === 0) {
+      out.reasons.push(`modules changed since the baseline: ${changed.map((c) => c.name).join(', ')}`);
+    }
+  }
+  out.stale = out.reasons.length > 0;
+  return out;
+}
+
+/** The newest change in a directory, if it is newer than the cache entry. */
+function changedAfter(d: DirRecord, mtime: bigint): string | null {
+  let newest: { name: string | null; ctime: bigint } = { name: null, ctime: BigInt(d.ctimeNs) };
+  for (const m of d.modules) {
+    const c = BigInt(m.ctimeNs);
+    if (c > newest.ctime || (c === newest.ctime && newest.name === null)) newest = { name: m.name, ctime: c };
+  }
+  if (newest.ctime <= mtime) return null;
+  return newest.name
+    ? `module ${d.path}/${newest.name} changed after it was written`
+    : `modules were added to or removed from ${d.path} after it was written`;
+}
+
+export function seconds(ns: string): number {
+  return Number(BigInt(ns) / 1_000_000_000n);
+}
+
+/** Emulators whose cache entries a set of changes affects. */
+export function emulatorsAffected(comparison: Comparison, fp: Fingerprint, emulators: string[]): Set<string> {
+  const changedDirs = new Set(comparison.changes.filter(isInvalidating).map((c) => c.dir));
+  const out = new Set<string>();
+  if (changedDirs.size === 0) return out;
+  for (const path of emulators) {
+    const usage = dirsUsedBy(path, fp);
+    if (!usage.sure || [...changedDirs].some((d) => usage.dirs.has(d))) out.add(path);
+  }
+  return out;
+}

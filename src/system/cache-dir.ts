@@ -1,0 +1,94 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { CacheEntry, CacheView } from '../core/types';
+import { readCacheHeader } from './cache-header';
+import { errText } from './file-info';
+import type { Paths } from './paths';
+
+// libvirt's QEMU capabilities cache: one `<sha256 of emulator path>.xml`
+// per emulator. Read-only here, except deleteCacheEntry, which is the only
+// place in the program that removes a file.
+
+export const CACHE_NAME_RE = /^[0-9a-f]{64}\.xml$/;
+
+export function readCacheView(paths: Paths): CacheView {
+  const dir = paths.host(paths.cacheDir);
+  const view: CacheView = { dir: paths.cacheDir, exists: false, entries: [], error: null };
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dir);
+  } catch (e) {
+    if (errText(e) !== 'ENOENT') view.error = `cannot stat ${paths.cacheDir}: ${errText(e)}`;
+    return view;
+  }
+  if (st.isSymbolicLink()) {
+    view.error = `${paths.cacheDir} is a symlink; it is not read or changed`;
+    return view;
+  }
+  if (!st.isDirectory()) {
+    view.error = `${paths.cacheDir} is not a directory`;
+    return view;
+  }
+  view.exists = true;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((n) => CACHE_NAME_RE.test(n)).sort();
+  } catch (e) {
+    view.error = `cannot list ${paths.cacheDir}: ${errText(e)}`;
+    return view;
+  }
+  for (const name of names) {
+    const entry = readEntry(path.join(dir, name), name);
+    if (entry) view.entries.push(entry);
+  }
+  return view;
+}
+
+function readEntry(file: string, name: string): CacheEntry | null {
+  const entry: CacheEntry = {
+    file: name, mtimeNs: '0', size: 0, emulator: null, qemuctime: null, qemumoddirmtime: null, selfvers: null, error: null,
+  };
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    const code = errText(e);
+    if (code === 'ENOENT') return null;
+    entry.error = code === 'ELOOP' ? 'a symlink, not a cache entry; left alone' : `cannot open: ${code}`;
+    return entry;
+  }
+  try {
+    const st = fs.fstatSync(fd, { bigint: true });
+    entry.mtimeNs = st.mtimeNs.toString();
+    entry.size = Number(st.size);
+    if (!st.isFile()) {
+      entry.error = 'not a regular file; left alone';
+      return entry;
+    }
+    const header = readCacheHeader(fd, entry.size);
+    entry.emulator = header.emulator;
+    entry.qemuctime = header.qemuctime;
+    entry.qemumoddirmtime = header.qemumoddirmtime;
+    entry.selfvers = header.selfvers;
+  } catch (e) {
+    entry.error = e instanceof Error ? e.message : String(e);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return entry;
+}
+
+/**
+ * Removes one cache entry, and only a regular file with a cache entry's name
+ * directly inside the cache directory. unlink(2) never follows a symlink;
+ * the lstat check makes sure one is not removed either.
+ */
+export function deleteCacheEntry(paths: Paths, name: string): void {
+  if (!CACHE_NAME_RE.test(name)) throw new Error(`refusing to delete '${name}': not a cache entry name`);
+  const dir = paths.host(paths.cacheDir);
+  if (!fs.lstatSync(dir).isDirectory()) throw new Error(`refusing to delete in ${paths.cacheDir}: not a directory`);
+  const file = path.join(dir, name);
+  const st = fs.lstatSync(file);
+  if (!st.isFile()) throw new Error(`refusing to delete ${name}: not a regular file`);
+  fs.unlinkSync(file);
+}

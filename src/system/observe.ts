@@ -1,0 +1,44 @@
+import { compareFingerprints } from '../core/compare';
+import type { Observation } from '../core/decide';
+import type { EmulatorSource } from '../core/types';
+import { readCacheView } from './cache-dir';
+import type { Config } from './config';
+import type { Paths } from './paths';
+import { stateFiles } from './paths';
+import { takeFingerprint } from './scan';
+import { loadState, type LoadedState } from './state-store';
+
+export interface Context {
+  paths: Paths;
+  config: Config;
+  env: NodeJS.ProcessEnv;
+}
+
+export interface Observed extends Observation {
+  loaded: LoadedState;
+}
+
+/** observe + compare: everything read from the system, nothing changed. */
+export function observe(ctx: Context, extraEmulators: { path: string; source: EmulatorSource }[] = []): Observed {
+  const loaded = loadState(ctx.paths.host(stateFiles(ctx.paths).state));
+  const baseline = loaded.kind === 'ok' ? loaded.state.baseline : null;
+  const cache = readCacheView(ctx.paths);
+  const fromCache = cache.entries.flatMap((e) => (e.emulator ? [{ path: e.emulator, source: 'cache' as const }] : []));
+  const fingerprint = takeFingerprint({
+    paths: ctx.paths,
+    config: ctx.config,
+    env: ctx.env,
+    extraEmulators: [...fromCache, ...extraEmulators],
+    baseline,
+  });
+  const libvirtModdir = ctx.config.libvirtModdir ?? fingerprint.dirs.find((d) => d.source === 'default')?.path ?? null;
+  return {
+    loaded,
+    fingerprint,
+    baseline,
+    state: loaded.kind === 'corrupt' ? { kind: 'corrupt', reason: loaded.reason } : { kind: loaded.kind },
+    comparison: compareFingerprints(baseline, fingerprint),
+    cache,
+    libvirtModdir,
+  };
+}

@@ -1,0 +1,188 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { DirRecord, DirSource, EmulatorRecord, EmulatorSource, Fingerprint, ModuleRecord } from '../core/types';
+import type { Config } from './config';
+import { readElfInfo } from './elf';
+import { readEmulator } from './emulator-reader';
+import { errText, openRegular, sameStat, sha256OfFd, statOrNull, statTuple } from './file-info';
+import {
+  DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, type Paths,
+} from './paths';
+
+// observe: turns the system into a Fingerprint. Files whose stat data equal
+// the baseline's are not opened again, so the common path is stat calls only.
+
+export interface ScanInput {
+  paths: Paths;
+  config: Config;
+  /** The caller's environment, for QEMU_MODULE_DIR. */
+  env: NodeJS.ProcessEnv;
+  /** Emulators named elsewhere: libvirt's cache entries, the domain being started. */
+  extraEmulators: { path: string; source: EmulatorSource }[];
+  baseline: Fingerprint | null;
+}
+
+interface Candidate {
+  path: string;
+  source: DirSource;
+}
+
+export function takeFingerprint(input: ScanInput): Fingerprint {
+  const takenAtNs = (BigInt(Date.now()) * 1_000_000n).toString();
+  const { paths, config } = input;
+  const missingDirs: string[] = [];
+  const candidates = moduleDirCandidates(input);
+  const emulators = scanEmulators(input);
+  for (const e of emulators) {
+    if (e.moduleDir) candidates.push({ path: e.moduleDir, source: 'wrapper' });
+  }
+  const baselineDirs = new Map(input.baseline?.dirs.map((d) => [d.path, d]) ?? []);
+  const seen = new Set<string>();
+  const dirs: DirRecord[] = [];
+  for (const c of candidates) {
+    const st = statOrNull(paths.host(c.path));
+    if (!st?.isDirectory()) {
+      if (c.source === 'config' || c.source === 'wrapper') missingDirs.push(c.path);
+      continue;
+    }
+    // /usr/lib64 -> /usr/lib and /var/run -> /run make one directory show up twice.
+    const key = `${st.dev}:${st.ino}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    dirs.push(scanDir(paths, c, st, baselineDirs.get(c.path), config.contentHash));
+  }
+  return { takenAtNs, dirs, emulators, missingDirs: [...new Set(missingDirs)] };
+}
+
+/** Module directories in the order QEMU consults them, then the ones only the admin knows. */
+export function moduleDirCandidates(input: Pick<ScanInput, 'paths' | 'config' | 'env'>): Candidate[] {
+  const { paths, config, env } = input;
+  const out: Candidate[] = [];
+  const envDir = env.QEMU_MODULE_DIR;
+  if (envDir && envDir.startsWith('/')) out.push({ path: envDir.replace(/\/+$/, ''), source: 'env' });
+  for (const d of DEFAULT_MODULE_DIRS) out.push({ path: d, source: 'default' });
+  for (const parent of MULTIARCH_PARENTS) {
+    for (const name of listDir(paths.host(parent))) {
+      if (MULTIARCH_RE.test(name)) out.push({ path: `${parent}/${name}/qemu`, source: 'default' });
+    }
+  }
+  for (const name of listDir(paths.host(UPGRADE_PARENT))) {
+    if (!name.startsWith('.')) out.push({ path: `${UPGRADE_PARENT}/${name}`, source: 'upgrade' });
+  }
+  for (const d of config.dirs) out.push({ path: d, source: 'config' });
+  return out;
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
+function scanDir(paths: Paths, c: Candidate, st: fs.BigIntStats, before: DirRecord | undefined, contentHash: boolean): DirRecord {
+  const record: DirRecord = {
+    path: c.path,
+    source: c.source,
+    mtimeNs: st.mtimeNs.toString(),
+    ctimeNs: st.ctimeNs.toString(),
+    modules: [],
+    error: null,
+  };
+  let names: string[];
+  try {
+    names = fs.readdirSync(paths.host(c.path)).filter((n) => n.endsWith('.so')).sort();
+  } catch (e) {
+    record.error = `cannot list ${c.path}: ${errText(e)}`;
+    return record;
+  }
+  const previous = new Map(before?.modules.map((m) => [m.name, m]) ?? []);
+  for (const name of names) {
+    const m = scanModule(path.join(paths.host(c.path), name), name, previous.get(name), contentHash);
+    if (m) record.modules.push(m);
+  }
+  return record;
+}
+
+/** null when the file vanished between readdir and stat: it is simply not there. */
+function scanModule(file: string, name: string, before: ModuleRecord | undefined, contentHash: boolean): ModuleRecord | null {
+  const st = statOrNull(file);
+  if (!st) return null;
+  const tuple = statTuple(st);
+  if (before && sameStat(before, tuple) && (!contentHash || before.sha256 !== null || before.error !== null)) {
+    return { ...before, name };
+  }
+  const record: ModuleRecord = { name, ...tuple, buildId: null, stamp: null, sha256: null, error: null };
+  let fd: number;
+  try {
+    const opened = openRegular(file);
+    fd = opened.fd;
+    // Describe the file we actually read, even if it was replaced after stat.
+    Object.assign(record, statTuple(opened.st));
+  } catch (e) {
+    const reason = errText(e);
+    if (reason === 'ENOENT') return null;
+    record.error = reason;
+    return record;
+  }
+  try {
+    try {
+      Object.assign(record, readElfInfo(fd, record.size));
+    } catch (e) {
+      record.error = errText(e);
+    }
+    // Without a build-id nothing else tells a rebuilt module from a touched one.
+    if (contentHash || record.buildId === null) record.sha256 = sha256OfFd(fd, record.size);
+  } catch (e) {
+    record.error ??= errText(e);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return record;
+}
+
+function scanEmulators(input: ScanInput): EmulatorRecord[] {
+  const { paths, config } = input;
+  const wanted: { path: string; source: EmulatorSource }[] = [];
+  for (const dir of EMULATOR_DIRS) {
+    for (const name of listDir(paths.host(dir))) {
+      if (name.startsWith('qemu-system-')) wanted.push({ path: `${dir}/${name}`, source: 'path' });
+    }
+  }
+  for (const p of EXTRA_EMULATORS) if (statOrNull(paths.host(p))) wanted.push({ path: p, source: 'path' });
+  for (const p of config.emulators) wanted.push({ path: p, source: 'config' });
+  wanted.push(...input.extraEmulators);
+
+  const before = new Map(input.baseline?.emulators.map((e) => [e.path, e]) ?? []);
+  const out = new Map<string, EmulatorRecord>();
+  for (let i = 0; i < wanted.length; i++) {
+    const w = wanted[i]!;
+    if (out.has(w.path)) continue;
+    const rec = scanEmulator(paths.host(w.path), w.path, w.source, before.get(w.path));
+    out.set(w.path, rec);
+    if (rec.target && !out.has(rec.target)) wanted.push({ path: rec.target, source: 'wrapper' });
+  }
+  return [...out.values()];
+}
+
+function scanEmulator(file: string, p: string, source: EmulatorSource, before: EmulatorRecord | undefined): EmulatorRecord {
+  const empty = { stamp: null, target: null, moduleDir: null, dirsInBinary: [], usesUpgradeDirs: false };
+  const st = statOrNull(file);
+  if (!st) {
+    return { path: p, source, kind: 'missing', mode: 0, size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0', ...empty, error: null };
+  }
+  const tuple = statTuple(st);
+  const mode = Number(st.mode & 0o7777n);
+  if (before && before.kind !== 'missing' && sameStat(before, tuple)) return { ...before, source, mode };
+  try {
+    const { fd, st: opened } = openRegular(file);
+    try {
+      return { path: p, source, mode, ...statTuple(opened), ...readEmulator(fd, Number(opened.size)), error: null };
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (e) {
+    return { path: p, source, kind: 'other', mode, ...tuple, ...empty, error: errText(e) };
+  }
+}

@@ -1,0 +1,102 @@
+import * as fs from 'node:fs';
+import type { Fingerprint } from '../core/types';
+import { writeFileAtomic } from './atomic-file';
+
+export const STATE_SCHEMA = 1;
+/** A state file larger than this is garbage, not a baseline. */
+const MAX_STATE_BYTES = 64 * 1024 * 1024;
+
+export interface LastAction {
+  /** ISO 8601 time. */
+  at: string;
+  /** What ran: 'hook daemon start', 'hook qemu prepare', 'refresh', 'accept', 'invalidate'. */
+  trigger: string;
+  summary: string;
+  deleted: string[];
+  nudged: string[];
+}
+
+export interface State {
+  schema: number;
+  /** Version of qemu-modwatch that wrote it. */
+  writtenBy: string;
+  baseline: Fingerprint;
+  lastAction: LastAction | null;
+}
+
+export type LoadedState =
+  | { kind: 'none' }
+  | { kind: 'ok'; state: State }
+  | { kind: 'corrupt'; reason: string };
+
+export function loadState(file: string): LoadedState {
+  let text: string;
+  try {
+    const st = fs.statSync(file);
+    if (!st.isFile()) return { kind: 'corrupt', reason: `${file} is not a regular file` };
+    if (st.size > MAX_STATE_BYTES) return { kind: 'corrupt', reason: `${file} is larger than 64 MiB` };
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT') return { kind: 'none' };
+    return { kind: 'corrupt', reason: `cannot read ${file}: ${err.code ?? err.message}` };
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    return { kind: 'corrupt', reason: `${file} is not valid JSON (${text.length === 0 ? 'empty' : 'truncated or damaged'})` };
+  }
+  const problem = validateState(data);
+  return problem ? { kind: 'corrupt', reason: `${file}: ${problem}` } : { kind: 'ok', state: data as State };
+}
+
+export function writeState(file: string, state: State): void {
+  writeFileAtomic(file, JSON.stringify(state) + '\n', 0o644);
+}
+
+// Validates enough of the shape that the rest of the program can trust it:
+// a hand-edited or half-written state must become "no baseline", not a crash.
+function validateState(data: unknown): string | null {
+  if (!isObject(data)) return 'not a JSON object';
+  if (data.schema !== STATE_SCHEMA) return `unknown schema version ${JSON.stringify(data.schema) ?? 'missing'}`;
+  const b = data.baseline;
+  if (!isObject(b)) return 'no baseline';
+  if (!isDecimal(b.takenAtNs)) return 'baseline.takenAtNs is not a decimal string';
+  if (!Array.isArray(b.dirs) || !Array.isArray(b.emulators) || !Array.isArray(b.missingDirs)) {
+    return 'baseline lacks dirs, emulators or missingDirs';
+  }
+  for (const d of b.dirs) {
+    if (!isObject(d) || typeof d.path !== 'string' || typeof d.source !== 'string' || !Array.isArray(d.modules)) {
+      return 'a baseline directory entry is malformed';
+    }
+    if (!isDecimal(d.mtimeNs) || !isDecimal(d.ctimeNs)) return `directory ${String(d.path)} has malformed times`;
+    for (const m of d.modules) {
+      if (!isObject(m) || typeof m.name !== 'string' || !isStatTuple(m) || !isNullableString(m.buildId) ||
+        !isNullableString(m.stamp) || !isNullableString(m.sha256) || !isNullableString(m.error)) {
+        return `a module entry in ${d.path} is malformed`;
+      }
+    }
+  }
+  for (const e of b.emulators) {
+    if (!isObject(e) || typeof e.path !== 'string' || !isStatTuple(e) || !isNullableString(e.stamp) ||
+      !Array.isArray(e.dirsInBinary) || typeof e.kind !== 'string' || typeof e.mode !== 'number') {
+      return 'an emulator entry is malformed';
+    }
+  }
+  if (data.lastAction !== null && data.lastAction !== undefined && !isObject(data.lastAction)) return 'lastAction is malformed';
+  return null;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+function isDecimal(v: unknown): boolean {
+  return typeof v === 'string' && /^\d{1,30}$/.test(v);
+}
+function isNullableString(v: unknown): boolean {
+  return v === null || typeof v === 'string';
+}
+function isStatTuple(v: Record<string, unknown>): boolean {
+  return typeof v.size === 'number' && isDecimal(v.mtimeNs) && isDecimal(v.ctimeNs) && isDecimal(v.ino) && isDecimal(v.dev);
+}
