@@ -1,0 +1,53 @@
+import type { FailMode } from '../system/config';
+import { log } from '../system/log';
+import type { Context } from '../system/observe';
+import type { Paths } from '../system/paths';
+import { describeTrigger, runPipeline, type Trigger } from '../pipeline';
+import { readDomainXml } from './domain-xml';
+import { classifyHook, type Driver } from './invocation';
+
+// Hook mode. Writes nothing to stdout (on migrate and restore libvirt takes
+// it as the new domain XML), never calls libvirt, and a fault of ours never
+// blocks a guest unless the admin asked for fail = closed.
+
+export interface HookSetup {
+  paths: Paths;
+  /** Loads the config; throws ConfigError. */
+  context: () => Context;
+}
+
+export async function runHook(driver: Driver, args: string[], setup: HookSetup): Promise<number> {
+  const op = classifyHook(driver, args);
+  if (!op.act) return 0;
+  let trigger: Trigger = op.driver === 'daemon' ? { kind: op.op === 'start' ? 'daemon-start' : 'daemon-reload' } : { kind: 'qemu', op: op.op, domain: op.domain, emulator: null };
+  let fail: FailMode = 'open';
+  try {
+    // The config first: it says whether a bad domain XML may block the start.
+    const ctx = setup.context();
+    fail = ctx.config.fail;
+    if (trigger.kind === 'qemu') {
+      const domain = readDomainXml(0);
+      trigger = { ...trigger, emulator: domain.emulator };
+    }
+    const result = await runPipeline(ctx, trigger);
+    if (result.refusal) {
+      process.stderr.write(result.refusal + '\n');
+      return 1;
+    }
+    if (result.act.errors.length > 0 && fail === 'closed') {
+      process.stderr.write(`qemu-modwatch: ${result.act.errors[0]} (fail = closed)\n`);
+      return 1;
+    }
+    return 0;
+  } catch (e) {
+    const reason = (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ');
+    const where = trigger.kind === 'qemu' ? ` for domain '${trigger.domain}'` : '';
+    const outcome = fail === 'closed' ? 'refusing (fail = closed)' : 'not blocking (fail = open)';
+    log(setup.paths, { priority: 'err', message: `${describeTrigger(trigger)}${where} failed: ${reason}; ${outcome}` });
+    if (fail === 'closed') {
+      process.stderr.write(`qemu-modwatch: ${reason}\n`);
+      return 1;
+    }
+    return 0;
+  }
+}

@@ -1,0 +1,79 @@
+import * as fs from 'node:fs';
+import type { Fingerprint } from '../core/types';
+import { writeFileAtomic } from './atomic-file';
+import type { Config } from './config';
+import { statOrNull } from './file-info';
+import {
+  DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, stateFiles, type Paths,
+} from './paths';
+
+// What the qemu hook dispatcher (a shell script) needs to skip starting
+// Node when nothing changed: the *mark*, a file whose mtime is when the
+// last full check began (less a safety margin), and the *watch* list.
+//
+// Watch list format, one path per line, as seen from this machine:
+//   D <dir>   a module directory: it or any entry with a ctime newer than the mark means run
+//   F <path>  a file or directory: its own ctime newer than the mark means run
+//   A <path>  absent: if it appears, run
+// Paths with a newline cannot be listed; then no watch list is written and
+// the dispatcher always runs the full check.
+
+/**
+ * Timestamps may be coarser than the clock we read (kernel ticks, 1 s or
+ * 2 s file systems): a change made just after the scan began can carry a
+ * time just before it. Back-dating the mark by this much means such a
+ * change still counts as newer.
+ */
+export const MARK_MARGIN_MS = 2000;
+
+export function writeWatchAndMark(paths: Paths, config: Config, fp: Fingerprint, scanStartMs: number): void {
+  const files = stateFiles(paths);
+  const lines = watchList(paths, config, fp);
+  if (lines.some((l) => l.includes('\n'))) {
+    clearMark(paths);
+    return;
+  }
+  writeFileAtomic(paths.host(files.watch), lines.join('\n') + '\n', 0o644);
+  writeFileAtomic(paths.host(files.mark), '', 0o644, new Date(scanStartMs - MARK_MARGIN_MS));
+}
+
+/** The next dispatch runs the full check (pending changes, a failed action). */
+export function clearMark(paths: Paths): void {
+  try {
+    fs.unlinkSync(paths.host(stateFiles(paths).mark));
+  } catch {
+    // Not there is fine.
+  }
+}
+
+export function watchList(paths: Paths, config: Config, fp: Fingerprint): string[] {
+  const out = new Set<string>();
+  const watchHost = (h: string) => out.add(statOrNull(h) ? `F ${h}` : `A ${h}`);
+  const self = (p: string) => watchHost(paths.host(p));
+
+  for (const d of fp.dirs) out.add(`D ${paths.host(d.path)}`);
+  // Where a module directory could appear.
+  const candidates = [...DEFAULT_MODULE_DIRS, ...config.dirs, ...fp.missingDirs];
+  for (const parent of MULTIARCH_PARENTS) {
+    self(parent);
+    for (const name of list(paths.host(parent))) if (MULTIARCH_RE.test(name)) candidates.push(`${parent}/${name}/qemu`);
+  }
+  for (const c of candidates) if (!fp.dirs.some((d) => d.path === c)) self(c);
+  self(UPGRADE_PARENT);
+  // Emulators, and where new ones would appear.
+  for (const e of fp.emulators) self(e.path);
+  for (const d of EMULATOR_DIRS) self(d);
+  for (const e of EXTRA_EMULATORS) self(e);
+  watchHost(paths.configFile);
+  // libvirt writes a cache entry when it probes an emulator we have not seen.
+  self(paths.cacheDir);
+  return [...out];
+}
+
+function list(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+}

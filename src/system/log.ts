@@ -1,0 +1,59 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { escapeControl } from '../core/text';
+import type { Paths } from './paths';
+
+// Warnings must reach the admin: libvirt keeps a hook's stderr at debug
+// level only. The journal when there is one (structured fields), else
+// syslog, else stderr. Node has no Unix datagram sockets, so `logger` is
+// spawned; that happens only on the rare change or fault path.
+
+export const IDENTIFIER = 'qemu-modwatch';
+export type Priority = 'err' | 'warning' | 'notice' | 'info';
+const PRIORITY_NUMBER: Record<Priority, number> = { err: 3, warning: 4, notice: 5, info: 6 };
+
+export interface LogEvent {
+  priority: Priority;
+  message: string;
+  /** Extra journal fields, upper-case names without the QEMU_MODWATCH_ prefix. */
+  fields?: Record<string, string>;
+}
+
+export type LogTarget = 'journal' | 'syslog' | 'stderr';
+
+export function logTarget(paths: Paths): LogTarget {
+  if (exists(paths.host('/run/systemd/journal/socket'))) return 'journal';
+  if (exists(paths.host('/dev/log'))) return 'syslog';
+  return 'stderr';
+}
+
+export function log(paths: Paths, event: LogEvent): void {
+  const message = escapeControl(event.message);
+  const target = logTarget(paths);
+  if (target !== 'stderr' && sendToLogger(target, message, event)) return;
+  process.stderr.write(`${IDENTIFIER}: ${event.priority}: ${message}\n`);
+}
+
+function sendToLogger(target: LogTarget, message: string, event: LogEvent): boolean {
+  const run = (args: string[], input: string) =>
+    spawnSync('logger', args, { input, stdio: ['pipe', 'ignore', 'ignore'], timeout: 5000 }).status === 0;
+  if (target === 'journal') {
+    const lines = [
+      `MESSAGE=${message}`,
+      `SYSLOG_IDENTIFIER=${IDENTIFIER}`,
+      `PRIORITY=${PRIORITY_NUMBER[event.priority]}`,
+      ...Object.entries(event.fields ?? {}).map(([k, v]) => `QEMU_MODWATCH_${k}=${escapeControl(v)}`),
+    ];
+    return run(['--journald'], lines.join('\n') + '\n');
+  }
+  return run(['-t', IDENTIFIER, '-p', `daemon.${event.priority}`, '--', message], '');
+}
+
+function exists(p: string): boolean {
+  try {
+    fs.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
