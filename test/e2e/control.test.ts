@@ -1,0 +1,131 @@
+// Control runs WITHOUT any hook: what libvirt 9.0.0 does on its own. The hook
+// tests compare against these baselines.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import t from 'tap';
+import {
+  CACHE_DIR,
+  MODULE_DIR,
+  QEMU,
+  e2eSkip,
+  timeDomainStart,
+  timed,
+  useEnv,
+  type Env,
+} from './harness';
+
+const skip = e2eSkip(t);
+const scenario = { skip, timeout: 180_000 };
+
+const QXL = 'hw-display-qxl.so';
+
+/** <qemumoddirmtime> of a capabilities cache file (whole seconds), or null. */
+function cachedModDirMtime(hostFile: string): number | null {
+  const head = fs.readFileSync(hostFile, 'utf8').slice(0, 2000);
+  const m = /<qemumoddirmtime>(\d+)<\/qemumoddirmtime>/.exec(head);
+  return m?.[1] ? Number(m[1]) : null;
+}
+
+function mtimeNs(p: string): bigint {
+  return fs.statSync(p, { bigint: true }).mtimeNs;
+}
+
+/** Lines of the capabilities debug log that say why an entry was re-probed. */
+function reprobeReasons(env: Env): string[] {
+  return env
+    .daemonLog()
+    .split('\n')
+    .filter((l) => /Outdated capabilities|modules directory|Failed to load cached caps/i.test(l));
+}
+
+t.test('removed module + module dir mtime reset: libvirt keeps stale capabilities', scenario, async (t) => {
+  const env = await useEnv(t, { label: 'modwatch-control-stale' });
+  t.comment(`virtlogd start ${env.timings.virtlogdStart} ms, libvirtd start ${env.timings.libvirtdStarts[0]} ms`);
+  const modDirHost = env.hostPath(MODULE_DIR);
+  const qxlHost = env.hostPath(path.posix.join(MODULE_DIR, QXL));
+  t.ok(fs.existsSync(qxlHost), `${QXL} present in the private module dir`);
+
+  const cold = await timed(() => env.domcapsVideoModels());
+  t.comment(`cold probe (empty cache, domcapabilities) ${cold.ms} ms`);
+  t.ok(cold.value.includes('qxl'), `qxl among video models: ${cold.value.join(' ')}`);
+  const mem = await timed(() => env.domcapsVideoModels());
+  t.comment(`warm lookup (in memory) ${mem.ms} ms`);
+  t.same(mem.value, cold.value, 'same models on the second lookup');
+
+  const before = env.cacheFiles();
+  t.equal(before.length, 1, 'one capabilities cache file');
+  const entry = before[0];
+  if (!entry) return;
+  t.equal(entry.path, path.posix.join(CACHE_DIR, entry.name));
+  const dirSec = Number(mtimeNs(modDirHost) / 1_000_000_000n);
+  t.equal(cachedModDirMtime(entry.hostPath), dirSec, '<qemumoddirmtime> is the module dir mtime in seconds');
+
+  // Remove the module with the daemon stopped and put the dir mtime back.
+  await env.stopDaemon();
+  const dirMtimeBefore = mtimeNs(modDirHost);
+  const restore = env.saveTimes(MODULE_DIR);
+  fs.renameSync(qxlHost, path.join(env.dir, `${QXL}.removed`));
+  t.not(mtimeNs(modDirHost), dirMtimeBefore, 'removing the module changed the dir mtime');
+  restore();
+  t.equal(mtimeNs(modDirHost), dirMtimeBefore, 'dir mtime reset to the exact previous value');
+  t.notOk(fs.existsSync(qxlHost), `${QXL} removed`);
+
+  const restartMs = await env.startDaemon();
+  const stale = await timed(() => env.domcapsVideoModels());
+  t.comment(`libvirtd restart ${restartMs} ms, warm lookup (cache file loaded from disk) ${stale.ms} ms`);
+  const after = env.cacheFiles();
+  const reprobed = !stale.value.includes('qxl') || JSON.stringify(after) !== JSON.stringify(before);
+  if (reprobed) {
+    // Contradicts REFERENCE.md section 3: say what happened.
+    t.comment(`UNEXPECTED: models now ${stale.value.join(' ')}`);
+    t.comment(`cache before ${JSON.stringify(before)} after ${JSON.stringify(after)}`);
+    for (const l of reprobeReasons(env)) t.comment(l);
+  }
+  t.ok(stale.value.includes('qxl'), 'libvirt 9.0.0 still lists qxl although hw-display-qxl.so is gone (stale cache)');
+  t.same(after, before, 'cache file untouched (same inode, mtime, size): no re-probe');
+
+  // Positive control: a module dir mtime change is noticed by the running
+  // daemon on the next lookup (re-probe, file rewritten, qxl gone).
+  const now = new Date();
+  fs.utimesSync(modDirHost, now, now);
+  const reprobe = await timed(() => env.domcapsVideoModels());
+  t.comment(`re-probe after touching the module dir (running daemon) ${reprobe.ms} ms`);
+  t.notOk(reprobe.value.includes('qxl'), `qxl gone after the re-probe: ${reprobe.value.join(' ')}`);
+  const rewritten = env.cacheFiles();
+  t.equal(rewritten.length, 1, 'still one cache file');
+  t.not(rewritten[0]?.mtimeNs, entry.mtimeNs, 'cache file rewritten');
+  const why = reprobeReasons(env);
+  t.comment(`libvirt's reason: ${why.at(-1)?.replace(/^.*?: (?=Outdated)/, '') ?? '(not logged)'}`);
+});
+
+t.test('tiny TCG guest: define, start, running, destroy', scenario, async (t) => {
+  const env = await useEnv(t, { label: 'modwatch-control-guest' });
+  t.comment(`libvirtd start ${env.timings.libvirtdStarts[0]} ms`);
+  t.same(env.cacheFiles(), [], 'capabilities cache starts empty');
+
+  const defineMs = await env.defineDomain('mw-tiny');
+  t.comment(`virsh define (cold cache: includes the probe) ${defineMs} ms`);
+  t.equal(env.cacheFiles().length, 1, 'define probed and wrote the cache file');
+
+  const startMs = await timeDomainStart(env, 'mw-tiny');
+  t.comment(`virsh start -> running (first start) ${startMs} ms`);
+  t.equal(await env.domstate('mw-tiny'), 'running', 'domstate running');
+  const pids = env.qemuPids();
+  t.equal(pids.length, 1, 'one QEMU process, in the env namespace');
+  const pid = pids[0] ?? 0;
+  const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  t.equal(cmdline[0], QEMU, 'runs the system emulator');
+  const accel = cmdline.indexOf('-accel');
+  t.ok((accel >= 0 && cmdline[accel + 1]?.startsWith('tcg')) || cmdline.some((a) => /accel=tcg/.test(a)), 'uses TCG');
+
+  const d1 = await timed(() => env.virsh('destroy', 'mw-tiny'));
+  t.comment(`virsh destroy ${d1.ms} ms`);
+  t.equal(await env.domstate('mw-tiny'), 'shut off', 'domstate shut off');
+  t.same(env.qemuPids(), [], 'QEMU gone');
+
+  const warmMs = await timeDomainStart(env, 'mw-tiny');
+  t.comment(`virsh start -> running (second start, warm) ${warmMs} ms`);
+  const d2 = await timed(() => env.virsh('destroy', 'mw-tiny'));
+  t.comment(`virsh destroy ${d2.ms} ms`);
+  t.same(env.processes().map((p) => p.comm).sort(), ['libvirtd', 'virtlogd'], 'only the daemons left in the namespace');
+});
