@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import { isInvalidating, type ModuleChange } from './core/compare';
 import { assess, hasInvalidatingChanges, type Assessment } from './core/decide';
 import { emulatorsAffected } from './core/stale';
@@ -5,7 +6,8 @@ import type { Fingerprint } from './core/types';
 import { deleteEntries, nudge, type ActResult } from './system/act';
 import type { OnChange } from './system/config';
 import { clearMark, writeWatchAndMark } from './system/fast-path';
-import { statOrNull, statTuple } from './system/file-info';
+import { removeOrphanedTemps } from './system/atomic-file';
+import { errText, statOrNull, statTuple } from './system/file-info';
 import { withStateLock } from './system/lock';
 import { log } from './system/log';
 import { observe, type Context, type Observed } from './system/observe';
@@ -39,23 +41,67 @@ export function describeTrigger(t: Trigger): string {
 }
 
 export async function runPipeline(ctx: Context, trigger: Trigger): Promise<PipelineResult> {
+  // The common case, nothing to do, needs no lock: reading is safe against a
+  // concurrent writer (state is replaced by rename), and the mark each run
+  // writes only vouches for what that run saw since its own scan began.
+  const first = decideOnce(ctx, trigger);
+  if (!first.needsAction) {
+    // After finish: should writing the mark fail, its error is the one line.
+    const done = finish(ctx, first);
+    logProblems(ctx, first);
+    return done;
+  }
   const files = stateFiles(ctx.paths);
   return withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.host(files.lock), () => {
-    const scanStartMs = Date.now();
-    const extra = trigger.kind === 'qemu' && trigger.emulator ? [{ path: trigger.emulator, source: 'domain' as const }] : [];
-    const observed = observe(ctx, extra);
-    const assessment = assess(observed);
-    const result: PipelineResult = { observed, assessment, act: { deleted: [], nudged: [], errors: [] }, recorded: false, pending: false, refusal: null };
-    const fp = observed.fingerprint;
-    const changes = observed.comparison.changes.filter(isInvalidating);
-    const toDelete = assessment.invalidate.map((e) => e.file);
-    const policy = effectivePolicy(ctx.config.onChange, trigger);
+    // Writers killed mid-write (SIGKILL, OOM) leave their temp files; only a lock holder may judge them.
+    removeOrphanedTemps(ctx.paths.host(ctx.paths.stateDir));
+    // Another hook may have acted while we waited: look again.
+    const second = decideOnce(ctx, trigger);
+    if (second.needsAction) act(ctx, trigger, second);
+    const done = finish(ctx, second);
+    if (!second.needsAction) logProblems(ctx, second);
+    return done;
+  });
+}
 
-    if (observed.state.kind === 'corrupt') {
-      log(ctx.paths, { priority: 'warning', message: `${observed.state.reason}; recording a new baseline` });
-    }
-    const record = (actResult?: ActResult) => {
-      const baseline = actResult ? restat(ctx, fp, actResult.nudged) : fp;
+interface Run {
+  scanStartMs: number;
+  trigger: Trigger;
+  result: PipelineResult;
+  needsAction: boolean;
+}
+
+function decideOnce(ctx: Context, trigger: Trigger): Run {
+  const scanStartMs = Date.now();
+  const extra = trigger.kind === 'qemu' && trigger.emulator ? [{ path: trigger.emulator, source: 'domain' as const }] : [];
+  const observed = observe(ctx, extra);
+  const assessment = assess(observed);
+  const result: PipelineResult = { observed, assessment, act: { deleted: [], nudged: [], errors: [] }, recorded: false, pending: false, refusal: null };
+  const changed = assessment.invalidate.length > 0 || hasInvalidatingChanges(observed.comparison);
+  return { scanStartMs, trigger, result, needsAction: changed || assessment.differs || observed.state.kind !== 'ok' };
+}
+
+/**
+ * decide + act, under the state lock. Logs exactly one line, after acting
+ * and recording, so the line says what happened rather than what was meant
+ * to (a full disk fails the write after the cache was already refreshed).
+ */
+function act(ctx: Context, trigger: Trigger, run: Run): void {
+  const { result } = run;
+  const { observed, assessment } = result;
+  const files = stateFiles(ctx.paths);
+  const fp = observed.fingerprint;
+  const changes = observed.comparison.changes.filter(isInvalidating);
+  const toDelete = assessment.invalidate.map((e) => e.file);
+  const policy = effectivePolicy(ctx.config.onChange, trigger);
+  const notes = problems(observed, changes);
+  const kept = observed.state.kind === 'corrupt' ? keepCorrupt(ctx) : null;
+  const corruptText = observed.state.kind === 'corrupt' ? `${observed.state.reason}${kept ? `, kept as ${kept}` : ''}` : '';
+
+  /** A failed write is an action error: not recorded, so the next run tries again. */
+  const record = (actResult?: ActResult): boolean => {
+    const baseline = keepUnlisted(actResult ? restat(ctx, fp, actResult.nudged) : fp, observed.baseline);
+    try {
       writeState(ctx.paths.host(files.state), {
         schema: 1,
         writtenBy: VERSION,
@@ -64,43 +110,119 @@ export async function runPipeline(ctx: Context, trigger: Trigger): Promise<Pipel
           ? { at: new Date().toISOString(), trigger: describeTrigger(trigger), summary: summarize(changes, actResult), deleted: actResult.deleted, nudged: actResult.nudged }
           : observed.loaded.kind === 'ok' ? observed.loaded.state.lastAction : null,
       });
-      result.recorded = true;
-    };
-
-    if (toDelete.length > 0 || hasInvalidatingChanges(observed.comparison)) {
-      if (policy === 'warn') {
-        log(ctx.paths, warning(trigger, changes, result.act, toDelete, true));
-        if (observed.state.kind !== 'ok') record();
-        result.pending = true;
-      } else {
-        deleteEntries(ctx.paths, toDelete, result.act);
-        if (trigger.kind !== 'daemon-start' && ctx.config.nudge !== 'none') {
-          const cached = assessment.invalidate.flatMap((e) => (e.emulator ? [e.emulator] : []));
-          const known = fp.emulators.filter((e) => e.kind !== 'missing').map((e) => e.path);
-          const targets = new Set([...cached, ...emulatorsAffected(observed.comparison, fp, known)]);
-          nudge(ctx.paths, ctx.config.nudge, [...targets].sort(), observed.libvirtModdir, result.act);
-        }
-        log(ctx.paths, warning(trigger, changes, result.act, toDelete, false));
-        if (result.act.errors.length > 0) {
-          // Not recorded: the next run tries again.
-          result.pending = true;
-        } else {
-          record(result.act);
-          if (policy === 'refuse') result.refusal = refusal(changes, result.act);
-        }
-      }
-    } else if (assessment.differs) {
-      if (observed.state.kind === 'none') {
-        const modules = fp.dirs.reduce((n, d) => n + d.modules.length, 0);
-        log(ctx.paths, { priority: 'notice', message: `recorded a first baseline: ${modules} modules in ${fp.dirs.length} module directories` });
-      }
-      record();
+    } catch (e) {
+      result.act.errors.push(`cannot record the baseline in ${files.state}: ${errText(e)}`);
+      result.pending = true;
+      return false;
     }
+    result.recorded = true;
+    return true;
+  };
 
-    if (result.pending) clearMark(ctx.paths);
-    else writeWatchAndMark(ctx.paths, ctx.config, result.recorded ? restat(ctx, fp, result.act.nudged) : fp, scanStartMs);
-    return result;
-  });
+  if (toDelete.length > 0 || hasInvalidatingChanges(observed.comparison)) {
+    if (corruptText) notes.unshift(`state ignored: ${corruptText}`);
+    if (policy === 'warn') {
+      if (observed.state.kind !== 'ok') record();
+      log(ctx.paths, warning(trigger, changes, result.act, toDelete, true, notes));
+      result.pending = true;
+      return;
+    }
+    deleteEntries(ctx.paths, toDelete, result.act);
+    if (trigger.kind !== 'daemon-start' && ctx.config.nudge !== 'none') {
+      const cached = assessment.invalidate.flatMap((e) => (e.emulator ? [e.emulator] : []));
+      const known = fp.emulators.filter((e) => e.kind !== 'missing').map((e) => e.path);
+      const targets = new Set([...cached, ...emulatorsAffected(observed.comparison, fp, known)]);
+      nudge(ctx.paths, ctx.config.nudge, [...targets].sort(), observed.libvirtModdir, result.act);
+    }
+    if (result.act.errors.length > 0) {
+      // Not recorded: the next run tries again.
+      result.pending = true;
+    } else if (record(result.act) && policy === 'refuse') {
+      result.refusal = refusal(changes, result.act);
+    }
+    log(ctx.paths, warning(trigger, changes, result.act, toDelete, false, notes));
+    return;
+  }
+  const recorded = record();
+  const corrupt = corruptText ? `${corruptText}; ` : '';
+  let message: string;
+  if (!recorded) {
+    message = `${corrupt}${listed(result.act.errors)}`;
+  } else if (corrupt) {
+    message = `${corrupt}recording a new baseline`;
+  } else if (observed.state.kind === 'none') {
+    const modules = fp.dirs.reduce((n, d) => n + d.modules.length, 0);
+    message = `recorded a first baseline: ${modules} modules in ${fp.dirs.length} module directories`;
+  } else if (notes.length === 0) {
+    return;
+  } else {
+    message = 'recorded the baseline';
+  }
+  const priority = !recorded ? 'err' : observed.state.kind === 'none' && notes.length === 0 ? 'notice' : 'warning';
+  log(ctx.paths, { priority, message: `${message}${problemText(notes)}` });
+}
+
+/** A damaged state is evidence for a bug report: moved aside, not overwritten. */
+function keepCorrupt(ctx: Context): string | null {
+  const file = stateFiles(ctx.paths).state;
+  try {
+    fs.renameSync(ctx.paths.host(file), ctx.paths.host(`${file}.corrupt`));
+    return `${file}.corrupt`;
+  } catch {
+    return null;
+  }
+}
+
+/** A run with nothing to act on still says once what it could not see. */
+function logProblems(ctx: Context, run: Run): void {
+  const notes = problems(run.result.observed, []);
+  if (notes.length > 0) log(ctx.paths, { priority: 'warning', message: `nothing changed that could be seen${problemText(notes)}` });
+}
+
+/** What kept this run from seeing everything: worth a line, since it can hide a change. */
+function problems(observed: Observed, changes: ModuleChange[]): string[] {
+  const out: string[] = [];
+  for (const d of observed.fingerprint.dirs) if (d.error) out.push(`${d.error}, its modules were not checked`);
+  for (const c of changes) if (c.after?.error) out.push(`${c.dir}/${c.name}: ${c.after.error}`);
+  if (observed.cache.error) out.push(observed.cache.error);
+  for (const e of observed.cache.entries) if (e.error) out.push(`cache entry ${e.file}: ${e.error}`);
+  return out;
+}
+
+const MAX_LISTED = 5;
+
+/** A few items of a list that can be long (one per module or cache entry), and how many more. */
+function listed(items: string[]): string {
+  const more = items.length > MAX_LISTED ? `; and ${items.length - MAX_LISTED} more` : '';
+  return `${items.slice(0, MAX_LISTED).join('; ')}${more}`;
+}
+
+function problemText(notes: string[]): string {
+  return notes.length === 0 ? '' : `; problems: ${listed(notes)}`;
+}
+
+/**
+ * A directory that cannot be listed now tells nothing about its modules;
+ * recording it empty would hide whatever changed in it by the time it can
+ * be listed again, so what was known of it is kept.
+ */
+function keepUnlisted(fp: Fingerprint, before: Fingerprint | null): Fingerprint {
+  if (!before || !fp.dirs.some((d) => d.error)) return fp;
+  const old = new Map(before.dirs.map((d) => [d.path, d]));
+  return {
+    ...fp,
+    dirs: fp.dirs.map((d) => {
+      const o = old.get(d.path);
+      return d.error && o && !o.error ? { ...o, source: d.source } : d;
+    }),
+  };
+}
+
+function finish(ctx: Context, run: Run): PipelineResult {
+  const { result } = run;
+  if (result.pending) clearMark(ctx.paths);
+  else writeWatchAndMark(ctx.paths, ctx.config, result.recorded ? restat(ctx, result.observed.fingerprint, result.act.nudged) : result.observed.fingerprint, run.scanStartMs);
+  return result;
 }
 
 /** refuse makes sense for a start; a daemon or an incoming migration just gets fixed. */
@@ -132,11 +254,16 @@ function byKind(changes: ModuleChange[]): Record<'added' | 'removed' | 'replaced
   return { added: pick('added'), removed: pick('removed'), replaced: pick('replaced') };
 }
 
+/** Names listed per kind of change: a line stays readable (and within syslog's size) after a big upgrade. */
+const MAX_NAMES = 20;
+
 /** "added hw-usb-smartcard.so; replaced hw-display-qxl.so", or what else made entries stale. */
 function changeText(changes: ModuleChange[]): string {
   const k = byKind(changes);
   const base = (p: string) => p.slice(p.lastIndexOf('/') + 1);
-  const parts = (['added', 'removed', 'replaced'] as const).filter((x) => k[x].length).map((x) => `${x} ${k[x].map(base).join(', ')}`);
+  const names = (list: string[]) =>
+    list.length > MAX_NAMES ? `${list.slice(0, MAX_NAMES).map(base).join(', ')} and ${list.length - MAX_NAMES} more` : list.map(base).join(', ');
+  const parts = (['added', 'removed', 'replaced'] as const).filter((x) => k[x].length).map((x) => `${x} ${names(k[x])}`);
   return parts.length ? `QEMU modules changed (${parts.join('; ')})` : 'stale capabilities cache entries';
 }
 
@@ -148,13 +275,13 @@ function summarize(changes: ModuleChange[], act: ActResult): string {
   return `${changeText(changes)}; ${actionText(act)}`;
 }
 
-function warning(trigger: Trigger, changes: ModuleChange[], act: ActResult, toDelete: string[], warnOnly: boolean) {
+function warning(trigger: Trigger, changes: ModuleChange[], act: ActResult, toDelete: string[], warnOnly: boolean, notes: string[]) {
   const k = byKind(changes);
   const who = trigger.kind === 'qemu' ? ` before ${trigger.op} of domain '${trigger.domain ?? '?'}' (emulator ${trigger.emulator ?? 'unknown'})` : '';
   const action = warnOnly
     ? `${toDelete.length} capabilities cache entries are stale; on_change = warn, so nothing was done ('qemu-modwatch accept' once handled)`
     : actionText(act);
-  const errors = act.errors.length ? `; errors: ${act.errors.join('; ')}` : '';
+  const errors = act.errors.length ? `; errors: ${listed(act.errors)}` : '';
   const fields: Record<string, string> = {
     TRIGGER: describeTrigger(trigger),
     ADDED: k.added.join(' '),
@@ -167,7 +294,8 @@ function warning(trigger: Trigger, changes: ModuleChange[], act: ActResult, toDe
     fields.DOMAIN = trigger.domain ?? '';
     fields.EMULATOR = trigger.emulator ?? '';
   }
-  return { priority: act.errors.length ? ('err' as const) : ('warning' as const), message: `${changeText(changes)}${who}: ${action}${errors}`, fields };
+  if (notes.length) fields.PROBLEMS = notes.join('; ');
+  return { priority: act.errors.length ? ('err' as const) : ('warning' as const), message: `${changeText(changes)}${who}: ${action}${errors}${problemText(notes)}`, fields };
 }
 
 function refusal(changes: ModuleChange[], act: ActResult): string {

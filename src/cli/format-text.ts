@@ -32,25 +32,54 @@ export function formatText(r: Report): string {
   out.push('', `Capabilities cache ${esc(r.cache.dir)}`);
   if (!r.cache.exists) out.push(`  ${r.cache.error ? esc(r.cache.error) : 'not there (libvirt has not probed yet)'}`);
   else if (r.cache.entries.length === 0) out.push('  empty');
-  out.push(...table(r.cache.entries.map((e) => [e.file.slice(0, 12) + '…', esc(e.emulator ?? '?'), e.error ? 'unreadable' : e.stale ? 'STALE' : 'fresh', esc(e.error ?? e.reasons[0] ?? '')])));
+  out.push(...table(r.cache.entries.map((e) => [e.file.slice(0, 12) + '…', esc(e.emulator ?? '?'), e.error ? 'unreadable' : e.stale ? 'STALE' : 'fresh', LIBVIRT[e.libvirtOutcome], esc(e.error ?? e.reasons[0] ?? '')])));
+
+  out.push('', 'Running guests');
+  if (!r.guestsChecked) out.push('  not checked (no /proc to read)');
+  else if (r.guests.length === 0) out.push('  none');
+  out.push(...table(r.guests.map((g) => [esc(g.domain ?? '-'), `pid ${g.pid}`, esc(g.emulator ?? '?'), EMULATOR_STATE[g.emulatorState], guestRisk(g)])));
 
   if (problems.length) {
     out.push('', 'Findings');
     out.push(...table(problems.map((f) => [f.level, esc(f.message)])));
   }
-  const next = advice(r);
-  if (next) out.push('', next);
+  if (r.advice.length) out.push('', ...r.advice.map((a) => `Next: ${esc(a)}`));
   return out.join('\n') + '\n';
 }
 
-function headline(r: Report): string {
+const LIBVIRT: Record<Report['cache']['entries'][number]['libvirtOutcome'], string> = {
+  fresh: 'libvirt keeps it',
+  reprobes: 'libvirt re-probes it by itself',
+  'serves-stale': 'libvirt keeps serving it',
+  unreadable: '',
+};
+
+const EMULATOR_STATE: Record<Report['guests'][number]['emulatorState'], string> = {
+  current: 'emulator current',
+  replaced: 'EMULATOR REPLACED',
+  deleted: 'EMULATOR REMOVED',
+  unknown: 'emulator unknown',
+};
+
+function guestRisk(g: Report['guests'][number]): string {
+  if (g.atRisk === null) return `not checked: ${esc(g.error ?? 'build stamp unknown')}`;
+  const served = g.servedByUpgradeCopy.length ? `; ${g.servedByUpgradeCopy.length} served by an upgrade copy` : '';
+  if (!g.atRisk) return `later module loads work${served}`;
+  return `AT RISK: ${g.modulesAtRisk.map((m) => esc(m.name)).join(', ')} would fail${served}`;
+}
+
+export function headline(r: Report): string {
+  if (r.findings.some((f) => f.code === 'no-qemu')) return 'QEMU is not installed, nothing to watch';
   const count = (code: string) => r.findings.filter((f) => f.code === code).length;
   const parts: string[] = [];
   const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
   if (count('stamp-mismatch')) parts.push(`${plural(count('stamp-mismatch'), 'module')} QEMU will refuse`);
   if (count('module-changed')) parts.push(`${plural(count('module-changed'), 'module')} changed`);
   if (count('stale-cache-entry')) parts.push(`${plural(count('stale-cache-entry'), 'stale cache entry')}`.replace('entrys', 'entries'));
-  const other = r.findings.filter((f) => f.level !== 'OK' && !['stamp-mismatch', 'module-changed', 'stale-cache-entry'].includes(f.code)).length;
+  if (count('guest-at-risk')) parts.push(`${plural(count('guest-at-risk'), 'guest')} at risk`);
+  if (count('guest-emulator-replaced')) parts.push(`${plural(count('guest-emulator-replaced'), 'guest')} on a replaced emulator`);
+  const headed = ['stamp-mismatch', 'module-changed', 'stale-cache-entry', 'guest-at-risk', 'guest-emulator-replaced'];
+  const other = r.findings.filter((f) => f.level !== 'OK' && !headed.includes(f.code)).length;
   if (other) parts.push(plural(other, 'other problem'));
   if (parts.length) return parts.join(', ');
   const modules = r.moduleDirs.reduce((n, d) => n + d.moduleCount, 0);
@@ -59,6 +88,7 @@ function headline(r: Report): string {
 
 function stampSummary(r: Report, d: Report['moduleDirs'][number]): string {
   if (d.source === 'upgrade') return 'upgrade copy for running guests';
+  if (d.moduleCount === 0) return '';
   if (!r.stampsChecked) return 'stamps not checked';
   const refused = d.modules.filter((m) => m.refused).length;
   return refused ? `${refused} not from an installed emulator's build` : "all from an installed emulator's build";
@@ -75,16 +105,6 @@ function buildIds(c: Report['changes'][number]): string {
   if (c.kind === 'replaced') return `build-id ${c.buildIdBefore?.slice(0, 12) ?? 'none'} -> ${c.buildIdAfter?.slice(0, 12) ?? 'none'}`;
   const id = c.buildIdAfter ?? c.buildIdBefore;
   return id ? `build-id ${id.slice(0, 12)}` : '';
-}
-
-function advice(r: Report): string | null {
-  const stale = r.cache.entries.some((e) => e.stale);
-  const changed = r.changes.some((c) => c.kind !== 'metadata');
-  if (stale || changed) {
-    return 'Next: the hooks act on this at the next daemon or guest start; `qemu-modwatch accept` records the current modules as the baseline.';
-  }
-  if (r.baseline.state !== 'ok') return 'Next: `qemu-modwatch accept` records the current modules as the baseline.';
-  return null;
 }
 
 /** Left-aligned columns, two spaces apart, indented by two. */

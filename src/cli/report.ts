@@ -1,4 +1,6 @@
+import { isInvalidating } from '../core/compare';
 import { EXIT_CODE, refusedModules, type Assessment, type Finding, type Level } from '../core/decide';
+import type { EmulatorState, ModuleAtRisk } from '../core/guests';
 import { dirsUsedBy } from '../core/stale';
 import type { Observed } from '../system/observe';
 import { VERSION } from '../version';
@@ -41,12 +43,63 @@ export interface Report {
     dir: string;
     exists: boolean;
     error: string | null;
-    entries: { file: string; emulator: string | null; stale: boolean; reasons: string[]; libvirtNotices: boolean; error: string | null }[];
+    entries: {
+      file: string;
+      emulator: string | null;
+      stale: boolean;
+      reasons: string[];
+      libvirtNotices: boolean;
+      /** Which of libvirt's own checks makes it re-probe; null when none does. */
+      libvirtReason: string | null;
+      /** What libvirt does with the entry on its next lookup, left alone. */
+      libvirtOutcome: LibvirtOutcome;
+      error: string | null;
+    }[];
   };
+  /** Whether running QEMU processes were looked for (/proc readable). */
+  guestsChecked: boolean;
+  guests: {
+    pid: number;
+    domain: string | null;
+    sources: string[];
+    emulator: string | null;
+    emulatorState: EmulatorState;
+    stamp: string | null;
+    stampOnDisk: string | null;
+    searchDirs: string[];
+    atRisk: boolean | null;
+    modulesAtRisk: ModuleAtRisk[];
+    servedByUpgradeCopy: { name: string; file: string }[];
+    loadedModules: string[];
+    error: string | null;
+  }[];
+  /** The numbers every output shows (nagios perfdata, metrics). */
+  counts: {
+    modules: number;
+    moduleDirs: number;
+    changed: number;
+    staleCacheEntries: number;
+    staleCacheEntriesServed: number;
+    refusedModules: number;
+    guests: number;
+    guestsAtRisk: number;
+    guestsEmulatorReplaced: number;
+  };
+  /** What to do next, with the exact command. */
+  advice: string[];
   findings: Finding[];
 }
 
+/** fresh: served and right; reprobes: libvirt's own checks catch it; serves-stale: wrong until someone acts. */
+export type LibvirtOutcome = 'fresh' | 'reprobes' | 'serves-stale' | 'unreadable';
+
 export function buildReport(o: Observed, a: Assessment, now = new Date()): Report {
+  const r = reportBody(o, a, now);
+  r.advice = advice(r);
+  return r;
+}
+
+function reportBody(o: Observed, a: Assessment, now: Date): Report {
   const fp = o.fingerprint;
   const dirPaths = new Set(fp.dirs.map((d) => d.path));
   const refused = refusedModules(fp);
@@ -100,11 +153,78 @@ export function buildReport(o: Observed, a: Assessment, now = new Date()): Repor
       error: o.cache.error,
       entries: o.cache.entries.map((entry, i) => {
         const s = a.staleness[i]!;
-        return { file: entry.file, emulator: entry.emulator, stale: s.stale, reasons: s.reasons, libvirtNotices: s.libvirtNotices, error: entry.error };
+        const libvirtOutcome: LibvirtOutcome = entry.error ? 'unreadable' : s.libvirtNotices ? 'reprobes' : s.stale ? 'serves-stale' : 'fresh';
+        return {
+          file: entry.file,
+          emulator: entry.emulator,
+          stale: s.stale,
+          reasons: s.reasons,
+          libvirtNotices: s.libvirtNotices,
+          libvirtReason: s.libvirtReason,
+          libvirtOutcome,
+          error: entry.error,
+        };
       }),
     },
+    guestsChecked: o.guestsChecked,
+    guests: a.guests.map((g) => ({
+      pid: g.pid,
+      domain: g.domain,
+      sources: g.sources,
+      emulator: g.emulator,
+      emulatorState: g.emulatorState,
+      stamp: g.stamp,
+      stampOnDisk: g.stampOnDisk,
+      searchDirs: g.searchDirs,
+      atRisk: g.atRisk,
+      modulesAtRisk: g.modules,
+      servedByUpgradeCopy: g.servedByUpgradeCopy,
+      loadedModules: g.loaded,
+      error: g.error,
+    })),
+    counts: {
+      modules: fp.dirs.reduce((n, d) => n + d.modules.length, 0),
+      moduleDirs: fp.dirs.length,
+      changed: o.comparison.changes.filter(isInvalidating).length,
+      staleCacheEntries: a.staleness.filter((s) => s.stale).length,
+      staleCacheEntriesServed: a.staleness.filter((s) => s.stale && !s.libvirtNotices).length,
+      refusedModules: refused?.length ?? 0,
+      guests: a.guests.length,
+      guestsAtRisk: a.guests.filter((g) => g.atRisk).length,
+      guestsEmulatorReplaced: a.guests.filter((g) => g.emulatorState === 'replaced' || g.emulatorState === 'deleted').length,
+    },
+    advice: [],
     findings: a.findings,
   };
+}
+
+/**
+ * The next step, with the exact command. libvirt re-probes by itself only
+ * what its own checks catch; everything else stays wrong until refresh
+ * (or a hook) deletes the entries and nudges the daemon.
+ */
+function advice(r: Report): string[] {
+  const out: string[] = [];
+  const { staleCacheEntries: stale, staleCacheEntriesServed: served } = r.counts;
+  const entries = (n: number) => `${n} stale capabilities cache ${n === 1 ? 'entry' : 'entries'}`;
+  if (served > 0) {
+    out.push(`Run 'qemu-modwatch refresh': libvirt keeps serving ${entries(served)} until they are deleted and the daemon is nudged.`);
+  } else if (stale > 0) {
+    out.push(`libvirt re-probes the ${entries(stale)} by itself on its next lookup; 'qemu-modwatch refresh' does it now and records the baseline.`);
+  } else if (r.counts.changed > 0) {
+    out.push("Run 'qemu-modwatch accept' to record the current modules as the baseline (no cache entry needs invalidating).");
+  } else if (r.baseline.state !== 'ok' && r.counts.moduleDirs > 0) {
+    out.push("Run 'qemu-modwatch accept' to record the current modules as the baseline.");
+  }
+  if (r.counts.refusedModules > 0) {
+    out.push('Install the modules of the same build as the emulator (finish or repeat the QEMU upgrade): QEMU refuses the others.');
+  }
+  const restart = r.guests.filter((g) => g.atRisk || g.emulatorState === 'replaced' || g.emulatorState === 'deleted');
+  if (restart.length > 0) {
+    const names = restart.map((g) => g.domain ?? `pid ${g.pid}`).join(', ');
+    out.push(`Restart or migrate ${restart.length === 1 ? 'this guest' : 'these guests'} to run the installed QEMU build: ${names}.`);
+  }
+  return out;
 }
 
 export function nsToIso(ns: string): string {

@@ -30,6 +30,22 @@ export interface Comparison {
   emulatorChanges: EmulatorChange[];
 }
 
+/**
+ * File times come from a clock that ticks every few milliseconds (whole
+ * seconds on some file systems), so a module rewritten in place just after
+ * a scan read it can keep the stat data the scan recorded. Records whose
+ * ctime or mtime is this close to (or after) the start of the scan that
+ * made them are read again next time instead of trusted, as git does with
+ * racy index entries.
+ */
+export const RACY_MARGIN_NS = 2_000_000_000n;
+
+/** Whether a baseline's record of a file may predate a change with the same stat data. */
+export function isRacy(file: { ctimeNs: string; mtimeNs: string }, takenAtNs: string): boolean {
+  const after = BigInt(takenAtNs) - RACY_MARGIN_NS;
+  return BigInt(file.ctimeNs) >= after || BigInt(file.mtimeNs) >= after;
+}
+
 export function isInvalidating(c: ModuleChange): boolean {
   return c.kind !== 'metadata';
 }

@@ -1,6 +1,7 @@
-import { isInvalidating, type Comparison } from './compare';
+import { isInvalidating, isRacy, type Comparison } from './compare';
+import { assessGuests, guestLabel, type GuestRisk } from './guests';
 import { assessEntry, emulatorsAffected, type Staleness } from './stale';
-import type { CacheView, Fingerprint } from './types';
+import type { CacheView, Fingerprint, GuestRecord } from './types';
 
 // decide: from what was observed and compared to findings (what to say)
 // and a plan (what to do). Pure; every way in (check, hooks, refresh)
@@ -26,7 +27,17 @@ export type FindingCode =
   | 'missing-dir'
   | 'unreadable-cache-entry'
   | 'cache-dir-problem'
-  | 'wrapper-unresolved';
+  | 'wrapper-unresolved'
+  | 'guest-at-risk'
+  | 'guest-emulator-replaced'
+  | 'guest-unchecked';
+
+/** Every code, for outputs that list all of them (metrics keep a series per code). */
+export const FINDING_CODES: FindingCode[] = [
+  'no-qemu', 'no-baseline', 'corrupt-state', 'module-changed', 'module-metadata', 'emulator-changed', 'stale-cache-entry',
+  'stamp-mismatch', 'no-stamp-check', 'unreadable-module', 'unreadable-dir', 'missing-dir', 'unreadable-cache-entry',
+  'cache-dir-problem', 'wrapper-unresolved', 'guest-at-risk', 'guest-emulator-replaced', 'guest-unchecked',
+];
 
 export interface Finding {
   level: Level;
@@ -43,6 +54,8 @@ export interface Observation {
   comparison: Comparison;
   cache: CacheView;
   libvirtModdir: string | null;
+  /** Running QEMU processes; null when not looked for (the hooks do not). */
+  guests: GuestRecord[] | null;
 }
 
 export interface Assessment {
@@ -53,6 +66,7 @@ export interface Assessment {
   invalidate: { file: string; emulator: string | null; reasons: string[] }[];
   /** Whether the fingerprint differs from the baseline in anything worth recording. */
   differs: boolean;
+  guests: GuestRisk[];
 }
 
 export function assess(o: Observation): Assessment {
@@ -94,8 +108,14 @@ export function assess(o: Observation): Assessment {
     if (entry.error) add('WARNING', 'unreadable-cache-entry', `cache entry ${entry.file}: ${entry.error}`);
   }
   for (const s of staleness) {
-    if (s.stale) add('WARNING', 'stale-cache-entry', `cache entry for ${s.emulator} is stale: ${s.reasons[0]}`);
+    if (!s.stale) continue;
+    const libvirt = s.libvirtNotices
+      ? 'libvirt re-probes it by itself on its next lookup'
+      : "libvirt keeps serving it until it is invalidated ('qemu-modwatch refresh')";
+    add('WARNING', 'stale-cache-entry', `cache entry for ${s.emulator} is stale: ${s.reasons[0]}; ${libvirt}`);
   }
+  const guests = o.guests ? assessGuests(o.guests, fp) : [];
+  findings.push(...guestFindings(guests));
 
   const affected = emulatorsAffected(o.comparison, fp, o.cache.entries.flatMap((e) => (e.emulator ? [e.emulator] : [])));
   const invalidate = staleness
@@ -103,7 +123,35 @@ export function assess(o: Observation): Assessment {
     .map((s) => ({ file: s.file, emulator: s.emulator, reasons: s.reasons.length ? s.reasons : ['modules it uses changed'] }));
 
   const status = findings.reduce<Level>((acc, f) => (RANK[f.level] > RANK[acc] ? f.level : acc), 'OK');
-  return { status, findings, staleness, invalidate, differs: differs(o) };
+  return { status, findings, staleness, invalidate, differs: differs(o), guests };
+}
+
+/**
+ * A guest at risk or running a replaced binary is a WARNING: it runs, and
+ * after every QEMU upgrade each running guest is in this state until it is
+ * restarted or migrated; monitoring should show it, not page for it.
+ */
+function guestFindings(guests: GuestRisk[]): Finding[] {
+  const out: Finding[] = [];
+  for (const g of guests) {
+    const who = guestLabel(g);
+    if (g.emulatorState === 'replaced' || g.emulatorState === 'deleted') {
+      const stamps = g.stamp && g.stampOnDisk && g.stamp !== g.stampOnDisk ? ` (stamp ${short(g.stamp)} -> ${short(g.stampOnDisk)})` : '';
+      const what = g.emulatorState === 'deleted' ? 'was removed' : 'was replaced';
+      out.push({ level: 'WARNING', code: 'guest-emulator-replaced', message: `${who} runs ${g.emulator}, which ${what} since it started${stamps}` });
+    }
+    if (g.atRisk) {
+      const names = g.modules.map((m) => m.name).join(', ');
+      out.push({
+        level: 'WARNING',
+        code: 'guest-at-risk',
+        message: `${who} will fail to load ${names}: not from its build ${short(g.stamp)}; restart or migrate it`,
+      });
+    } else if (g.atRisk === null) {
+      out.push({ level: 'OK', code: 'guest-unchecked', message: `${who}: ${g.error ?? 'its build stamp is unknown'}; its modules were not checked` });
+    }
+  }
+  return out;
 }
 
 /**
@@ -143,6 +191,10 @@ function differs(o: Observation): boolean {
   if (o.comparison.changes.length > 0 || o.comparison.emulatorChanges.length > 0) return true;
   const dirs = (fp: Fingerprint) => fp.dirs.map((d) => d.path).join('\n') + '\0' + fp.missingDirs.join('\n');
   if (dirs(o.baseline) !== dirs(o.fingerprint)) return true;
+  // Records too close to their scan to trust are read again by every run
+  // until a baseline taken well after them is recorded.
+  const settled = o.baseline.dirs.some((d) => d.modules.some((m) => isRacy(m, o.baseline!.takenAtNs) && !isRacy(m, o.fingerprint.takenAtNs)));
+  if (settled) return true;
   // Stat data that moved without a content change (a nudge, a chmod) is
   // worth recording too, or every run re-reads those files.
   const before = new Map(o.baseline.emulators.map((e) => [e.path, e]));

@@ -29,6 +29,11 @@ export function dirsUsedBy(emulatorPath: string, fp: Fingerprint, depth = 0): Di
     return inner;
   }
   if (e.kind !== 'elf') return all;
+  // Every QEMU built with module support carries its build stamp (its
+  // module loader checks it); one without (Debian's
+  // qemu-system-x86_64-microvm) loads no modules, so no module change
+  // concerns it.
+  if (!e.stamp && !e.usesUpgradeDirs) return { dirs: new Set(), sure: true };
   const dirs = new Set<string>();
   for (const d of fp.dirs) {
     if (e.dirsInBinary.includes(d.path)) dirs.add(d.path);
@@ -54,6 +59,8 @@ export interface Staleness {
    * mtime) will make it re-probe on the next lookup without our help.
    */
   libvirtNotices: boolean;
+  /** Which of libvirt's checks fires, when one does. */
+  libvirtReason: string | null;
 }
 
 export interface StaleInput {
@@ -65,28 +72,23 @@ export interface StaleInput {
 }
 
 export function assessEntry(entry: CacheEntry, input: StaleInput): Staleness {
-  const out: Staleness = { file: entry.file, emulator: entry.emulator, stale: false, reasons: [], libvirtNotices: false };
+  const out: Staleness = { file: entry.file, emulator: entry.emulator, stale: false, reasons: [], libvirtNotices: false, libvirtReason: null };
   if (entry.error || !entry.emulator) return out;
   const { fingerprint: fp } = input;
   const e = fp.emulators.find((x) => x.path === entry.emulator);
   const mtime = BigInt(entry.mtimeNs);
   if (!e || e.kind === 'missing') {
     out.reasons.push('its emulator no longer exists');
-    out.libvirtNotices = true;
   } else if (entry.qemuctime !== null && entry.qemuctime !== seconds(e.ctimeNs)) {
     out.reasons.push(`its emulator changed (qemuctime ${entry.qemuctime}, emulator ctime now ${seconds(e.ctimeNs)})`);
-    out.libvirtNotices = true;
   }
+  out.libvirtReason = libvirtRecheck(entry, fp, input.libvirtModdir);
+  out.libvirtNotices = out.libvirtReason !== null;
   const usage = dirsUsedBy(entry.emulator, fp);
   for (const d of fp.dirs) {
     if (!usage.dirs.has(d.path)) continue;
     const why = changedAfter(d, mtime);
-    if (why) {
-      out.reasons.push(why);
-      if (d.path === input.libvirtModdir && entry.qemumoddirmtime !== null && entry.qemumoddirmtime !== seconds(d.mtimeNs)) {
-        out.libvirtNotices = true;
-      }
-    }
+    if (why) out.reasons.push(why);
   }
   const baselineAt = input.baseline ? BigInt(input.baseline.takenAtNs) : null;
   if (baselineAt !== null && mtime < baselineAt) {
@@ -99,17 +101,52 @@ export function assessEntry(entry: CacheEntry, input: StaleInput): Staleness {
   return out;
 }
 
+/**
+ * libvirt with the module-directory check writes <qemumoddirmtime> whenever
+ * its directory exists; entries without it come from a libvirt that lacks
+ * the check, or had no directory then. The check came in the 6.x series
+ * (present in 9.0.0), so a 7.0 or later <selfvers> has it.
+ */
+export const MODDIR_CHECK_SINCE = 7_000_000;
+
+/**
+ * What libvirt's own re-validation (virQEMUCapsIsValid, on every lookup
+ * and when a daemon loads the file) says about an entry: the reason it
+ * re-probes, or null when it keeps serving the entry as it is. Only the
+ * checks that concern QEMU are modelled: the emulator must exist with the
+ * ctime in <qemuctime>, and the one compiled-in module directory's mtime
+ * (whole seconds) must equal <qemumoddirmtime> (0 when absent).
+ */
+export function libvirtRecheck(entry: CacheEntry, fp: Fingerprint, libvirtModdir: string | null): string | null {
+  if (entry.error || !entry.emulator) return null;
+  const e = fp.emulators.find((x) => x.path === entry.emulator);
+  if (!e || e.kind === 'missing') return `the emulator ${entry.emulator} is gone`;
+  if (entry.qemuctime !== null && entry.qemuctime !== seconds(e.ctimeNs)) {
+    return `the emulator's ctime (${seconds(e.ctimeNs)}) differs from <qemuctime> (${entry.qemuctime})`;
+  }
+  const hasCheck = entry.qemumoddirmtime !== null || (entry.selfvers !== null && entry.selfvers >= MODDIR_CHECK_SINCE);
+  const dir = libvirtModdir ? fp.dirs.find((d) => d.path === libvirtModdir) : undefined;
+  if (hasCheck && dir) {
+    const recorded = entry.qemumoddirmtime ?? 0;
+    const now = seconds(dir.mtimeNs);
+    if (recorded !== now) return `the mtime of ${dir.path} (${now}) differs from <qemumoddirmtime> (${recorded})`;
+  }
+  return null;
+}
+
 /** The newest change in a directory, if it is newer than the cache entry. */
 function changedAfter(d: DirRecord, mtime: bigint): string | null {
-  let newest: { name: string | null; ctime: bigint } = { name: null, ctime: BigInt(d.ctimeNs) };
+  // A module newer than the entry is the better explanation; the directory's
+  // own ctime also moves when its mtime is put back, so it only speaks when
+  // no module does (a module was removed).
+  let newest: { name: string; ctime: bigint } | null = null;
   for (const m of d.modules) {
     const c = BigInt(m.ctimeNs);
-    if (c > newest.ctime || (c === newest.ctime && newest.name === null)) newest = { name: m.name, ctime: c };
+    if (c > mtime && (!newest || c > newest.ctime)) newest = { name: m.name, ctime: c };
   }
-  if (newest.ctime <= mtime) return null;
-  return newest.name
-    ? `module ${d.path}/${newest.name} changed after it was written`
-    : `modules were added to or removed from ${d.path} after it was written`;
+  if (newest) return `module ${d.path}/${newest.name} changed after it was written`;
+  if (BigInt(d.ctimeNs) > mtime) return `modules were added to or removed from ${d.path} after it was written`;
+  return null;
 }
 
 export function seconds(ns: string): number {

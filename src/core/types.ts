@@ -89,3 +89,37 @@ export interface CacheView {
   entries: CacheEntry[];
   error: string | null;
 }
+
+/** What the running binary of a guest says about itself (read through /proc/PID/exe). */
+export interface RunningBinary {
+  kind: EmulatorKind;
+  stamp: string | null;
+  dirsInBinary: string[];
+  usesUpgradeDirs: boolean;
+}
+
+/**
+ * A running QEMU process, as observed. Paths are system paths (as seen
+ * under --root). Plain data, so the risk decision is a pure function.
+ */
+export interface GuestRecord {
+  pid: number;
+  /** libvirt's domain name: the pid file's name, else `-name guest=...`. */
+  domain: string | null;
+  /** Where it was found: libvirt's pid files, a scan of /proc, or both. */
+  sources: ('libvirt' | 'proc')[];
+  /** The path it was started from (/proc/PID/exe, else argv[0]); null when unknown. */
+  exe: string | null;
+  /** The kernel says the file it runs is no longer at `exe` (" (deleted)"). */
+  exeDeleted: boolean;
+  /** The binary it runs; null when it could not be read. */
+  running: RunningBinary | null;
+  /** The file at `exe` now; null when nothing is there (or exe is unknown). */
+  onDisk: RunningBinary | null;
+  /** QEMU_MODULE_DIR in its environment, when readable and absolute. */
+  moduleDirEnv: string | null;
+  /** Module file names it has mapped already: QEMU never loads those again. */
+  loaded: string[];
+  /** Why the guest could not be (fully) read. */
+  error: string | null;
+}

@@ -1,3 +1,4 @@
+import { escapeControl } from '../core/text';
 import type { FailMode } from '../system/config';
 import { log } from '../system/log';
 import type { Context } from '../system/observe';
@@ -17,6 +18,12 @@ export interface HookSetup {
 }
 
 export async function runHook(driver: Driver, args: string[], setup: HookSetup): Promise<number> {
+  if (args.length < 4) {
+    // libvirt always passes four; anything else is a person or a broken caller, and worth one line.
+    const shown = args.map((a) => `'${a}'`).join(' ') || 'none';
+    log(setup.paths, { priority: 'notice', message: `hook ${driver} called with ${args.length} of libvirt's 4 arguments (${shown}); ignored` });
+    return 0;
+  }
   const op = classifyHook(driver, args);
   if (!op.act) return 0;
   let trigger: Trigger = op.driver === 'daemon' ? { kind: op.op === 'start' ? 'daemon-start' : 'daemon-reload' } : { kind: 'qemu', op: op.op, domain: op.domain, emulator: null };
@@ -31,11 +38,11 @@ export async function runHook(driver: Driver, args: string[], setup: HookSetup):
     }
     const result = await runPipeline(ctx, trigger);
     if (result.refusal) {
-      process.stderr.write(result.refusal + '\n');
+      process.stderr.write(escapeControl(result.refusal) + '\n');
       return 1;
     }
     if (result.act.errors.length > 0 && fail === 'closed') {
-      process.stderr.write(`qemu-modwatch: ${result.act.errors[0]} (fail = closed)\n`);
+      process.stderr.write(`qemu-modwatch: ${escapeControl(result.act.errors[0]!)} (fail = closed)\n`);
       return 1;
     }
     return 0;
@@ -45,7 +52,8 @@ export async function runHook(driver: Driver, args: string[], setup: HookSetup):
     const outcome = fail === 'closed' ? 'refusing (fail = closed)' : 'not blocking (fail = open)';
     log(setup.paths, { priority: 'err', message: `${describeTrigger(trigger)}${where} failed: ${reason}; ${outcome}` });
     if (fail === 'closed') {
-      process.stderr.write(`qemu-modwatch: ${reason}\n`);
+      // libvirt shows this to whoever started the guest: names in it are others'.
+      process.stderr.write(`qemu-modwatch: ${escapeControl(reason)}\n`);
       return 1;
     }
     return 0;

@@ -1,6 +1,5 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as crypto from 'node:crypto';
 
 /**
  * Writes a file so that a reader (or a crash at any point) sees either the
@@ -8,16 +7,28 @@ import * as crypto from 'node:crypto';
  * directory, fsync, rename over, fsync the directory so the rename itself
  * survives a power cut.
  */
-export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644, mtime?: Date): void {
+let tmpCounter = 0;
+
+export interface AtomicOptions {
+  mode?: number;
+  /** Set before the rename, so no reader ever sees the file with another time. */
+  mtime?: Date;
+  /**
+   * false for files that are only a hint (their loss after a power cut
+   * costs one extra full check): skips the fsyncs, which cost milliseconds.
+   */
+  durable?: boolean;
+}
+
+export function writeFileAtomic(file: string, data: string | Buffer, opts: AtomicOptions = {}): void {
+  const { mode = 0o644, mtime, durable = true } = opts;
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode);
+  const { tmp, fd } = createTemp(dir, path.basename(file), mode);
   try {
     try {
       fs.writeFileSync(fd, data);
-      // Set before the rename, so no reader ever sees the file with another time.
       if (mtime) fs.futimesSync(fd, mtime, mtime);
-      fs.fsyncSync(fd);
+      if (durable) fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
     }
@@ -30,7 +41,22 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o64
     }
     throw e;
   }
-  syncDir(dir);
+  if (durable) syncDir(dir);
+}
+
+/**
+ * O_EXCL makes the temp file ours: never an existing file or a planted
+ * symlink. A name left behind by a crashed run with the same pid is skipped.
+ */
+function createTemp(dir: string, base: string, mode: number): { tmp: string; fd: number } {
+  for (let attempt = 0; ; attempt++) {
+    const tmp = path.join(dir, `.${base}.${process.pid}.${++tmpCounter}.tmp`);
+    try {
+      return { tmp, fd: fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode) };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 100) throw e;
+    }
+  }
 }
 
 function syncDir(dir: string): void {
@@ -42,5 +68,41 @@ function syncDir(dir: string): void {
     // Some file systems refuse fsync on a directory; the rename is done anyway.
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** `.<name>.<pid>.<counter or random hex>.tmp`, as writeFileAtomic names them. */
+const TEMP_NAME = /^\..+\.([1-9][0-9]*)\.[0-9a-f]+\.tmp$/;
+
+/**
+ * Removes the temp files of writers that died before their rename (the
+ * target itself is intact: that is the point of the rename). A temp file
+ * whose pid is alive is left alone, even if the pid was reused.
+ */
+export function removeOrphanedTemps(dir: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = TEMP_NAME.exec(name);
+    if (!m || isRunning(Number(m[1]))) continue;
+    try {
+      fs.unlinkSync(path.join(dir, name));
+    } catch {
+      // Gone already, or not ours to remove: either way nothing is lost.
+    }
+  }
+}
+
+function isRunning(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { CacheEntry, CacheView } from '../core/types';
 import { readCacheHeader } from './cache-header';
-import { errText } from './file-info';
+import { errText, NotRegularError, openRegular } from './file-info';
 import type { Paths } from './paths';
 
 // libvirt's QEMU capabilities cache: one `<sha256 of emulator path>.xml`
@@ -50,21 +50,25 @@ function readEntry(file: string, name: string): CacheEntry | null {
   };
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    // Whoever can write here (a QEMU process running as libvirt's user may)
+    // could plant a symlink or a device node under an entry's name.
+    const opened = openRegular(file, { noFollow: true });
+    fd = opened.fd;
+    entry.mtimeNs = opened.st.mtimeNs.toString();
+    entry.size = Number(opened.st.size);
   } catch (e) {
     const code = errText(e);
     if (code === 'ENOENT') return null;
-    entry.error = code === 'ELOOP' ? 'a symlink, not a cache entry; left alone' : `cannot open: ${code}`;
+    if (e instanceof NotRegularError) {
+      entry.error = e.symlink ? 'a symlink, not a cache entry; left alone' : 'not a regular file; left alone';
+      const st = lstatOrNull(file);
+      if (st) entry.mtimeNs = st.mtimeNs.toString();
+    } else {
+      entry.error = `cannot open: ${code}`;
+    }
     return entry;
   }
   try {
-    const st = fs.fstatSync(fd, { bigint: true });
-    entry.mtimeNs = st.mtimeNs.toString();
-    entry.size = Number(st.size);
-    if (!st.isFile()) {
-      entry.error = 'not a regular file; left alone';
-      return entry;
-    }
     const header = readCacheHeader(fd, entry.size);
     entry.emulator = header.emulator;
     entry.qemuctime = header.qemuctime;
@@ -91,4 +95,12 @@ export function deleteCacheEntry(paths: Paths, name: string): void {
   const st = fs.lstatSync(file);
   if (!st.isFile()) throw new Error(`refusing to delete ${name}: not a regular file`);
   fs.unlinkSync(file);
+}
+
+function lstatOrNull(p: string): fs.BigIntStats | null {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch {
+    return null;
+  }
 }

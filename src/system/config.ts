@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as ini from 'ini';
+import { NotRegularError, openRegular } from './file-info';
 
 export type OnChange = 'invalidate' | 'warn' | 'refuse';
 export type NudgeMode = 'emulator-ctime' | 'moddir-mtime' | 'none';
@@ -85,13 +86,14 @@ export function parseConfig(text: string, file: string): Config {
   const raw = ini.parse(text) as Record<string, unknown>;
   const config: Config = { ...DEFAULT_CONFIG, dirs: [], emulators: [] };
   for (const [section, body] of Object.entries(raw)) {
-    const keys = SCHEMA[section];
+    // Own properties only: `constructor` or `toString` must not find Object.prototype's.
+    const keys = Object.hasOwn(SCHEMA, section) ? SCHEMA[section] : undefined;
     if (!keys || typeof body !== 'object' || body === null) {
       throw new ConfigError(`${file}: unknown ${keys ? 'key' : 'section or key'} '${section}'`);
     }
     for (const [key, value] of Object.entries(body as Record<string, unknown>)) {
       const name = key.replace(/\[\]$/, '');
-      const entry = keys[name];
+      const entry = Object.hasOwn(keys, name) ? keys[name] : undefined;
       if (!entry) throw new ConfigError(`${file}: unknown key [${section}] ${name}`);
       const [field, parse] = entry;
       (config as unknown as Record<string, unknown>)[field] = parse(file, `[${section}] ${name}`, value);
@@ -108,15 +110,15 @@ export function parseConfig(text: string, file: string): Config {
 export function loadConfig(file: string, uid: number): Config {
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    fd = openRegular(file).fd;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ENOENT') return { ...DEFAULT_CONFIG };
+    if (e instanceof NotRegularError) throw new ConfigError(`${file}: config is not a regular file`);
     throw new ConfigError(`${file}: cannot read config: ${err.code ?? err.message}`);
   }
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new ConfigError(`${file}: config is not a regular file`);
     if (st.size > MAX_CONFIG_BYTES) throw new ConfigError(`${file}: config is larger than 1 MiB`);
     if (st.mode & 0o002 || (uid === 0 && st.uid !== 0)) {
       throw new ConfigError(

@@ -15,6 +15,7 @@ import {
 //   D <dir>   a module directory: it or any entry with a ctime newer than the mark means run
 //   F <path>  a file or directory: its own ctime newer than the mark means run
 //   A <path>  absent: if it appears, run
+//   E         end of list: a list cut short (a crash while writing) is not trusted
 // Paths with a newline cannot be listed; then no watch list is written and
 // the dispatcher always runs the full check.
 
@@ -33,8 +34,31 @@ export function writeWatchAndMark(paths: Paths, config: Config, fp: Fingerprint,
     clearMark(paths);
     return;
   }
-  writeFileAtomic(paths.host(files.watch), lines.join('\n') + '\n', 0o644);
-  writeFileAtomic(paths.host(files.mark), '', 0o644, new Date(scanStartMs - MARK_MARGIN_MS));
+  // Neither file is worth an fsync: losing one means one extra full check.
+  const text = [...lines, 'E'].join('\n') + '\n';
+  const watchFile = paths.host(files.watch);
+  if (readOrNull(watchFile) !== text) writeFileAtomic(watchFile, text, { durable: false });
+  const markFile = paths.host(files.mark);
+  const when = new Date(scanStartMs - MARK_MARGIN_MS);
+  try {
+    // Moving the time of the mark in place is one atomic syscall.
+    if (fs.lstatSync(markFile).isFile()) {
+      fs.utimesSync(markFile, when, when);
+      return;
+    }
+  } catch {
+    // No mark yet: create it below.
+  }
+  fs.rmSync(markFile, { recursive: true, force: true });
+  writeFileAtomic(markFile, '', { mtime: when, durable: false });
+}
+
+function readOrNull(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
 }
 
 /** The next dispatch runs the full check (pending changes, a failed action). */

@@ -1,5 +1,4 @@
 import * as fs from 'node:fs';
-import * as crypto from 'node:crypto';
 import type { StatTuple } from '../core/types';
 
 export function statTuple(st: fs.BigIntStats): StatTuple {
@@ -31,20 +30,75 @@ export function errText(e: unknown): string {
 }
 
 /**
- * Opens a file for reading without ever blocking on it: a FIFO or device
- * node that someone named `*.so` is refused after fstat instead of hanging
- * the hook.
+ * Opens a regular file for reading, and never anything else: opening a
+ * device node can act (a tape rewinds, a watchdog arms, and some reboot
+ * the host when closed), a FIFO can block. Paths come from others (a
+ * domain's <emulator>, a cache entry, a module directory), so checking
+ * with stat and then opening would leave a window to swap in a symlink to
+ * a device. With O_PATH nothing is opened yet; the descriptor pins the
+ * inode, fstat checks it, and /proc/self/fd reopens exactly that inode.
  */
-export function openRegular(p: string): { fd: number; st: fs.BigIntStats } {
-  const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+export function openRegular(p: string, opts: { noFollow?: boolean; executable?: boolean } = {}): { fd: number; st: fs.BigIntStats } {
+  const readFlags = fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY;
+  const noFollow = opts.noFollow ? fs.constants.O_NOFOLLOW : 0;
+  if (O_PATH !== 0 && haveProcFd()) {
+    // With O_PATH, O_NOFOLLOW yields the symlink itself, which fstat then refuses.
+    const pathFd = fs.openSync(p, O_PATH | noFollow);
+    try {
+      const pinned = fs.fstatSync(pathFd, { bigint: true });
+      if (!pinned.isFile()) throw new NotRegularError(pinned.isSymbolicLink());
+      if (opts.executable) mustBeExecutable(pinned);
+      const fd = fs.openSync(`/proc/self/fd/${pathFd}`, readFlags);
+      return { fd, st: fstatRegular(fd) };
+    } finally {
+      fs.closeSync(pathFd);
+    }
+  }
+  const before = noFollow ? fs.lstatSync(p, { bigint: true }) : fs.statSync(p, { bigint: true });
+  if (!before.isFile()) throw new NotRegularError(before.isSymbolicLink());
+  if (opts.executable) mustBeExecutable(before);
+  const fd = fs.openSync(p, readFlags | noFollow);
+  const st = fstatRegular(fd);
+  if (st.ino !== before.ino || st.dev !== before.dev) {
+    fs.closeSync(fd);
+    throw new Error('replaced while being opened');
+  }
+  return { fd, st };
+}
+
+/**
+ * An emulator is something libvirt can exec. Anything else a domain names
+ * is not read: some files are consumed by reading (/proc/kmsg).
+ */
+function mustBeExecutable(st: fs.BigIntStats): void {
+  if ((st.mode & 0o111n) === 0n) throw new Error('not executable');
+}
+
+export class NotRegularError extends Error {
+  constructor(readonly symlink: boolean) {
+    super(symlink ? 'a symlink' : 'not a regular file');
+  }
+}
+
+function fstatRegular(fd: number): fs.BigIntStats {
   try {
     const st = fs.fstatSync(fd, { bigint: true });
-    if (!st.isFile()) throw new Error('not a regular file');
-    return { fd, st };
+    if (!st.isFile()) throw new NotRegularError(false);
+    return st;
   } catch (e) {
     fs.closeSync(fd);
     throw e;
   }
+}
+
+/** O_PATH has the generic value on every architecture Node builds for but a few old ones. */
+const O_PATH =
+  process.platform === 'linux' && ['x64', 'ia32', 'arm', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch) ? 0o10000000 : 0;
+
+let procFd: boolean | undefined;
+function haveProcFd(): boolean {
+  procFd ??= fs.existsSync('/proc/self/fd');
+  return procFd;
 }
 
 const HASH_LIMIT = 1024 * 1024 * 1024;
@@ -52,6 +106,8 @@ const CHUNK = 1024 * 1024;
 
 export function sha256OfFd(fd: number, size: number): string {
   if (size > HASH_LIMIT) throw new Error('larger than 1 GiB, not hashed');
+  // Loaded on first use: most runs hash nothing.
+  const crypto = require('node:crypto') as typeof import('node:crypto');
   const hash = crypto.createHash('sha256');
   const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(size, 1)));
   let pos = 0;

@@ -1,24 +1,260 @@
 import * as fs from 'node:fs';
-import * as lockfile from 'proper-lockfile';
+import * as path from 'node:path';
 
 // One writer at a time for the baseline: fifty guests autostarting at once
-// run fifty hooks, and only the first should act on a change. A holder
-// killed mid-run leaves a stale lock that is taken over after STALE_MS.
+// run fifty hooks, and only the first should act on a change.
+//
+// The lock is a directory (mkdir is atomic everywhere, and older versions,
+// which used proper-lockfile, lock the same directory). Its `owner` file
+// names the holder: pid, the process's start time and the boot. A holder
+// killed mid-run (SIGKILL, the OOM killer, a power cut) would otherwise
+// make the next guest start wait until the lock aged out; with the owner
+// known dead the lock is taken over at once. Age is only the fallback, for
+// a lock without a readable owner (an older version, or a holder killed
+// between mkdir and writing its owner file).
+//
+// A live holder is never broken, however long it runs: the pipeline is
+// synchronous, so a holder could never refresh an age-based lock anyway.
 
-const STALE_MS = 10_000;
+/** A lock without a known owner this old is abandoned (proper-lockfile refreshed its lock every 5 s). */
+export const OWNERLESS_STALE_MS = 10_000;
+/** How long a hook waits for a live holder before giving up (and failing open). */
+const WAIT_MS = 60_000;
+const MIN_DELAY_MS = 5;
+const MAX_DELAY_MS = 100;
+
+export class LockTimeoutError extends Error {}
+
+interface Owner {
+  pid: number;
+  /** Field 22 of /proc/<pid>/stat: tells a reused pid from the holder. */
+  start: string | null;
+  boot: string | null;
+  pidns: string | null;
+}
+
+interface Held {
+  lockPath: string;
+  /** The owner file could not be written (a full disk): held by age only. */
+  ownerless: boolean;
+}
 
 export async function withStateLock<T>(stateDir: string, lockPath: string, fn: () => Promise<T> | T): Promise<T> {
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
-  const release = await lockfile.lock(stateDir, {
-    lockfilePath: lockPath,
-    realpath: false,
-    stale: STALE_MS,
-    update: STALE_MS / 2,
-    retries: { retries: 600, factor: 1.2, minTimeout: 10, maxTimeout: 100 },
-  });
+  const held = await acquire(lockPath);
   try {
     return await fn();
   } finally {
-    await release().catch(() => undefined);
+    release(held);
+  }
+}
+
+async function acquire(lockPath: string): Promise<Held> {
+  const deadline = Date.now() + WAIT_MS;
+  let delay = MIN_DELAY_MS;
+  for (;;) {
+    const got = tryAcquire(lockPath);
+    if (got) return got;
+    if (breakIfAbandoned(lockPath)) continue;
+    if (Date.now() >= deadline) {
+      throw new LockTimeoutError(`state lock ${lockPath} is still held by ${describeHolder(lockPath)} after ${WAIT_MS / 1000} s`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(MAX_DELAY_MS, Math.ceil(delay * 1.5));
+  }
+}
+
+function tryAcquire(lockPath: string): Held | null {
+  try {
+    fs.mkdirSync(lockPath, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return null;
+    throw e;
+  }
+  const ownerFile = path.join(lockPath, 'owner');
+  let fd: number;
+  try {
+    fd = fs.openSync(ownerFile, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // EEXIST/ENOENT: our mkdir was of a lock someone else has since taken
+    // over (we were stopped for longer than OWNERLESS_STALE_MS); not ours.
+    if (code === 'EEXIST' || code === 'ENOENT') return null;
+    return { lockPath, ownerless: true };
+  }
+  try {
+    fs.writeSync(fd, JSON.stringify(selfOwner()) + '\n');
+    return { lockPath, ownerless: false };
+  } catch {
+    // A half-written owner file would read as garbage; none reads as "ask the age".
+    fs.closeSync(fd);
+    fd = -1;
+    tryUnlink(ownerFile);
+    return { lockPath, ownerless: true };
+  } finally {
+    if (fd >= 0) fs.closeSync(fd);
+  }
+}
+
+function release(held: Held): void {
+  const ownerFile = path.join(held.lockPath, 'owner');
+  if (!held.ownerless) {
+    // Never remove a lock that is no longer ours.
+    const owner = readOwner(held.lockPath);
+    if (owner === 'gone' || owner === null || owner.pid !== process.pid) return;
+    tryUnlink(ownerFile);
+  }
+  try {
+    fs.rmdirSync(held.lockPath);
+  } catch {
+    // Taken over already, or someone else's owner file inside: not ours to remove.
+  }
+}
+
+/**
+ * Removes the lock when its holder is gone. Breakers queue on a second
+ * directory, so two of them cannot both decide on the same dead holder
+ * and the later one remove the lock a third hook has just taken.
+ * True when the lock was removed or vanished (try again at once).
+ */
+function breakIfAbandoned(lockPath: string): boolean {
+  const seen = readOwner(lockPath);
+  if (seen === 'gone') return true;
+  if (!abandoned(lockPath, seen)) return false;
+  const breaker = `${lockPath}.break`;
+  try {
+    fs.mkdirSync(breaker, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return false;
+    // A breaker that died between its two syscalls leaves this behind.
+    if (ageMs(breaker) > OWNERLESS_STALE_MS) tryRmdir(breaker);
+    return false;
+  }
+  try {
+    const again = readOwner(lockPath);
+    if (again === 'gone') return true;
+    if (!sameOwner(seen, again) || !abandoned(lockPath, again)) return false;
+    fs.rmSync(lockPath, { recursive: true, force: true });
+    return true;
+  } finally {
+    tryRmdir(breaker);
+  }
+}
+
+function abandoned(lockPath: string, owner: Owner | null): boolean {
+  if (owner !== null) {
+    const alive = isAlive(owner);
+    if (alive !== null) return !alive;
+  }
+  return ageMs(lockPath) > OWNERLESS_STALE_MS;
+}
+
+function sameOwner(a: Owner | null, b: Owner | null): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** The lock's owner; null when it has none we can read; 'gone' when there is no lock. */
+function readOwner(lockPath: string): Owner | null | 'gone' {
+  let text: string;
+  try {
+    text = fs.readFileSync(path.join(lockPath, 'owner'), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(lockPath)) return 'gone';
+    return null;
+  }
+  try {
+    const o = JSON.parse(text) as Record<string, unknown>;
+    const str = (v: unknown) => (typeof v === 'string' ? v : null);
+    if (typeof o.pid !== 'number' || !Number.isSafeInteger(o.pid) || o.pid <= 0) return null;
+    return { pid: o.pid, start: str(o.start), boot: str(o.boot), pidns: str(o.pidns) };
+  } catch {
+    return null;
+  }
+}
+
+/** true/false when we can tell; null when the holder is in another pid namespace. */
+export function isAlive(owner: Owner): boolean | null {
+  const self = selfOwner();
+  if (owner.boot && self.boot && owner.boot !== self.boot) return false;
+  if (owner.pidns && self.pidns && owner.pidns !== self.pidns) return null;
+  try {
+    process.kill(owner.pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+  }
+  const stat = procStat(owner.pid);
+  // No /proc at all: kill(0) is all we know. /proc but no entry: it just exited.
+  if (stat === null) return !fs.existsSync('/proc/self/stat');
+  // A killed holder its parent has not reaped yet still answers kill(0).
+  if (stat.state === 'Z' || stat.state === 'X') return false;
+  return owner.start === null || owner.start === stat.start;
+}
+
+let selfCache: Owner | null = null;
+
+function selfOwner(): Owner {
+  if (selfCache?.pid === process.pid) return selfCache;
+  selfCache = {
+    pid: process.pid,
+    start: procStat(process.pid)?.start ?? null,
+    boot: readTrimmed('/proc/sys/kernel/random/boot_id'),
+    pidns: readLinkOrNull('/proc/self/ns/pid'),
+  };
+  return selfCache;
+}
+
+function procStat(pid: number): { state: string; start: string } | null {
+  const text = readTrimmed(`/proc/${pid}/stat`);
+  if (text === null) return null;
+  // comm, in parentheses, may itself contain spaces and parentheses.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0];
+  const start = fields[19];
+  return state && start ? { state, start } : null;
+}
+
+function describeHolder(lockPath: string): string {
+  const owner = readOwner(lockPath);
+  if (owner === 'gone') return 'nobody (released just now)';
+  return owner ? `pid ${owner.pid}` : 'an unknown process';
+}
+
+function ageMs(p: string): number {
+  try {
+    return Date.now() - fs.statSync(p).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+function readTrimmed(p: string): string | null {
+  try {
+    return fs.readFileSync(p, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+function readLinkOrNull(p: string): string | null {
+  try {
+    return fs.readlinkSync(p);
+  } catch {
+    return null;
+  }
+}
+
+function tryUnlink(p: string): void {
+  try {
+    fs.unlinkSync(p);
+  } catch {
+    // Already gone.
+  }
+}
+
+function tryRmdir(p: string): void {
+  try {
+    fs.rmdirSync(p);
+  } catch {
+    // Already gone.
   }
 }

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { escapeControl } from '../core/text';
 import type { Paths } from './paths';
@@ -35,6 +34,8 @@ export function log(paths: Paths, event: LogEvent): void {
 }
 
 function sendToLogger(target: LogTarget, message: string, event: LogEvent): boolean {
+  // Loaded only on this rare path: it costs every Node start milliseconds.
+  const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
   const run = (args: string[], input: string) =>
     spawnSync('logger', args, { input, stdio: ['pipe', 'ignore', 'ignore'], timeout: 5000 }).status === 0;
   if (target === 'journal') {

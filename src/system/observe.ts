@@ -5,6 +5,7 @@ import { readCacheView } from './cache-dir';
 import type { Config } from './config';
 import type { Paths } from './paths';
 import { stateFiles } from './paths';
+import { scanGuests } from './processes';
 import { takeFingerprint } from './scan';
 import { loadState, type LoadedState } from './state-store';
 
@@ -16,10 +17,17 @@ export interface Context {
 
 export interface Observed extends Observation {
   loaded: LoadedState;
+  /** Whether running guests were looked for and /proc could be read. */
+  guestsChecked: boolean;
+}
+
+export interface ObserveOptions {
+  /** Also look at running QEMU processes (check and refresh do; the hooks need not). */
+  guests?: boolean;
 }
 
 /** observe + compare: everything read from the system, nothing changed. */
-export function observe(ctx: Context, extraEmulators: { path: string; source: EmulatorSource }[] = []): Observed {
+export function observe(ctx: Context, extraEmulators: { path: string; source: EmulatorSource }[] = [], opts: ObserveOptions = {}): Observed {
   const loaded = loadState(ctx.paths.host(stateFiles(ctx.paths).state));
   const baseline = loaded.kind === 'ok' ? loaded.state.baseline : null;
   const cache = readCacheView(ctx.paths);
@@ -32,7 +40,10 @@ export function observe(ctx: Context, extraEmulators: { path: string; source: Em
     baseline,
   });
   const libvirtModdir = ctx.config.libvirtModdir ?? fingerprint.dirs.find((d) => d.source === 'default')?.path ?? null;
+  const guests = opts.guests ? scanGuests(ctx.paths, fingerprint) : null;
   return {
+    guests: guests?.guests ?? null,
+    guestsChecked: guests?.checked ?? false,
     loaded,
     fingerprint,
     baseline,

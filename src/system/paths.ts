@@ -6,6 +6,9 @@ import * as path from 'node:path';
 export const CONFIG_FILE = '/etc/qemu-modwatch.conf';
 export const SYSTEM_STATE_DIR = '/var/lib/qemu-modwatch';
 export const SYSTEM_CACHE_DIR = '/var/cache/libvirt/qemu/capabilities';
+/** Where the system daemon keeps a `<domain>.pid` per running guest. */
+export const SYSTEM_PID_DIR = '/run/libvirt/qemu';
+export const PROC_DIR = '/proc';
 
 /** Module directories distros compile into QEMU (CONFIG_QEMU_MODDIR). */
 export const DEFAULT_MODULE_DIRS = [
@@ -40,8 +43,15 @@ export interface Paths {
   configFile: string;
   stateDir: string;
   cacheDir: string;
+  /** libvirt's pid files of running guests. */
+  pidDir: string;
   /** Maps a system path to where it is on this machine (under --root). */
   host(p: string): string;
+  /**
+   * The inverse of host(), for paths the kernel reports (a /proc link of a
+   * process started from inside the sysroot names the file on this machine).
+   */
+  system(hostPath: string): string;
 }
 
 export function makePaths(opts: PathsOptions): Paths {
@@ -55,13 +65,19 @@ export function makePaths(opts: PathsOptions): Paths {
   const cacheDir = session
     ? path.join(opts.env.XDG_CACHE_HOME || path.join(home, '.cache'), 'libvirt/qemu/cache/capabilities')
     : SYSTEM_CACHE_DIR;
+  // libvirt's session daemon keeps its run state under $XDG_RUNTIME_DIR/libvirt.
+  const runtime = opts.env.XDG_RUNTIME_DIR || `/run/user/${opts.uid}`;
+  const pidDir = session ? path.join(runtime, 'libvirt/qemu/run') : SYSTEM_PID_DIR;
+  const system = (h: string) => (root !== '/' && h.startsWith(root + '/') ? h.slice(root.length) : h);
   return {
     root,
     session,
     configFile: opts.config ? path.resolve(opts.config) : host(CONFIG_FILE),
     stateDir,
     cacheDir,
+    pidDir,
     host,
+    system,
   };
 }
 

@@ -52,7 +52,7 @@ export function loadState(file: string): LoadedState {
 }
 
 export function writeState(file: string, state: State): void {
-  writeFileAtomic(file, JSON.stringify(state) + '\n', 0o644);
+  writeFileAtomic(file, JSON.stringify(state) + '\n', { mode: 0o644 });
 }
 
 // Validates enough of the shape that the rest of the program can trust it:

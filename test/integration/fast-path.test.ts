@@ -54,6 +54,17 @@ t.test('ops the hook ignores never start it, whatever the state', async (t) => {
     t.equal(runHookFile(hooks.qemu, ['g', op!, sub!, '-'], { input: domainXml() }).code, 0, op);
   }
   t.equal(runHookFile(hooks.daemon, ['-', 'shutdown', '-', 'shutdown']).code, 0);
+  // A package manager's leftover copy of the dispatcher runs too (libvirt runs every executable in qemu.d): it must not act.
+  for (const suffix of ['.dpkg-old', '.dpkg-dist', '.rpmsave', '.rpmnew', '~']) {
+    const copy = hooks.qemu + suffix;
+    fs.copyFileSync(hooks.qemu, copy);
+    fs.chmodSync(copy, 0o755);
+    t.equal(runHookFile(copy, ['g', 'prepare', 'begin', '-'], { input: domainXml() }).code, 0, suffix);
+    const dcopy = hooks.daemon + suffix;
+    fs.copyFileSync(hooks.daemon, dcopy);
+    fs.chmodSync(dcopy, 0o755);
+    t.equal(runHookFile(dcopy, ['-', 'start', '-', 'start']).code, 0, suffix);
+  }
   t.equal(hooks.starts(), 0);
 });
 
@@ -151,7 +162,11 @@ t.test('a missing, unreadable or odd mark or watch list means the full check', a
       fs.symlinkSync('/nonexistent', s.host('/var/lib/qemu-modwatch/mark'));
     }],
     ['watch list garbage', (s) => fs.writeFileSync(s.host('/var/lib/qemu-modwatch/watch'), 'X what\n')],
-    ['watched path vanished', (s) => fs.appendFileSync(s.host('/var/lib/qemu-modwatch/watch'), `F ${s.host('/gone')}\n`)],
+    ['watched path vanished', (s) => fs.writeFileSync(s.host('/var/lib/qemu-modwatch/watch'), `F ${s.host('/gone')}\nE\n`)],
+    ['watch list cut short', (s) => {
+      const file = s.host('/var/lib/qemu-modwatch/watch');
+      fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/E\n$/, ''));
+    }],
   ];
   for (const [label, spoil] of cases) {
     const { s, hooks } = primed(t);
@@ -181,6 +196,7 @@ t.test('the watch list names what the dispatcher needs', async (t) => {
   t.ok(lines.includes(`A ${s.host('/usr/lib64/qemu')}`), 'absent default directory');
   t.ok(lines.includes(`A ${s.host('/etc/qemu-modwatch.conf')}`), 'absent config');
   t.ok(lines.includes(`F ${s.host('/var/cache/libvirt/qemu/capabilities')}`), 'cache directory');
+  t.equal(lines.pop(), 'E', 'ends with the end marker');
   t.ok(lines.every((l) => /^[ADF] \//.test(l)));
   const mark = fs.statSync(s.host('/var/lib/qemu-modwatch/mark'));
   t.ok(mark.mtimeMs < Date.now() - 1500, 'mark back-dated by the margin');

@@ -1,0 +1,331 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { writeFileAtomic } from '../system/atomic-file';
+import { readCacheView } from '../system/cache-dir';
+import { errText } from '../system/file-info';
+import { CONFIG_FILE, type Paths } from '../system/paths';
+import { VERSION } from '../version';
+import { dispatcher, shellWord, shippedFile } from './shipped';
+
+// `install` / `uninstall`: places the executable, the hook dispatchers and
+// the example config, and records what it placed in a manifest, so that
+// uninstall removes exactly that. Idempotent: a second install changes
+// nothing. Works under --root and with --dry-run.
+
+export const DEFAULT_PREFIX = '/usr/libexec/qemu-modwatch';
+export const HOOKS_DIR = '/etc/libvirt/hooks';
+export const SBIN_LINK = '/usr/sbin/qemu-modwatch';
+const MANIFEST = 'install-manifest.json';
+/** libvirt runs <driver>.d/ drop-ins since 6.5.0; before, only the one file. */
+const DROPIN_SINCE: Version = [6, 5, 0];
+const CHAINED_SUFFIX = '.before-qemu-modwatch';
+
+type Version = [number, number, number];
+type Driver = 'qemu' | 'daemon';
+const DRIVERS: Driver[] = ['qemu', 'daemon'];
+
+export interface InstallOptions {
+  paths: Paths;
+  prefix: string;
+  dryRun: boolean;
+  chain: boolean;
+  /** The executable to install: this program's own file. */
+  self: string;
+}
+
+export interface Manifest {
+  schema: 1;
+  version: string;
+  installedAt: string;
+  layout: 'dropin' | 'single';
+  files: { path: string; sha256: string; mode: number }[];
+  symlinks: { path: string; target: string }[];
+  /** An admin's own single-file hook, moved aside and run first by our wrapper. */
+  chained: { hook: string; savedAs: string }[];
+  /** Whether install created the config (uninstall --purge removes it either way). */
+  configCreated: boolean;
+}
+
+export interface Outcome {
+  stdout: string;
+  exitCode: number;
+}
+
+export class InstallRefused extends Error {}
+
+interface FileStep {
+  path: string;
+  content: Buffer;
+  mode: number;
+}
+
+export function runInstall(o: InstallOptions): Outcome {
+  const { paths } = o;
+  const lines: string[] = [];
+  const exe = path.posix.join(o.prefix, 'qemu-modwatch');
+  const version = libvirtVersion(paths);
+  const previous = readManifest(paths);
+  // Once installed, the layout stays: the version may no longer be readable
+  // (a cache emptied by invalidation), and a change of layout is an upgrade
+  // of libvirt the admin handles with uninstall and install.
+  const layout: Manifest['layout'] = previous?.layout ?? (version.version && older(version.version, DROPIN_SINCE) ? 'single' : 'dropin');
+  const ours = new Set(previous?.files.map((f) => f.path) ?? []);
+  const hadHook = Object.fromEntries(DRIVERS.map((d) => [d, driverHasHook(paths, d, ours)])) as Record<Driver, boolean>;
+
+  const files: FileStep[] = [{ path: exe, content: fs.readFileSync(o.self), mode: 0o755 }];
+  const renames: { from: string; to: string }[] = [];
+  const chained: Manifest['chained'] = [...(previous?.chained ?? [])];
+  for (const driver of DRIVERS) {
+    if (layout === 'dropin') {
+      files.push({ path: `${HOOKS_DIR}/${driver}.d/50-qemu-modwatch`, content: Buffer.from(dispatcher(driver, exe)), mode: 0o755 });
+      continue;
+    }
+    const hook = `${HOOKS_DIR}/${driver}`;
+    const existing = lstatOrNull(paths.host(hook));
+    const alreadyChained = chained.some((c) => c.hook === hook);
+    if (existing && !ours.has(hook) && !alreadyChained) {
+      if (!o.chain) {
+        throw new InstallRefused(
+          `${hook} exists and is not qemu-modwatch's; libvirt ${version.text} runs only that one file. ` +
+            'Run install --chain to keep it and run it first, or move it away.',
+        );
+      }
+      renames.push({ from: hook, to: hook + CHAINED_SUFFIX });
+      chained.push({ hook, savedAs: hook + CHAINED_SUFFIX });
+    }
+    if (chained.some((c) => c.hook === hook)) {
+      const inner = path.posix.join(o.prefix, `hook-${driver}`);
+      files.push({ path: inner, content: Buffer.from(dispatcher(driver, exe)), mode: 0o755 });
+      files.push({ path: hook, content: Buffer.from(chainWrapper(hook + CHAINED_SUFFIX, inner)), mode: 0o755 });
+    } else {
+      files.push({ path: hook, content: Buffer.from(dispatcher(driver, exe)), mode: 0o755 });
+    }
+  }
+
+  const configExists = lstatOrNull(paths.host(CONFIG_FILE)) !== null;
+  const configCreated = previous?.configCreated ?? !configExists;
+  const verb = o.dryRun ? 'would ' : '';
+  for (const r of renames) lines.push(`${verb}move    ${r.from} -> ${r.to} (chained: it runs first)`);
+  const written = files.map((f) => ({ step: f, changed: !sameFile(paths.host(f.path), f.content, f.mode) }));
+  for (const { step, changed } of written) lines.push(`${changed ? `${verb}install ` : 'unchanged'} ${step.path}`);
+  const linkChanged = readlinkOrNull(paths.host(SBIN_LINK)) !== exe;
+  lines.push(`${linkChanged ? `${verb}link    ` : 'unchanged'} ${SBIN_LINK} -> ${exe}`);
+  lines.push(configExists ? `kept      ${CONFIG_FILE} (exists)` : `${verb}install  ${CONFIG_FILE} (example, all defaults)`);
+
+  if (!o.dryRun) {
+    for (const r of renames) fs.renameSync(paths.host(r.from), paths.host(r.to));
+    for (const { step, changed } of written) if (changed) placeFile(paths.host(step.path), step.content, step.mode);
+    if (linkChanged) placeSymlink(paths.host(SBIN_LINK), exe);
+    if (!configExists) placeFile(paths.host(CONFIG_FILE), Buffer.from(shippedFile('qemu-modwatch.conf')), 0o644);
+    const manifest: Manifest = {
+      schema: 1,
+      version: VERSION,
+      installedAt: new Date().toISOString(),
+      layout,
+      files: files.map((f) => ({ path: f.path, sha256: sha256(f.content), mode: f.mode })),
+      symlinks: [{ path: SBIN_LINK, target: exe }],
+      chained,
+      configCreated,
+    };
+    fs.mkdirSync(paths.host(paths.stateDir), { recursive: true, mode: 0o755 });
+    writeFileAtomic(paths.host(path.posix.join(paths.stateDir, MANIFEST)), JSON.stringify(manifest, null, 2) + '\n');
+  }
+
+  const nothing = renames.length === 0 && written.every((w) => !w.changed) && !linkChanged && configExists;
+  if (nothing) lines.push('already installed; nothing changed');
+  const where = layout === 'dropin' ? `drop-ins in ${HOOKS_DIR}/qemu.d and daemon.d` : `single hook files ${HOOKS_DIR}/qemu and daemon (no .d directories before 6.5)`;
+  lines.push(previous ? `${where}, as installed before` : `libvirt ${version.text}: ${where}`);
+  const firsts = DRIVERS.filter((d) => !hadHook[d]);
+  if (firsts.length && !nothing) {
+    lines.push(
+      `libvirt reads which drivers have hooks when it starts or reloads; ${firsts.join(' and ')} had none, so reload it now: ${reloadCommand(paths)}`,
+    );
+  }
+  return { stdout: lines.join('\n') + '\n', exitCode: 0 };
+}
+
+export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boolean }): Outcome {
+  const manifest = readManifest(paths);
+  const verb = opts.dryRun ? 'would ' : '';
+  const lines: string[] = [];
+  if (!manifest) {
+    lines.push(`no install manifest in ${paths.stateDir}: nothing that install placed is known`);
+  } else {
+    for (const f of manifest.files) {
+      const host = paths.host(f.path);
+      const st = lstatOrNull(host);
+      if (!st) continue;
+      if (!st.isFile() || sha256(fs.readFileSync(host)) !== f.sha256) {
+        lines.push(`left      ${f.path} (changed since install)`);
+        continue;
+      }
+      if (!opts.dryRun) fs.unlinkSync(host);
+      lines.push(`${verb}remove  ${f.path}`);
+    }
+    for (const l of manifest.symlinks) {
+      if (readlinkOrNull(paths.host(l.path)) !== l.target) continue;
+      if (!opts.dryRun) fs.unlinkSync(paths.host(l.path));
+      lines.push(`${verb}remove  ${l.path}`);
+    }
+    for (const c of manifest.chained) {
+      if (!lstatOrNull(paths.host(c.savedAs)) || lstatOrNull(paths.host(c.hook))) continue;
+      if (!opts.dryRun) fs.renameSync(paths.host(c.savedAs), paths.host(c.hook));
+      lines.push(`${verb}restore ${c.hook} (the hook that was there before)`);
+    }
+    const prefixDirs = new Set(manifest.files.map((f) => path.posix.dirname(f.path)).filter((d) => d.startsWith('/usr/')));
+    if (!opts.dryRun) for (const d of prefixDirs) removeIfEmpty(paths.host(d));
+  }
+  if (opts.purge) {
+    if (lstatOrNull(paths.host(CONFIG_FILE))) {
+      if (!opts.dryRun) fs.unlinkSync(paths.host(CONFIG_FILE));
+      lines.push(`${verb}remove  ${CONFIG_FILE}`);
+    }
+    if (lstatOrNull(paths.host(paths.stateDir))) {
+      if (!opts.dryRun) fs.rmSync(paths.host(paths.stateDir), { recursive: true, force: true });
+      lines.push(`${verb}remove  ${paths.stateDir}`);
+    }
+  } else {
+    if (!opts.dryRun && manifest) fs.rmSync(paths.host(path.posix.join(paths.stateDir, MANIFEST)), { force: true });
+    lines.push(`kept      ${CONFIG_FILE} and ${paths.stateDir} (uninstall --purge removes them)`);
+  }
+  return { stdout: lines.join('\n') + '\n', exitCode: 0 };
+}
+
+/**
+ * The wrapper for --chain: runs the admin's hook exactly as libvirt would
+ * (same arguments, stdin and environment; its stdout and exit status are
+ * what libvirt gets), then qemu-modwatch's dispatcher, which never prints.
+ */
+export function chainWrapper(chained: string, ours: string): string {
+  return `#!/bin/sh
+# Installed by qemu-modwatch install --chain. The hook that was here before
+# is ${chained}: it runs first, exactly as libvirt would run it (same
+# arguments, stdin and environment); its stdout and exit status are what
+# libvirt gets. Then qemu-modwatch's dispatcher runs on the same stdin.
+chained=${shellWord(chained)}
+ours=${shellWord(ours)}
+input=$(mktemp) || exec "$chained" "$@"
+trap 'rm -f "$input"' EXIT
+cat > "$input"
+"$chained" "$@" < "$input"
+status=$?
+[ "$status" -eq 0 ] || exit "$status"
+[ -x "$ours" ] || exit 0
+"$ours" "$@" < "$input" > /dev/null
+`;
+}
+
+function libvirtVersion(paths: Paths): { version: Version | null; text: string } {
+  if (paths.root === '/') {
+    for (const daemon of ['/usr/sbin/virtqemud', '/usr/sbin/libvirtd']) {
+      if (!fs.existsSync(daemon)) continue;
+      const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
+      const r = spawnSync(daemon, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+      const m = /(\d+)\.(\d+)\.(\d+)/.exec(r.stdout ?? '');
+      if (m) return { version: [Number(m[1]), Number(m[2]), Number(m[3])], text: `${m[0]} (${path.basename(daemon)} --version)` };
+    }
+  }
+  // libvirt records its own version in every capabilities cache entry.
+  const selfvers = readCacheView(paths).entries.reduce((max, e) => Math.max(max, e.selfvers ?? 0), 0);
+  if (selfvers > 0) {
+    const v: Version = [Math.floor(selfvers / 1_000_000), Math.floor(selfvers / 1000) % 1000, selfvers % 1000];
+    return { version: v, text: `${v.join('.')} (from its capabilities cache)` };
+  }
+  return { version: null, text: 'version unknown (assumed 6.5 or later)' };
+}
+
+function older(a: Version, b: Version): boolean {
+  for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i]! < b[i]!;
+  return false;
+}
+
+/** Whether libvirt already runs some hook for this driver (other than ours). */
+function driverHasHook(paths: Paths, driver: Driver, ours: Set<string>): boolean {
+  const single = `${HOOKS_DIR}/${driver}`;
+  if (!ours.has(single) && isExecutableFile(paths.host(single))) return true;
+  const dir = `${HOOKS_DIR}/${driver}.d`;
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(paths.host(dir));
+  } catch {
+    return false;
+  }
+  return names.some((n) => !ours.has(`${dir}/${n}`) && isExecutableFile(paths.host(`${dir}/${n}`)));
+}
+
+function reloadCommand(paths: Paths): string {
+  const modular = lstatOrNull(paths.host('/run/libvirt/virtqemud-sock')) !== null;
+  return modular ? 'systemctl reload virtqemud' : 'systemctl reload libvirtd';
+}
+
+function readManifest(paths: Paths): Manifest | null {
+  try {
+    const m = JSON.parse(fs.readFileSync(paths.host(path.posix.join(paths.stateDir, MANIFEST)), 'utf8')) as Manifest;
+    return m && m.schema === 1 && Array.isArray(m.files) ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+function placeFile(file: string, content: Buffer, mode: number): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  writeFileAtomic(file, content, { mode });
+  // The umask may have narrowed the mode of the new file.
+  fs.chmodSync(file, mode);
+}
+
+function placeSymlink(link: string, target: string): void {
+  fs.mkdirSync(path.dirname(link), { recursive: true, mode: 0o755 });
+  const tmp = `${link}.qemu-modwatch.tmp`;
+  fs.rmSync(tmp, { force: true });
+  fs.symlinkSync(target, tmp);
+  fs.renameSync(tmp, link);
+}
+
+function sameFile(file: string, content: Buffer, mode: number): boolean {
+  try {
+    const st = fs.lstatSync(file);
+    return st.isFile() && (st.mode & 0o7777) === mode && st.size === content.length && fs.readFileSync(file).equals(content);
+  } catch {
+    return false;
+  }
+}
+
+function isExecutableFile(file: string): boolean {
+  try {
+    const st = fs.statSync(file);
+    return st.isFile() && (st.mode & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+function lstatOrNull(p: string): fs.Stats | null {
+  try {
+    return fs.lstatSync(p);
+  } catch {
+    return null;
+  }
+}
+
+function readlinkOrNull(p: string): string | null {
+  try {
+    return fs.readlinkSync(p);
+  } catch {
+    return null;
+  }
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch (e) {
+    if (!['ENOTEMPTY', 'EEXIST', 'ENOENT'].includes(errText(e))) throw e;
+  }
+}
+
+function sha256(b: Buffer): string {
+  // Required here, not at the top: every start of the program would pay for it.
+  const crypto = require('node:crypto') as typeof import('node:crypto');
+  return crypto.createHash('sha256').update(b).digest('hex');
+}
