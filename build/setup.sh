@@ -10,6 +10,8 @@ packages=(
   qemu-system-x86 qemu-utils qemu-system-gui qemu-block-extra
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   gcc binutils util-linux findutils
+  dpkg-dev rpm systemd init-system-helpers
+  groff-base time
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,175 @@
+#!/usr/bin/env node
+// `npm run package:deb`: a .deb of the prebuilt dist/ files (npm run build
+// first), for the architecture dpkg reports. Usage:
+//   node build/package-deb.mjs [--out DIR] [--dist DIR] [--fast]
+// --out: where the .deb goes (default dist/); --dist: where the build's
+// files are (default dist/); --fast: gzip -1 instead of xz -6 (tests: the
+// contents are the same, the build takes seconds, not minutes).
+// Prints the path of the .deb. Needs dpkg-deb and dpkg-shlibdeps (dpkg-dev).
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as zlib from 'node:zlib';
+
+class Refusal extends Error {}
+process.on('uncaughtException', (e) => {
+  console.error(`package-deb: ${e instanceof Refusal ? e.message : e.stack}`);
+  process.exit(1);
+});
+
+const top = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+let dist = path.join(top, 'dist');
+const here = path.join(top, 'build/deb');
+const hooks = path.join(top, 'hooks');
+
+const args = process.argv.slice(2);
+let out = null;
+let fast = false;
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--out' && args[i + 1]) out = path.resolve(args[++i]);
+  else if (args[i] === '--dist' && args[i + 1]) dist = path.resolve(args[++i]);
+  else if (args[i] === '--fast') fast = true;
+  else die(`usage: package-deb.mjs [--out DIR] [--dist DIR] [--fast] (unknown argument ${args[i]})`);
+}
+out ??= dist;
+
+/** The files the build must have made; the man page and completion come from build/gen-docs.mjs. */
+const built = {
+  exe: path.join(dist, 'qemu-modwatch'),
+  man: path.join(dist, 'qemu-modwatch.8'),
+  completion: path.join(dist, 'qemu-modwatch.bash-completion'),
+};
+const what = { exe: 'the executable', man: 'the man page', completion: 'the bash completion' };
+for (const [key, file] of Object.entries(built)) {
+  if (!fs.existsSync(file)) die(`${file} is missing (${what[key]}): run 'npm run build' first; the build must generate it`);
+}
+for (const tool of ['dpkg', 'dpkg-deb', 'dpkg-shlibdeps', 'dpkg-architecture']) {
+  if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0) {
+    die(`${tool} not found: building a .deb needs dpkg and dpkg-dev`);
+  }
+}
+
+const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8'));
+const version = pkg.version;
+if (!/^[0-9][A-Za-z0-9.+~-]*$/.test(version)) die(`package.json version ${version} is not a Debian version`);
+const arch = sh('dpkg', ['--print-architecture']);
+// The executable is a copy of the node that ran the build: it must be for
+// the architecture the package claims.
+const nodeArch = { x64: 'amd64', arm64: 'arm64', ia32: 'i386', arm: 'armhf', ppc64: 'ppc64el', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64' }[process.arch];
+if (nodeArch && nodeArch !== arch) die(`dpkg says ${arch} but the executable is a ${process.arch} node: build on a native ${arch} host`);
+const multiarch = sh('dpkg-architecture', ['-qDEB_HOST_MULTIARCH', '-a', arch]);
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-modwatch-deb-'));
+try {
+  const root = path.join(work, 'debian/qemu-modwatch');
+  const put = (rel, mode, content) => {
+    const file = path.join(root, rel);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, content);
+    fs.chmodSync(file, mode); // not the umask's or the checkout's mode
+  };
+  const read = (file) => fs.readFileSync(file);
+
+  put('usr/libexec/qemu-modwatch/qemu-modwatch', 0o755, read(built.exe));
+  fs.mkdirSync(path.join(root, 'usr/sbin'), { recursive: true });
+  fs.symlinkSync('../libexec/qemu-modwatch/qemu-modwatch', path.join(root, 'usr/sbin/qemu-modwatch'));
+  put('etc/libvirt/hooks/qemu.d/50-qemu-modwatch', 0o755, read(path.join(hooks, 'qemu.d/50-qemu-modwatch')));
+  put('etc/libvirt/hooks/daemon.d/50-qemu-modwatch', 0o755, read(path.join(hooks, 'daemon.d/50-qemu-modwatch')));
+  put('etc/qemu-modwatch.conf', 0o644, read(path.join(hooks, 'qemu-modwatch.conf')));
+  put('etc/apt/apt.conf.d/80qemu-modwatch', 0o644, read(path.join(hooks, 'apt/80qemu-modwatch')));
+  // /usr/lib, not /lib: the same on merged-/usr systems, searched by systemd
+  // everywhere, and no /lib aliasing for dpkg to get wrong.
+  for (const unit of ['qemu-modwatch.path', 'qemu-modwatch.service']) {
+    put(`usr/lib/systemd/system/${unit}`, 0o644, read(path.join(hooks, 'systemd', unit)));
+  }
+  put('usr/share/man/man8/qemu-modwatch.8.gz', 0o644, zlib.gzipSync(read(built.man), { level: 9 }));
+  put('usr/share/bash-completion/completions/qemu-modwatch', 0o644, read(built.completion));
+  put('usr/share/doc/qemu-modwatch/copyright', 0o644, read(path.join(here, 'copyright')));
+
+  // Depends from the executable's ELF dependencies (libc6, libstdc++6, ...);
+  // dpkg-shlibdeps wants a source package around the binary package's tree.
+  fs.writeFileSync(path.join(work, 'debian/control'), 'Source: qemu-modwatch\n\nPackage: qemu-modwatch\nArchitecture: any\n');
+  const shlibs = spawnSync('dpkg-shlibdeps', ['-O', '-e', path.join(root, 'usr/libexec/qemu-modwatch/qemu-modwatch')], {
+    cwd: work,
+    encoding: 'utf8',
+  });
+  const depends = /^shlibs:Depends=(.*)$/m.exec(shlibs.stdout ?? '')?.[1]?.trim();
+  if (shlibs.status !== 0 || !depends) die(`dpkg-shlibdeps failed:\n${shlibs.stderr}`);
+
+  const files = walk(root);
+  const etc = files.filter((f) => f.startsWith('etc/') && fs.lstatSync(path.join(root, f)).isFile());
+  const debian = path.join(root, 'DEBIAN');
+  fs.mkdirSync(debian);
+  const reload = fs.readFileSync(path.join(here, 'libvirt-reload.sh'), 'utf8').trimEnd();
+  for (const script of ['postinst', 'prerm', 'postrm']) {
+    const text = fs.readFileSync(path.join(here, script), 'utf8').replace('#LIBVIRT_RELOAD#', reload);
+    if (text.includes('#LIBVIRT_RELOAD#')) die(`${script}: placeholder left`);
+    put(`DEBIAN/${script}`, 0o755, text);
+  }
+  // Every /etc file is a conffile: an admin's edits survive upgrades, and
+  // dpkg removes them only on purge.
+  put('DEBIAN/conffiles', 0o644, etc.map((f) => `/${f}\n`).join(''));
+  // Any file installed or removed in the module directories (qemu-system-*
+  // and the module packages) runs `postinst triggered`, once, at the end of
+  // the dpkg run; noawait: the triggering packages need not wait for it.
+  put('DEBIAN/triggers', 0o644, `interest-noawait /usr/lib/${multiarch}/qemu\ninterest-noawait /usr/lib/qemu\n`);
+  put(
+    'DEBIAN/md5sums',
+    0o644,
+    files
+      .filter((f) => !f.startsWith('etc/') && fs.lstatSync(path.join(root, f)).isFile())
+      .map((f) => `${crypto.createHash('md5').update(fs.readFileSync(path.join(root, f))).digest('hex')}  ${f}\n`)
+      .join(''),
+  );
+  // Installed-Size as dpkg-gencontrol counts it: KiB per file, 1 per directory or symlink.
+  let kib = 0;
+  for (const f of files) {
+    const st = fs.lstatSync(path.join(root, f));
+    kib += st.isFile() ? Math.ceil(st.size / 1024) : 1;
+  }
+  const control = fs
+    .readFileSync(path.join(here, 'control.in'), 'utf8')
+    .replace('@VERSION@', version)
+    .replace('@ARCH@', arch)
+    .replace('@INSTALLED_SIZE@', String(kib))
+    .replace('@DEPENDS@', depends);
+  if (/@[A-Z_]+@/.test(control)) die('control.in: a placeholder is left');
+  put('DEBIAN/control', 0o644, control);
+  for (const d of walk(root, true)) fs.chmodSync(path.join(root, d), 0o755);
+
+  fs.mkdirSync(out, { recursive: true });
+  const deb = path.join(out, `qemu-modwatch_${version}_${arch}.deb`);
+  execFileSync('dpkg-deb', ['--root-owner-group', ...(fast ? ['-Zgzip', '-z1'] : ['-Zxz', '-z6']), '--build', root, deb], { stdio: ['ignore', 'ignore', 'inherit'] });
+  console.log(deb);
+} finally {
+  fs.rmSync(work, { recursive: true, force: true });
+}
+
+/** Paths relative to root, sorted; directories only when dirs is true. DEBIAN/ is left out. */
+function walk(root, dirs = false) {
+  const found = [];
+  const visit = (rel) => {
+    for (const e of fs.readdirSync(path.join(root, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (r === 'DEBIAN' && !dirs) continue;
+      if (e.isDirectory()) {
+        if (dirs) found.push(r);
+        visit(r);
+      } else if (!dirs) found.push(r);
+    }
+  };
+  visit('');
+  if (dirs) found.push('.');
+  return found.sort();
+}
+
+function sh(cmd, argv) {
+  return execFileSync(cmd, argv, { encoding: 'utf8' }).trim();
+}
+
+function die(message) {
+  throw new Refusal(message);
+}

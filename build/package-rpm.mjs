@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+// `npm run package:rpm`: a binary RPM of the prebuilt dist/ files (npm run
+// build first), from build/rpm/qemu-modwatch.spec, with a private %_topdir
+// (dist/rpmbuild). Usage:
+//   node build/package-rpm.mjs [--out DIR] [--dist DIR] [--topdir DIR] [--fast]
+// --out: where the .rpm goes (default dist/); --dist: where the build's
+// files are (default dist/); --fast: gzip -1 payload instead of xz (tests:
+// the layout is the same). Prints the .rpm's path.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+class Refusal extends Error {}
+process.on('uncaughtException', (e) => {
+  console.error(`package-rpm: ${e instanceof Refusal ? e.message : e.stack}`);
+  process.exit(1);
+});
+const die = (message) => {
+  throw new Refusal(message);
+};
+
+const top = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+let dist = path.join(top, 'dist');
+const hooks = path.join(top, 'hooks');
+const spec = path.join(top, 'build/rpm/qemu-modwatch.spec');
+
+const args = process.argv.slice(2);
+let out = null;
+let topdir = null;
+let fast = false;
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--out' && args[i + 1]) out = path.resolve(args[++i]);
+  else if (args[i] === '--dist' && args[i + 1]) dist = path.resolve(args[++i]);
+  else if (args[i] === '--topdir' && args[i + 1]) topdir = path.resolve(args[++i]);
+  else if (args[i] === '--fast') fast = true;
+  else die(`usage: package-rpm.mjs [--out DIR] [--dist DIR] [--topdir DIR] [--fast] (unknown argument ${args[i]})`);
+}
+out ??= dist;
+topdir ??= path.join(dist, 'rpmbuild');
+
+// Source name in the spec -> the file staged under it.
+const sources = {
+  'qemu-modwatch': path.join(dist, 'qemu-modwatch'),
+  'qemu-modwatch.8': path.join(dist, 'qemu-modwatch.8'),
+  'qemu-modwatch.bash-completion': path.join(dist, 'qemu-modwatch.bash-completion'),
+  '50-qemu-modwatch.qemu': path.join(hooks, 'qemu.d/50-qemu-modwatch'),
+  '50-qemu-modwatch.daemon': path.join(hooks, 'daemon.d/50-qemu-modwatch'),
+  'qemu-modwatch.conf': path.join(hooks, 'qemu-modwatch.conf'),
+  'qemu-modwatch.path': path.join(hooks, 'systemd/qemu-modwatch.path'),
+  'qemu-modwatch.service': path.join(hooks, 'systemd/qemu-modwatch.service'),
+  '50-qemu-modwatch.preset': path.join(hooks, 'systemd/50-qemu-modwatch.preset'),
+  'qemu-modwatch.actions': path.join(hooks, 'dnf5/qemu-modwatch.actions'),
+  'libvirt-reload.sh': path.join(top, 'build/deb/libvirt-reload.sh'),
+  copyright: path.join(top, 'build/deb/copyright'),
+};
+const what = { 'qemu-modwatch': 'the executable', 'qemu-modwatch.8': 'the man page', 'qemu-modwatch.bash-completion': 'the bash completion' };
+for (const [name, file] of Object.entries(sources)) {
+  if (fs.existsSync(file)) continue;
+  if (what[name]) die(`${file} is missing (${what[name]}): run 'npm run build' first; the build must generate it`);
+  die(`${file} is missing (Source ${name} of the spec)`);
+}
+if (spawnSync('rpmbuild', ['--version'], { stdio: 'ignore' }).status !== 0) die('rpmbuild not found (package rpm on Debian, rpm-build elsewhere)');
+
+const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8'));
+// RPM versions have no '-'; '~' sorts a pre-release before its release, as in npm.
+const version = pkg.version.replace(/-/g, '~');
+// The executable is a copy of the node that ran the build.
+const arch = { x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', ia32: 'i686' }[process.arch];
+if (!arch) die(`no RPM architecture known for node's ${process.arch}`);
+
+fs.rmSync(topdir, { recursive: true, force: true });
+const sourcedir = path.join(topdir, 'SOURCES');
+fs.mkdirSync(sourcedir, { recursive: true });
+for (const [name, file] of Object.entries(sources)) fs.copyFileSync(file, path.join(sourcedir, name));
+
+const rpmbuild = spawnSync(
+  'rpmbuild',
+  [
+    '-bb',
+    '--target', arch,
+    '--define', `_topdir ${topdir}`,
+    '--define', `_sourcedir ${sourcedir}`,
+    '--define', `pkg_version ${version}`,
+    // xz: every rpm since RHEL 6 reads it; the default differs between rpms.
+    '--define', `_binary_payload ${fast ? 'w1.gzdio' : 'w6T.xzdio'}`,
+    spec,
+  ],
+  { encoding: 'utf8', cwd: top },
+);
+if (rpmbuild.status !== 0) die(`rpmbuild failed (exit ${rpmbuild.status}):\n${rpmbuild.stderr}${rpmbuild.stdout}`);
+const written = [...rpmbuild.stdout.matchAll(/^Wrote: (.*\.rpm)$/gm)].map((m) => m[1]);
+if (written.length !== 1) die(`expected one rpm, rpmbuild wrote ${written.length}:\n${rpmbuild.stdout}`);
+fs.mkdirSync(out, { recursive: true });
+const rpm = path.join(out, path.basename(written[0]));
+fs.copyFileSync(written[0], rpm);
+console.log(rpm);

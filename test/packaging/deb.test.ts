@@ -1,0 +1,482 @@
+import { spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import t, { type Test } from 'tap';
+import { cannotRun, inCI, OverlayHost, type RunResult } from './overlay-host';
+
+// The .deb, really installed: built from dist/ by build/package-deb.mjs,
+// installed with dpkg -i, its dpkg trigger fired by a dummy module package,
+// then both purged, all inside a namespace whose /etc, /usr, /var and /run
+// are copy-on-write overlays of the host's (overlay-host.ts). Before and
+// after, the host's dpkg database and files are checked unchanged.
+
+const top = path.resolve(__dirname, '../..');
+const dist = path.join(top, 'dist');
+const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8')) as { version: string };
+
+const EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
+const SBIN = '/usr/sbin/qemu-modwatch';
+const STATE_DIR = '/var/lib/qemu-modwatch';
+const STATE = `${STATE_DIR}/state.json`;
+const DUMMY = 'qmw-test-dummy-module';
+const EMULATOR = '/usr/bin/qemu-system-x86_64';
+
+const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update(b).digest('hex');
+/**
+ * Content hashes of the repo files the package is made from, taken just
+ * before it is built: a rebuild of dist/ while the test runs must not count.
+ */
+const snapshot = new Map<string, string>();
+const takeSnapshot = (files: string[]) => files.forEach((f) => snapshot.set(f, sha256(fs.readFileSync(path.join(top, f)))));
+const repoSha = (f: string) => snapshot.get(f) ?? sha256(fs.readFileSync(path.join(top, f)));
+const fileSha = (p: string) => sha256(fs.readFileSync(p));
+
+interface Expect {
+  mode: number;
+  /** Content: a file in the repo or dist/ (the installed file gunzipped when it ends in .gz). */
+  from?: string;
+  link?: string;
+  conffile?: boolean;
+}
+
+/** Every file the package installs. */
+const FILES: Record<string, Expect> = {
+  [EXE]: { mode: 0o755, from: 'dist/qemu-modwatch' },
+  [SBIN]: { mode: 0o777, link: '../libexec/qemu-modwatch/qemu-modwatch' },
+  '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch': { mode: 0o755, from: 'hooks/qemu.d/50-qemu-modwatch', conffile: true },
+  '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch': { mode: 0o755, from: 'hooks/daemon.d/50-qemu-modwatch', conffile: true },
+  '/etc/qemu-modwatch.conf': { mode: 0o644, from: 'hooks/qemu-modwatch.conf', conffile: true },
+  '/etc/apt/apt.conf.d/80qemu-modwatch': { mode: 0o644, from: 'hooks/apt/80qemu-modwatch', conffile: true },
+  '/usr/lib/systemd/system/qemu-modwatch.path': { mode: 0o644, from: 'hooks/systemd/qemu-modwatch.path' },
+  '/usr/lib/systemd/system/qemu-modwatch.service': { mode: 0o644, from: 'hooks/systemd/qemu-modwatch.service' },
+  '/usr/share/man/man8/qemu-modwatch.8.gz': { mode: 0o644, from: 'dist/qemu-modwatch.8' },
+  '/usr/share/bash-completion/completions/qemu-modwatch': { mode: 0o644, from: 'dist/qemu-modwatch.bash-completion' },
+  '/usr/share/doc/qemu-modwatch/copyright': { mode: 0o644, from: 'build/deb/copyright' },
+};
+
+/** Where deb-systemd-helper records the path unit's enablement. */
+const ENABLEMENT = [
+  '/etc/systemd/system/paths.target.wants/qemu-modwatch.path',
+  '/var/lib/systemd/deb-systemd-helper-enabled/qemu-modwatch.path.dsh-also',
+  '/var/lib/systemd/deb-systemd-helper-enabled/paths.target.wants/qemu-modwatch.path',
+  '/var/lib/systemd/deb-systemd-helper-masked/qemu-modwatch.path',
+  '/etc/systemd/system/qemu-modwatch.path',
+];
+
+/** What dpkg and man-db keep for themselves; anything else left after the purge is a leftover. */
+const BOOKKEEPING = [/^\/var\/lib\/dpkg\//, /^\/var\/log\//, /^\/var\/cache\/(man|debconf|ldconfig)\//, /^\/run\/systemd\/systemd-units-load$/];
+
+interface Stat {
+  type: 'file' | 'symlink' | 'dir' | 'other';
+  mode: number;
+  uid: number;
+  gid: number;
+  target?: string;
+  sha256?: string;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+/** Prints one JSON line, marked, with lstat data (and content hashes) of paths, from inside the namespace. */
+function statScript(paths: string[], marker = '@@STAT'): string {
+  const js = `
+const fs = require('fs'), crypto = require('crypto'), zlib = require('zlib');
+const out = {};
+for (const p of JSON.parse(process.argv[1])) {
+  let st;
+  try { st = fs.lstatSync(p); } catch { out[p] = null; continue; }
+  const e = { type: st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other',
+    mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+  if (e.type === 'symlink') e.target = fs.readlinkSync(p);
+  if (e.type === 'file') {
+    let b = fs.readFileSync(p);
+    if (p.endsWith('.gz')) b = zlib.gunzipSync(b);
+    e.sha256 = crypto.createHash('sha256').update(b).digest('hex');
+  }
+  out[p] = e;
+}
+console.log(${JSON.stringify(marker)} + ' ' + JSON.stringify(out));`;
+  return `node -e ${shq(js)} ${shq(JSON.stringify(paths))}`;
+}
+
+function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function marked<T>(r: RunResult, marker: string): T {
+  const line = r.stdout.split('\n').find((l) => l.startsWith(`${marker} `));
+  if (!line) throw new Error(`no ${marker} line in the output:\n${r.stdout}\n${r.stderr}`);
+  return JSON.parse(line.slice(marker.length + 1)) as T;
+}
+
+/** What a run printed, for a failed assertion's diagnostics. */
+const shown = (r: RunResult) => ({ code: r.code, stdout: r.stdout.slice(-4000), stderr: r.stderr.slice(-4000) });
+
+/** What the host's own dpkg and file system say, to compare before and after. */
+function hostView() {
+  const status = spawnSync('dpkg-query', ['-W', '-f=${Status}', 'qemu-modwatch'], { encoding: 'utf8' });
+  const dummy = spawnSync('dpkg-query', ['-W', '-f=${Status}', DUMMY], { encoding: 'utf8' });
+  const exists = (p: string) => fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+  return {
+    installed: status.status === 0 && /install ok installed/.test(status.stdout),
+    dummyKnown: dummy.status === 0,
+    dpkgStatus: fileSha('/var/lib/dpkg/status'),
+    present: [...Object.keys(FILES), ...ENABLEMENT].filter(exists),
+    // Another tool run on the host may have made it: only compared.
+    stateDir: exists(STATE_DIR),
+  };
+}
+
+function skipReason(): string | null {
+  const r = cannotRun(['dpkg', 'dpkg-deb', 'dpkg-query', 'dpkg-shlibdeps', 'dpkg-architecture', 'node']);
+  if (r) return r;
+  for (const f of ['qemu-modwatch', 'qemu-modwatch.8', 'qemu-modwatch.bash-completion']) {
+    if (!fs.existsSync(path.join(dist, f))) return `dist/${f} is missing: run npm run build`;
+  }
+  return null;
+}
+
+const reason = skipReason();
+if (reason) {
+  if (inCI()) t.fail(`the .deb tests cannot run although CI is set: ${reason}`);
+  else t.comment(`.deb tests skipped: ${reason}`);
+}
+
+const before = reason ? null : hostView();
+if (before?.installed) {
+  t.fail('qemu-modwatch is installed on this host: the test must not run where it would shadow the real package');
+}
+
+let debFile = '';
+let dummyDeb = '';
+let multiarch = '';
+let ov: OverlayHost | undefined;
+t.teardown(() => ov?.cleanup());
+
+t.test('no man page or completion from the build: a clear refusal', { skip: reason || false }, async (t) => {
+  const partial = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-modwatch-partial-dist-'));
+  t.teardown(() => fs.rmSync(partial, { recursive: true, force: true }));
+  fs.symlinkSync(path.join(dist, 'qemu-modwatch'), path.join(partial, 'qemu-modwatch'));
+  const r = spawnSync(process.execPath, [path.join(top, 'build/package-deb.mjs'), '--dist', partial, '--out', partial], { encoding: 'utf8' });
+  t.equal(r.status, 1, 'exits 1');
+  t.match(r.stderr, /qemu-modwatch\.8 is missing \(the man page\): run 'npm run build' first/, 'says what is missing and what to do');
+  t.equal(fs.readdirSync(partial).length, 1, 'writes no package');
+});
+
+t.test('build the .deb', { skip: reason || false }, async (t) => {
+  ov = new OverlayHost('qemu-modwatch-deb');
+  const out = ov.scratch('out');
+  takeSnapshot(Object.values(FILES).flatMap((e) => (e.from ? [e.from] : [])));
+  const r = spawnSync(process.execPath, [path.join(top, 'build/package-deb.mjs'), '--out', out, '--fast'], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
+  t.equal(r.status, 0, `package-deb.mjs exits 0\n${r.stderr}`);
+  const arch = spawnSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).stdout.trim();
+  debFile = path.join(out, `qemu-modwatch_${pkg.version}_${arch}.deb`);
+  t.equal(r.stdout.trim(), debFile, 'prints the path of the .deb, named name_version_arch.deb');
+  t.ok(fs.existsSync(debFile), 'the .deb exists');
+
+  const field = (f: string) => spawnSync('dpkg-deb', ['-f', debFile, f], { encoding: 'utf8' }).stdout.trim();
+  t.equal(field('Package'), 'qemu-modwatch');
+  t.equal(field('Version'), pkg.version, 'version from package.json');
+  t.equal(field('Architecture'), arch, 'architecture from dpkg --print-architecture');
+  t.match(field('Depends'), /\blibc6 \(>= [0-9.]+\)/, 'Depends from the executable: libc6');
+  t.match(field('Depends'), /\blibstdc\+\+6\b/, 'Depends from the executable: libstdc++6');
+  t.match(Number(field('Installed-Size')), Number, 'Installed-Size');
+  t.ok(Number(field('Installed-Size')) > fs.statSync(path.join(dist, 'qemu-modwatch')).size / 1024, 'Installed-Size counts the executable');
+
+  const ctl = ov.scratch('control');
+  t.equal(spawnSync('dpkg-deb', ['-e', debFile, ctl]).status, 0, 'control archive extracts');
+  multiarch = spawnSync('dpkg-architecture', ['-qDEB_HOST_MULTIARCH', '-a', arch], { encoding: 'utf8' }).stdout.trim();
+  t.same(
+    fs.readFileSync(path.join(ctl, 'triggers'), 'utf8').trim().split('\n'),
+    [`interest-noawait /usr/lib/${multiarch}/qemu`, 'interest-noawait /usr/lib/qemu'],
+    'file triggers on the module directories, noawait',
+  );
+  t.same(
+    fs.readFileSync(path.join(ctl, 'conffiles'), 'utf8').trim().split('\n').sort(),
+    Object.entries(FILES).filter(([, e]) => e.conffile).map(([p]) => p).sort(),
+    'every /etc file is a conffile',
+  );
+  for (const s of ['postinst', 'prerm', 'postrm']) {
+    const file = path.join(ctl, s);
+    t.equal(fs.statSync(file).mode & 0o777, 0o755, `${s} is executable`);
+    const text = fs.readFileSync(file, 'utf8');
+    t.match(text, /^#!\/bin\/sh\n/, `${s} is a POSIX sh script`);
+    t.notMatch(text, /#LIBVIRT_RELOAD#/, `${s}: placeholder replaced`);
+    t.notMatch(text, /^\s*set -e/m, `${s} does not stop at the first failing command`);
+    t.match(text, /\nexit 0\n$/, `${s} ends with exit 0`);
+    t.equal(spawnSync('sh', ['-n', file]).status, 0, `${s} parses (sh -n)`);
+    const dash = spawnSync('sh', ['-c', 'command -v dash']);
+    if (dash.status === 0) t.equal(spawnSync('dash', ['-n', file]).status, 0, `${s} parses with dash`);
+  }
+  const md5 = fs.readFileSync(path.join(ctl, 'md5sums'), 'utf8');
+  t.match(md5, /^[0-9a-f]{32}  usr\/libexec\/qemu-modwatch\/qemu-modwatch$/m, 'md5sums lists the executable');
+  t.notMatch(md5, / etc\//, 'md5sums leaves conffiles to dpkg');
+
+  const list = spawnSync('dpkg-deb', ['-c', debFile], { encoding: 'utf8', maxBuffer: 1 << 24 }).stdout;
+  for (const line of list.trim().split('\n')) {
+    t.match(line, /^\S+ root\/root /, `owned by root: ${line.replace(/\s+/g, ' ')}`);
+  }
+
+  // A package that ships one file into the module directory, to fire the trigger.
+  const root = ov.scratch('dummy-root');
+  const modDir = path.join(root, 'usr/lib', multiarch, 'qemu');
+  fs.mkdirSync(modDir, { recursive: true });
+  fs.mkdirSync(path.join(root, 'DEBIAN'));
+  fs.writeFileSync(
+    path.join(root, 'DEBIAN/control'),
+    [`Package: ${DUMMY}`, 'Version: 1.0', 'Architecture: all', 'Maintainer: qemu-modwatch tests <test@qemu-modwatch.invalid>', 'Description: test module for the qemu-modwatch trigger', ''].join('\n'),
+  );
+  // A real module's bytes under a new name when QEMU is installed: a valid
+  // module of this host's build, so the refresh sees an added module, not
+  // a broken one.
+  const hostModDir = `/usr/lib/${multiarch}/qemu`;
+  const real = fs.existsSync(hostModDir) ? fs.readdirSync(hostModDir).find((n) => n.endsWith('.so')) : undefined;
+  fs.writeFileSync(path.join(modDir, 'hw-qmw-test-dummy.so'), real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n');
+  dummyDeb = path.join(out, `${DUMMY}_1.0_all.deb`);
+  const b = spawnSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, dummyDeb], { encoding: 'utf8' });
+  t.equal(b.status, 0, `dummy package builds\n${b.stderr}`);
+});
+
+t.test('install, trigger, reinstall, purge', { skip: reason || false }, async (t) => {
+  if (!ov || !fs.existsSync(debFile) || !fs.existsSync(dummyDeb)) return t.fail('the build step failed');
+  const o = ov;
+
+  // 1. Install, with a stand-in "libvirtd" running: a copy of sleep under
+  // that name, which SIGHUP kills (exit 129). First install must reload it.
+  const fake = o.scratch('fake');
+  fs.copyFileSync('/bin/sleep', path.join(fake, 'libvirtd'));
+  fs.chmodSync(path.join(fake, 'libvirtd'), 0o755);
+  const fakeDaemon = (cmd: string) => `
+${shq(path.join(fake, 'libvirtd'))} 600 & fake=$!
+sleep 0.2
+${cmd}
+echo "@@RC $?"
+sleep 0.3
+if kill -0 "$fake" 2>/dev/null; then echo "@@FAKE alive"; kill "$fake"; else wait "$fake"; echo "@@FAKE exit $?"; fi`;
+  const install = o.run(fakeDaemon(`dpkg -i ${shq(debFile)}`) + '\n' + statScript([...Object.keys(FILES), STATE, ...ENABLEMENT]));
+  t.match(install.stdout, /^@@RC 0$/m, 'dpkg -i succeeds');
+  t.match(install.stdout, /^Setting up qemu-modwatch /m, 'configured');
+  t.match(install.stdout, /qemu-modwatch refresh: /, 'postinst ran refresh');
+  t.match(install.stdout, /^@@FAKE exit 129$/m, 'the running libvirtd got SIGHUP (first install: libvirt must see the new hooks)');
+  const st = marked<Record<string, Stat | null>>(install, '@@STAT');
+  for (const [p, e] of Object.entries(FILES)) {
+    const s = st[p];
+    if (!t.ok(s, `${p} installed`) || !s) continue;
+    t.equal(s.uid, 0, `${p} owned by root`);
+    t.equal(s.gid, 0, `${p} group root`);
+    if (e.link) {
+      t.equal(s.type, 'symlink', `${p} is a symlink`);
+      t.equal(s.target, e.link, `${p} -> ${e.link}`);
+      continue;
+    }
+    t.equal(s.type, 'file', `${p} is a file`);
+    t.equal(s.mode.toString(8), e.mode.toString(8), `${p} mode ${e.mode.toString(8)}`);
+    if (e.from) t.equal(s.sha256, repoSha(e.from), `${p} has the content of ${e.from}`);
+  }
+  t.ok(st[STATE], 'postinst refresh recorded a baseline');
+  t.equal(st[ENABLEMENT[0]!]?.type, 'symlink', 'the path unit is enabled (deb-systemd-helper), systemd running or not');
+
+  // 2. What dpkg now knows, and that the installed files work.
+  const q = o.run(
+    [
+      `dpkg-query -W -f='@@CONFFILES ${'${Conffiles}'}\\n' qemu-modwatch | tr '\\n' ' '; echo`,
+      'dpkg --verify qemu-modwatch; echo "@@VERIFY $?"',
+      `${SBIN} --version; echo "@@VERSION $?"`,
+      `env -i ${SBIN} refresh; echo "@@REFRESH $?"`,
+      'systemd-analyze --version >/dev/null 2>&1 && { systemd-analyze verify --man=no /usr/lib/systemd/system/qemu-modwatch.path /usr/lib/systemd/system/qemu-modwatch.service 2>&1; echo "@@ANALYZE $?"; }',
+      'apt-config dump 2>/dev/null | grep -F qemu-modwatch',
+      'sh -n /etc/libvirt/hooks/qemu.d/50-qemu-modwatch; echo "@@DISPATCHER $?"',
+    ].join('\n'),
+  );
+  const conffiles = /@@CONFFILES (.*)/.exec(q.stdout)?.[1] ?? '';
+  for (const [p, e] of Object.entries(FILES)) {
+    if (e.conffile) t.match(conffiles, new RegExp(`${p.replace(/[.]/g, '\\.')} [0-9a-f]{32}`), `dpkg records ${p} as a conffile`);
+  }
+  t.match(q.stdout, /^@@VERIFY 0$/m, 'dpkg --verify: files match the md5sums', shown(q));
+  t.match(q.stdout, new RegExp(`^qemu-modwatch ${pkg.version.replace(/[.]/g, '\\.')}$`, 'm'), '/usr/sbin/qemu-modwatch --version');
+  t.match(q.stdout, /^@@REFRESH 0$/m, 'refresh runs with an empty environment');
+  if (/@@ANALYZE/.test(q.stdout)) t.match(q.stdout, /^@@ANALYZE 0$/m, 'systemd-analyze verify accepts the units, no warnings', shown(q));
+  if (/@@ANALYZE/.test(q.stdout)) t.notMatch(q.stdout.replace(/^@@.*$/gm, ''), /qemu-modwatch\.(path|service)|Unknown|warning/i, 'systemd-analyze verify says nothing about them');
+  t.match(q.stdout, /DPkg::Post-Invoke:: "if \[ -x \/usr\/sbin\/qemu-modwatch \]; then \/usr\/sbin\/qemu-modwatch refresh/, 'apt reads the Post-Invoke snippet');
+  t.match(q.stdout, /^@@DISPATCHER 0$/m);
+
+  // 3. The trigger: a package ships a module; dpkg runs postinst triggered.
+  const stateBefore = o.run(`cat ${STATE}`).stdout;
+  const takenBefore = BigInt((JSON.parse(stateBefore) as { baseline: { takenAtNs: string } }).baseline.takenAtNs);
+  const trig = o.run(`dpkg -i ${shq(dummyDeb)}; echo "@@RC $?"; cat ${STATE}; echo`);
+  t.match(trig.stdout, /^@@RC 0$/m, 'dummy module package installs');
+  t.match(trig.stdout, /^Processing triggers for qemu-modwatch /m, 'the file trigger fires', shown(trig));
+  t.match(trig.stdout, /qemu-modwatch refresh: /, 'postinst triggered ran refresh');
+  const baselineHasDummy = (r: RunResult): boolean | null => {
+    const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));
+    if (!line) return null;
+    const s = JSON.parse(line) as { baseline: { takenAtNs: string; dirs: { path: string; modules: { name: string }[] }[] } };
+    t.ok(BigInt(s.baseline.takenAtNs) > takenBefore, 'a new baseline was recorded');
+    const dir = s.baseline.dirs.find((d) => d.path === `/usr/lib/${multiarch}/qemu`);
+    return dir?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false;
+  };
+  t.equal(baselineHasDummy(trig), true, 'the baseline has the module the package added');
+  const untrig = o.run(`dpkg --purge ${DUMMY}; echo "@@RC $?"; cat ${STATE}; echo`);
+  t.match(untrig.stdout, /^@@RC 0$/m, 'dummy module package purges');
+  t.match(untrig.stdout, /^Processing triggers for qemu-modwatch /m, 'removing a module fires the trigger too');
+  t.equal(baselineHasDummy(untrig), false, 'the baseline no longer has the removed module');
+
+  // 4. The systemd unit's sandbox, as systemd would build it: refresh must
+  // still delete the cache entry and nudge the emulator (chmod: its ctime).
+  await sandboxChecks(t, o);
+
+  // 5. Reinstall (an upgrade to the same version): no libvirt reload, the
+  // conffiles kept, nothing fails.
+  const re = o.run(fakeDaemon(`dpkg -i ${shq(debFile)}`));
+  t.match(re.stdout, /^@@RC 0$/m, 'reinstall succeeds');
+  t.match(re.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
+
+  // 6. Purge: everything goes, libvirt is reloaded to forget the hooks.
+  const purge = o.run(
+    fakeDaemon('dpkg --purge qemu-modwatch') +
+      `
+dpkg-query -W qemu-modwatch >/dev/null 2>&1; echo "@@QUERY $?"
+dpkg -L qemu-modwatch >/dev/null 2>&1; echo "@@LIST $?"
+ls /var/lib/dpkg/info/ | grep -c qemu-modwatch; grep -rc qemu-modwatch /var/lib/dpkg/triggers/ /var/lib/dpkg/status | grep -v ':0$'
+` +
+      statScript([...Object.keys(FILES), STATE_DIR, ...ENABLEMENT, '/usr/libexec/qemu-modwatch', '/usr/share/doc/qemu-modwatch']),
+  );
+  t.match(purge.stdout, /^@@RC 0$/m, 'dpkg --purge succeeds', shown(purge));
+  t.match(purge.stdout, /^@@FAKE exit 129$/m, 'purge reloads the running libvirtd');
+  t.match(purge.stdout, /^@@QUERY 1$/m, 'dpkg no longer knows the package');
+  t.match(purge.stdout, /^@@LIST 1$/m, 'dpkg -L has nothing');
+  t.match(purge.stdout, /^0$/m, 'no /var/lib/dpkg/info/qemu-modwatch.* left');
+  t.notMatch(purge.stdout, /^\/var\/lib\/dpkg\/\S+:[1-9]/m, 'neither status nor triggers mention qemu-modwatch');
+  const gone = marked<Record<string, Stat | null>>(purge, '@@STAT');
+  for (const [p, s] of Object.entries(gone)) t.equal(s, null, `${p} is gone`);
+  const left = o.created().filter((p) => !BOOKKEEPING.some((re) => re.test(p)));
+  t.same(left, [], 'nothing the package or its scripts made is left (overlay upper dirs)');
+  const touched = o.modified().filter((p) => !BOOKKEEPING.some((re) => re.test(p)));
+  for (const p of touched) {
+    const u = o.upperPath(p);
+    if (u && fs.statSync(u).isFile() && fs.statSync(u).size < 4 << 20) t.notMatch(fs.readFileSync(u, 'latin1'), /qemu-modwatch|qmw-test/, `${p} does not mention the package`);
+  }
+});
+
+/**
+ * Runs the service's ExecStart in a namespace set up from the unit's own
+ * ProtectSystem=strict, ReadWritePaths=, StateDirectory= and PrivateTmp=,
+ * after a module change that makes the cache entry of the emulator stale.
+ * Also once without /usr/bin writable, to show the check would notice.
+ */
+async function sandboxChecks(t: Test, o: OverlayHost): Promise<void> {
+  const unit = fs.readFileSync(path.join(top, 'hooks/systemd/qemu-modwatch.service'), 'utf8');
+  const values = (key: string) =>
+    [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].flatMap((m) => m[1]!.trim().split(/\s+/)).filter(Boolean);
+  t.same(values('ProtectSystem'), ['strict'], 'ProtectSystem=strict');
+  const exec = values('ExecStart');
+  t.same(exec, ['/usr/sbin/qemu-modwatch', 'refresh'], 'ExecStart runs refresh');
+  const rw = [...values('ReadWritePaths'), ...values('StateDirectory').map((d) => `/var/lib/${d}`)];
+  t.ok(rw.includes('-/usr/bin'), 'the emulators in /usr/bin stay writable for the chmod nudge');
+  if (!fs.existsSync(EMULATOR)) {
+    t.comment(`sandbox check skipped: no ${EMULATOR} to nudge`);
+    return;
+  }
+  const emuHash = sha256(EMULATOR);
+  const sandbox = (paths: string[]) => {
+    // Read-only every mount, then the listed paths writable again; "-" = may be missing.
+    const lines = [
+      `for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do case $m in /proc*|/sys*|/dev*) ;; *) mount -o remount,bind,ro "$m" 2>/dev/null;; esac; done`,
+      'mount -t tmpfs tmpfs /tmp',
+    ];
+    for (const p of paths) {
+      const opt = p.startsWith('-');
+      const d = p.replace(/^-/, '');
+      lines.push(`${opt ? `[ -e ${shq(d)} ] && ` : ''}{ mkdir -p ${shq(d)} 2>/dev/null; mount --bind ${shq(d)} ${shq(d)} && mount -o remount,bind,rw ${shq(d)}; }`);
+    }
+    lines.push(`touch /usr/qmw-probe 2>/dev/null && echo "@@USR writable" || echo "@@USR read-only"`);
+    lines.push(`${exec.join(' ')}; echo "@@EXEC $?"`);
+    return `unshare --mount --propagation private sh -c ${shq(lines.join('\n'))}`;
+  };
+  const scenario = (paths: string[]) => {
+    // A module appears after the cache entry was written: the entry is stale.
+    const r = o.run(`
+set -e
+made=
+for d in /var/cache/libvirt /var/cache/libvirt/qemu /var/cache/libvirt/qemu/capabilities; do [ -d "$d" ] || made="$d $made"; done
+mkdir -p /var/cache/libvirt/qemu/capabilities
+f=/var/cache/libvirt/qemu/capabilities/${emuHash}.xml
+printf '<qemuCaps>\\n  <emulator>${EMULATOR}</emulator>\\n  <qemuctime>%s</qemuctime>\\n  <selfctime>1700000000</selfctime>\\n  <selfvers>9000000</selfvers>\\n</qemuCaps>\\n' "$(stat -c %Z ${EMULATOR})" > "$f"
+chmod 600 "$f"; touch -d '-1 minute' "$f"
+${SBIN} accept >/dev/null
+src=$(ls /usr/lib/${multiarch}/qemu/*.so | head -n 1)
+cp "$src" /usr/lib/${multiarch}/qemu/hw-qmw-sandbox-$$.so
+before=$(stat -c %z ${EMULATOR})
+set +e
+${sandbox(paths)}
+echo "@@ENTRY $([ -e "$f" ] && echo kept || echo deleted)"
+echo "@@NUDGED $([ "$(stat -c %z ${EMULATOR})" = "$before" ] && echo no || echo yes)"
+rm -f /usr/lib/${multiarch}/qemu/hw-qmw-sandbox-*.so "$f"
+for d in $made; do rmdir "$d"; done
+${SBIN} accept >/dev/null
+`);
+    return r;
+  };
+  const ok = scenario(rw);
+  t.match(ok.stdout, /^@@USR read-only$/m, 'the simulated sandbox makes /usr read-only', shown(ok));
+  t.match(ok.stdout, /^@@EXEC 0$/m, 'refresh exits 0 in the sandbox', shown(ok));
+  t.match(ok.stdout, /^@@ENTRY deleted$/m, 'the stale cache entry is deleted in the sandbox', shown(ok));
+  t.match(ok.stdout, /^@@NUDGED yes$/m, 'the emulator is nudged (chmod) in the sandbox', shown(ok));
+  const without = scenario(rw.filter((p) => p !== '-/usr/bin'));
+  t.match(without.stdout, /^@@EXEC 0$/m, 'without /usr/bin writable refresh still exits 0');
+  t.match(without.stdout, /^@@NUDGED no$/m, 'without /usr/bin writable the nudge fails (EROFS): the check can tell', shown(without));
+}
+
+t.test('systemd running: units started and stopped, libvirt reloaded through systemctl', { skip: reason || false }, async (t) => {
+  if (!fs.existsSync(debFile)) return t.fail('the build step failed');
+  const o = new OverlayHost('qemu-modwatch-deb-systemd');
+  t.teardown(() => o.cleanup());
+  // A systemctl that logs its arguments: only virtqemud is active;
+  // is-enabled answers from the enablement links.
+  const stub = o.scratch('stub');
+  const log = path.join(stub, 'systemctl.log');
+  fs.writeFileSync(
+    path.join(stub, 'systemctl'),
+    `#!/bin/sh
+echo "$*" >> ${shq(log)}
+# deb-systemd-helper enables through an offline preset: the real one does that.
+case " $* " in *" --root="*) exec /usr/bin/systemctl "$@" ;; esac
+for a in "$@"; do last=$a; done
+case " $* " in
+  *" is-active "*) [ "$last" = virtqemud.service ] && exit 0; exit 3 ;;
+  *" is-enabled "*) if [ -e /etc/systemd/system/paths.target.wants/$last ]; then echo enabled; exit 0; fi; echo disabled; exit 1 ;;
+esac
+exit 0
+`,
+    { mode: 0o755 },
+  );
+  const env = { PATH: `${stub}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, LC_ALL: 'C', HOME: '/root', TMPDIR: '/tmp' };
+  // policy-rc.d (a container's "start nothing") would keep the start from happening.
+  const r = o.run(`mkdir -p /run/systemd/system; rm -f /usr/sbin/policy-rc.d; dpkg -i ${shq(debFile)}; echo "@@RC $?"`, { env });
+  t.match(r.stdout, /^@@RC 0$/m, 'installs', shown(r));
+  const calls = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : []);
+  const installCalls = calls();
+  t.ok(installCalls.includes('--system daemon-reload'), 'daemon-reload after the units arrived', { calls: installCalls });
+  t.ok(installCalls.some((c) => /\brestart qemu-modwatch\.path$/.test(c)), 'the enabled path unit is (re)started', { calls: installCalls });
+  t.ok(installCalls.includes('--no-block reload virtqemud.service'), 'the active virtqemud is reloaded, without waiting', { calls: installCalls });
+  t.notOk(installCalls.some((c) => /reload libvirtd\.service/.test(c)), 'the inactive libvirtd is not', { calls: installCalls });
+  fs.writeFileSync(log, '');
+  const p = o.run(`dpkg --purge qemu-modwatch; echo "@@RC $?"; ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep -c qemu-modwatch`, { env });
+  t.match(p.stdout, /^@@RC 0$/m, 'purges', shown(p));
+  t.match(p.stdout, /^0$/m, 'the enablement link is gone');
+  const purgeCalls = calls();
+  t.ok(purgeCalls.some((c) => /\bstop qemu-modwatch\.path qemu-modwatch\.service$/.test(c)), 'prerm stops both units', { calls: purgeCalls });
+  t.ok(purgeCalls.includes('--no-block reload virtqemud.service'), 'purge reloads virtqemud', { calls: purgeCalls });
+});
+
+t.test('the host is untouched', { skip: reason || false }, async (t) => {
+  const now = hostView();
+  t.same(now, before, 'host dpkg status, package state and files as before');
+  t.not(spawnSync('dpkg', ['-s', 'qemu-modwatch'], { stdio: 'ignore' }).status, 0, 'dpkg -s qemu-modwatch fails on the host');
+  t.same(now.present, [], 'none of the package files exist on the host');
+});

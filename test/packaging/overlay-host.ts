@@ -1,0 +1,185 @@
+// The host, copy-on-write: a package can be really installed, run its
+// maintainer scripts and be purged without the host noticing.
+//
+// Every run() starts a new mount and PID namespace (`unshare --mount --pid
+// --fork --mount-proc`) in which /etc, /usr, /var and /run are overlayfs
+// mounts: lowerdir the host's directory, upperdir kept in a temp dir across
+// runs, so one run's install is the next run's starting point. The work dir
+// is fresh for each mount: the previous namespace's overlay may not be
+// gone yet. Mounts below a target (a container's /etc/resolv.conf or
+// /etc/hosts bind mounts) would be hidden by the overlay, so they are bound
+// back on top, as test/e2e/harness.ts does. Merged /usr makes /lib, /bin and
+// /sbin part of the /usr overlay.
+//
+// The PID namespace keeps `pidof libvirtd` in a maintainer script from
+// finding (and signalling) a daemon of the host or of another test, and
+// every process a run starts dies with it (--kill-child).
+
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export const TARGETS = ['/etc', '/usr', '/var', '/run'] as const;
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Why packages cannot be installed in a private namespace here, or null when they can. */
+export function cannotRun(tools: string[] = []): string | null {
+  if (process.platform !== 'linux') return `not Linux (${process.platform})`;
+  if (process.getuid?.() !== 0) return 'not running as root (needs mount namespaces and overlayfs)';
+  for (const tool of ['unshare', 'mount', 'bash', ...tools]) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status !== 0) return `${tool} not found`;
+  }
+  try {
+    if (!/\toverlay$/m.test(fs.readFileSync('/proc/filesystems', 'utf8'))) return 'the kernel has no overlayfs';
+  } catch (e) {
+    return `cannot read /proc/filesystems: ${(e as Error).message}`;
+  }
+  for (const t of TARGETS) {
+    if (!fs.statSync(t, { throwIfNoEntry: false })?.isDirectory()) return `${t} is not a directory`;
+  }
+  const tmp = fs.realpathSync(os.tmpdir());
+  if (TARGETS.some((t) => tmp === t || tmp.startsWith(`${t}/`))) {
+    return `the temp dir ${tmp} is inside ${TARGETS.join(', ')}, which the test overlays; set TMPDIR elsewhere`;
+  }
+  const probe = spawnSync('unshare', ['--mount', '--pid', '--fork', '--mount-proc', '--propagation', 'private', 'true'], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  if (probe.status !== 0) return `unshare --mount --pid does not work here: ${(probe.stderr || probe.error?.message || '').trim()}`;
+  return null;
+}
+
+/** True when the environment variable CI says we run in CI. */
+export function inCI(): boolean {
+  const v = process.env.CI;
+  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function submounts(dir: string): string[] {
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const points = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => unescape(l.split(' ')[4] ?? ''))
+    .filter((m) => m.startsWith(`${dir}/`));
+  return [...new Set(points)].filter((m) => !points.some((o) => o !== m && m.startsWith(`${o}/`)));
+}
+
+export class OverlayHost {
+  readonly dir: string;
+  private runs = 0;
+
+  constructor(label: string) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `${label}-`));
+    TARGETS.forEach((_, i) => fs.mkdirSync(path.join(this.dir, 'ovl', String(i), 'upper'), { recursive: true }));
+  }
+
+  /** A directory of the host's file system for the test's own files (not overlaid). */
+  scratch(name: string): string {
+    const p = path.join(this.dir, 'scratch', name);
+    fs.mkdirSync(p, { recursive: true });
+    return p;
+  }
+
+  /** Runs a bash script in a fresh namespace over the overlays; never throws for a non-zero exit. */
+  run(script: string, opts: { timeout?: number; env?: NodeJS.ProcessEnv } = {}): RunResult {
+    const n = ++this.runs;
+    const lines = ['set -eu'];
+    TARGETS.forEach((t, i) => {
+      const base = path.join(this.dir, 'ovl', String(i));
+      const work = path.join(base, `work-${n}`);
+      fs.mkdirSync(work);
+      const subs = submounts(t);
+      const stage = path.join(base, `stage-${n}`);
+      if (subs.length) {
+        fs.mkdirSync(stage);
+        lines.push(`mount --rbind ${q(t)} ${q(stage)}`);
+      }
+      lines.push(`mount -t overlay overlay -o ${q(`lowerdir=${t},upperdir=${base}/upper,workdir=${work}`)} ${q(t)}`);
+      for (const s of subs) lines.push(`mount --rbind ${q(stage + s.slice(t.length))} ${q(s)}`);
+      if (subs.length) lines.push(`umount -l ${q(stage)}`);
+    });
+    lines.push('set +eu', 'cd /', script);
+    const file = path.join(this.dir, `run-${n}.sh`);
+    fs.writeFileSync(file, lines.join('\n') + '\n');
+    const r = spawnSync(
+      'unshare',
+      ['--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '--propagation', 'private', 'bash', file],
+      {
+        encoding: 'utf8',
+        timeout: opts.timeout ?? 300_000,
+        killSignal: 'SIGKILL',
+        maxBuffer: 64 * 1024 * 1024,
+        env: opts.env ?? { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', HOME: '/root', TMPDIR: '/tmp' },
+      },
+    );
+    const stderr = (r.stderr ?? '') + (r.error ? `\n[overlay-host] ${r.error.message}` : '');
+    return { code: r.status ?? 128, stdout: r.stdout ?? '', stderr };
+  }
+
+  /**
+   * What the runs created, as paths below /: files, symlinks and
+   * directories in the upper dirs that the host does not have (a directory
+   * only when nothing below it is listed), and whiteouts (deletions) of
+   * host files. Host files that were only modified are left out: see
+   * modified().
+   */
+  created(): string[] {
+    return this.walkUpper().filter((e) => e.kind !== 'modified').map((e) => e.path);
+  }
+
+  /** Host files the runs changed (copied up into the overlay). */
+  modified(): string[] {
+    return this.walkUpper().filter((e) => e.kind === 'modified').map((e) => e.path);
+  }
+
+  /** The upper copy of a path below one of the targets, or null. */
+  upperPath(p: string): string | null {
+    const i = TARGETS.findIndex((t) => p === t || p.startsWith(`${t}/`));
+    if (i < 0) return null;
+    const u = path.join(this.dir, 'ovl', String(i), 'upper', p.slice(TARGETS[i]!.length));
+    return fs.existsSync(u) ? u : null;
+  }
+
+  private walkUpper(): { path: string; kind: 'created' | 'modified' | 'whiteout' }[] {
+    const out: { path: string; kind: 'created' | 'modified' | 'whiteout' }[] = [];
+    TARGETS.forEach((t, i) => {
+      const upper = path.join(this.dir, 'ovl', String(i), 'upper');
+      const visit = (rel: string): boolean => {
+        let listed = false;
+        for (const e of fs.readdirSync(path.join(upper, rel), { withFileTypes: true })) {
+          const r = `${rel}/${e.name}`;
+          const onHost = fs.lstatSync(t + r, { throwIfNoEntry: false }) !== undefined;
+          if (e.isDirectory()) {
+            const below = visit(r);
+            if (!below && !onHost) out.push({ path: `${t}${r}/`, kind: 'created' });
+            listed ||= below || !onHost;
+          } else {
+            // A whiteout is a 0/0 character device.
+            const st = fs.lstatSync(path.join(upper, r));
+            const whiteout = st.isCharacterDevice() && st.rdev === 0;
+            out.push({ path: t + r, kind: whiteout ? 'whiteout' : onHost ? 'modified' : 'created' });
+            listed = true;
+          }
+        }
+        return listed;
+      };
+      visit('');
+    });
+    return out.sort((a, b) => (a.path < b.path ? -1 : 1));
+  }
+
+  cleanup(): void {
+    // Nothing is mounted on the host side; the namespaces died with their runs.
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}

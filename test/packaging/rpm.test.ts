@@ -1,0 +1,301 @@
+import { spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import t from 'tap';
+import { cannotRun, inCI, OverlayHost, type RunResult } from './overlay-host';
+
+// The RPM: built from build/rpm/qemu-modwatch.spec by build/package-rpm.mjs,
+// its files, scriptlets and file triggers read back with rpm -qp; then
+// installed with this host's rpm (Debian's) in a copy-on-write namespace
+// (overlay-host.ts), its file trigger fired by a dummy module package, and
+// erased, leaving nothing behind.
+
+const top = path.resolve(__dirname, '../..');
+const dist = path.join(top, 'dist');
+const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8')) as { version: string };
+const ARCH = ({ x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>)[process.arch];
+const EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
+const STATE_DIR = '/var/lib/qemu-modwatch';
+const STATE = `${STATE_DIR}/state.json`;
+const DUMMY = 'qmw-test-dummy-module';
+
+const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update(b).digest('hex');
+/**
+ * Content hashes of the repo files the package is made from, taken just
+ * before it is built: a rebuild of dist/ while the test runs must not count.
+ */
+const snapshot = new Map<string, string>();
+const takeSnapshot = (files: string[]) => files.forEach((f) => snapshot.set(f, sha256(fs.readFileSync(path.join(top, f)))));
+const repoSha = (f: string) => snapshot.get(f) ?? sha256(fs.readFileSync(path.join(top, f)));
+const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const shown = (r: RunResult) => ({ code: r.code, stdout: r.stdout.slice(-4000), stderr: r.stderr.slice(-4000) });
+
+interface Expect {
+  mode: string;
+  from?: string;
+  link?: string;
+  config?: boolean;
+}
+
+function expected(): Record<string, Expect> {
+  return {
+    [EXE]: { mode: '-rwxr-xr-x', from: 'dist/qemu-modwatch' },
+    '/usr/libexec/qemu-modwatch': { mode: 'drwxr-xr-x' },
+    '/usr/sbin/qemu-modwatch': { mode: 'lrwxrwxrwx', link: EXE },
+    '/etc/libvirt/hooks/qemu.d': { mode: 'drwxr-xr-x' },
+    '/etc/libvirt/hooks/daemon.d': { mode: 'drwxr-xr-x' },
+    '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch': { mode: '-rwxr-xr-x', from: 'hooks/qemu.d/50-qemu-modwatch', config: true },
+    '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch': { mode: '-rwxr-xr-x', from: 'hooks/daemon.d/50-qemu-modwatch', config: true },
+    '/etc/qemu-modwatch.conf': { mode: '-rw-r--r--', from: 'hooks/qemu-modwatch.conf', config: true },
+    '/etc/dnf/libdnf5-plugins/actions.d/qemu-modwatch.actions': { mode: '-rw-r--r--', from: 'hooks/dnf5/qemu-modwatch.actions', config: true },
+    '/usr/lib/systemd/system/qemu-modwatch.path': { mode: '-rw-r--r--', from: 'hooks/systemd/qemu-modwatch.path' },
+    '/usr/lib/systemd/system/qemu-modwatch.service': { mode: '-rw-r--r--', from: 'hooks/systemd/qemu-modwatch.service' },
+    '/usr/lib/systemd/system-preset/50-qemu-modwatch.preset': { mode: '-rw-r--r--', from: 'hooks/systemd/50-qemu-modwatch.preset' },
+    '/usr/share/man/man8/qemu-modwatch.8.gz': { mode: '-rw-r--r--' },
+    '/usr/share/bash-completion/completions/qemu-modwatch': { mode: '-rw-r--r--', from: 'dist/qemu-modwatch.bash-completion' },
+    '/usr/share/licenses/qemu-modwatch': { mode: 'drwxr-xr-x' },
+    '/usr/share/licenses/qemu-modwatch/copyright': { mode: '-rw-r--r--', from: 'build/deb/copyright' },
+  };
+}
+
+function skipReason(): string | null {
+  if (!ARCH) return `no RPM architecture for ${process.arch}`;
+  for (const tool of ['rpm', 'rpmbuild']) {
+    if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0) return `${tool} not found (Debian package rpm)`;
+  }
+  for (const f of ['qemu-modwatch', 'qemu-modwatch.8', 'qemu-modwatch.bash-completion']) {
+    if (!fs.existsSync(path.join(dist, f))) return `dist/${f} is missing: run npm run build`;
+  }
+  return null;
+}
+
+const reason = skipReason();
+if (reason) {
+  if (inCI()) t.fail(`the RPM tests cannot run although CI is set: ${reason}`);
+  else t.comment(`RPM tests skipped: ${reason}`);
+}
+// Installing needs the namespace; reading the package does not.
+const nsReason = reason ?? cannotRun(['node']);
+if (!reason && nsReason) {
+  if (inCI()) t.fail(`the RPM install test cannot run although CI is set: ${nsReason}`);
+  else t.comment(`RPM install test skipped: ${nsReason}`);
+}
+
+const ov = reason ? null : new OverlayHost('qemu-modwatch-rpm');
+t.teardown(() => ov?.cleanup());
+let rpmFile = '';
+let trigger = '';
+
+const q = (file: string, ...args: string[]) => {
+  const r = spawnSync('rpm', ['-qp', ...args, file], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`rpm -qp ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+};
+
+t.test('no man page or completion from the build: a clear refusal', { skip: reason || false }, async (t) => {
+  const partial = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-modwatch-partial-dist-'));
+  t.teardown(() => fs.rmSync(partial, { recursive: true, force: true }));
+  fs.symlinkSync(path.join(dist, 'qemu-modwatch'), path.join(partial, 'qemu-modwatch'));
+  const r = spawnSync(process.execPath, [path.join(top, 'build/package-rpm.mjs'), '--dist', partial, '--out', partial], { encoding: 'utf8' });
+  t.equal(r.status, 1, 'exits 1');
+  t.match(r.stderr, /qemu-modwatch\.8 is missing \(the man page\): run 'npm run build' first/, 'says what is missing and what to do');
+  t.equal(fs.readdirSync(partial).length, 1, 'writes no package');
+});
+
+t.test('build the RPM', { skip: reason || false }, async (t) => {
+  const o = ov!;
+  const out = o.scratch('out');
+  takeSnapshot(Object.values(expected()).flatMap((e) => (e.from ? [e.from] : [])));
+  const r = spawnSync(process.execPath, [path.join(top, 'build/package-rpm.mjs'), '--out', out, '--topdir', o.scratch('topdir'), '--fast'], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
+  t.equal(r.status, 0, `package-rpm.mjs exits 0\n${r.stderr}`);
+  rpmFile = path.join(out, `qemu-modwatch-${pkg.version.replace(/-/g, '~')}-1.${ARCH}.rpm`);
+  t.equal(r.stdout.trim(), rpmFile, 'prints the path of the RPM, name-version-release.arch.rpm');
+  t.ok(fs.existsSync(rpmFile));
+});
+
+t.test('what the RPM holds', { skip: reason || false }, async (t) => {
+  if (!fs.existsSync(rpmFile)) return t.fail('the build step failed');
+  t.equal(q(rpmFile, '--qf', '%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}'), `qemu-modwatch ${pkg.version} 1 ${ARCH} MIT`);
+
+  const rows = q(rpmFile, '--qf', '[%{FILENAMES}\t%{FILEMODES:perms}\t%{FILEFLAGS:fflags}\t%{FILEUSERNAME}:%{FILEGROUPNAME}\t%{FILELINKTOS}\t%{FILEDIGESTS}\n]')
+    .trim()
+    .split('\n')
+    .map((l) => l.split('\t'));
+  const files = Object.fromEntries(rows.map(([name, ...rest]) => [name!, rest]));
+  const want = expected();
+  t.same(Object.keys(files).sort(), Object.keys(want).sort(), 'rpm -qlp lists exactly the expected files');
+  t.same(q(rpmFile, '-l').trim().split('\n').sort(), Object.keys(want).sort(), 'rpm -qlp agrees');
+  for (const [p, e] of Object.entries(want)) {
+    const row = files[p];
+    if (!row) continue;
+    const [mode, flags, owner, link, digest] = row;
+    t.equal(mode, e.mode, `${p} mode ${e.mode}`);
+    t.equal(owner, 'root:root', `${p} owned by root`);
+    if (e.config) t.equal(flags, 'cn', `${p} is %config(noreplace)`);
+    else t.notMatch(flags ?? '', /c/, `${p} is not a config file`);
+    if (e.link) t.equal(link, e.link, `${p} -> ${e.link}`);
+    if (e.from) t.equal(digest, repoSha(e.from), `${p} has the content of ${e.from}`);
+  }
+
+  const reqs = q(rpmFile, '-R');
+  t.match(reqs, /^libc\.so\.6\(GLIBC_[0-9.]+\)/m, 'requires generated from the executable: libc');
+  t.notMatch(reqs, /^systemd\b/m, 'no hard dependency on systemd: every scriptlet copes without it');
+
+  const scripts = q(rpmFile, '--scripts', '--filetriggers');
+  const sections = scripts.split(/^(?=\S.* scriptlet \(using \/bin\/sh\))/m).filter((s) => /scriptlet/.test(s.split('\n')[0]!));
+  const byName = Object.fromEntries(sections.map((s) => [s.split(' ')[0]!, s]));
+  t.same(Object.keys(byName).sort(), ['postinstall', 'postuninstall', 'preuninstall', 'transfiletriggerin', 'transfiletriggerpostun'], 'scriptlets and file triggers');
+  const libdir = spawnSync('rpm', ['--target', ARCH!, '--eval', '%{_libdir}'], { encoding: 'utf8' }).stdout.trim();
+  for (const tr of ['transfiletriggerin', 'transfiletriggerpostun']) {
+    const head = byName[tr]?.split('\n')[0] ?? '';
+    t.equal(head, `${tr} scriptlet (using /bin/sh) -- ${libdir}/qemu`, `${tr} on %{_libdir}/qemu`);
+    t.match(byName[tr] ?? '', /qemu-modwatch refresh/, `${tr} runs refresh`);
+  }
+  trigger = `${libdir}/qemu`;
+  t.match(byName.postinstall ?? '', /qemu-modwatch refresh/, '%post runs refresh');
+  t.match(byName.postinstall ?? '', /qemu_modwatch_reload_libvirt\(\) \{/, '%post has the libvirt reload');
+  t.match(byName.postinstall ?? '', /systemctl --no-reload preset qemu-modwatch\.path/, '%post applies the preset on first install');
+  t.match(byName.preuninstall ?? '', /systemctl --no-reload disable qemu-modwatch\.path/, '%preun disables the path unit');
+  t.match(byName.postuninstall ?? '', /rm -rf \/var\/lib\/qemu-modwatch/, '%postun removes the state on erase');
+  const scratch = ov!.scratch('scriptlets');
+  for (const [name, text] of Object.entries(byName)) {
+    const body = text.split('\n').slice(1).join('\n');
+    t.notMatch(body, /^\s*set -e/m, `${name}: no set -e`);
+    t.match(body.trimEnd(), /\nexit 0$/, `${name} ends with exit 0`);
+    const file = path.join(scratch, name);
+    fs.writeFileSync(file, body);
+    t.equal(spawnSync('sh', ['-n', file]).status, 0, `${name} parses (sh -n)`);
+  }
+});
+
+t.test('install, file trigger, erase', { skip: nsReason || false }, async (t) => {
+  if (!fs.existsSync(rpmFile) || !trigger) return t.fail('the build step failed');
+  const o = ov!;
+
+  // A package shipping one module into %{_libdir}/qemu, to fire the triggers.
+  const dtop = o.scratch('dummy-top');
+  const hostModDir = fs.readdirSync('/usr/lib').map((d) => `/usr/lib/${d}/qemu`).find((d) => fs.existsSync(d));
+  const real = hostModDir && fs.readdirSync(hostModDir).find((n) => n.endsWith('.so'));
+  const src = path.join(dtop, 'hw-qmw-test-dummy.so');
+  fs.writeFileSync(src, real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n');
+  const spec = path.join(dtop, 'dummy.spec');
+  fs.writeFileSync(
+    spec,
+    [
+      `Name: ${DUMMY}`,
+      'Version: 1',
+      'Release: 1',
+      'Summary: test module for the qemu-modwatch file trigger',
+      'License: MIT',
+      'AutoReqProv: no',
+      '%global debug_package %{nil}',
+      '%global __os_install_post %{nil}',
+      '%description',
+      'test',
+      '%install',
+      `install -D -m 0755 ${src} %{buildroot}${trigger}/hw-qmw-test-dummy.so`,
+      '%files',
+      `${trigger}/hw-qmw-test-dummy.so`,
+      '',
+    ].join('\n'),
+  );
+  const b = spawnSync('rpmbuild', ['-bb', '--target', ARCH!, '--define', `_topdir ${dtop}`, '--define', '_binary_payload w1.gzdio', spec], { encoding: 'utf8' });
+  t.equal(b.status, 0, `dummy rpm builds\n${b.stderr}`);
+  const dummyRpm = /^Wrote: (.*\.rpm)$/m.exec(b.stdout)?.[1];
+  if (!dummyRpm) return;
+
+  const hostBefore = hostRpmView();
+  const fake = o.scratch('fake');
+  fs.copyFileSync('/bin/sleep', path.join(fake, 'libvirtd'));
+  fs.chmodSync(path.join(fake, 'libvirtd'), 0o755);
+  // Debian's rpm installs only with --force-debian; --nodeps: its database
+  // knows nothing of the libraries dpkg installed.
+  const RPM_I = 'rpm -i --force-debian --nodeps';
+  const withFake = (cmd: string) => `
+${shq(path.join(fake, 'libvirtd'))} 600 & fake=$!
+sleep 0.2
+${cmd}
+echo "@@RC $?"
+sleep 0.3
+if kill -0 "$fake" 2>/dev/null; then echo "@@FAKE alive"; kill "$fake"; else wait "$fake"; echo "@@FAKE exit $?"; fi`;
+
+  const inst = o.run(
+    withFake(`${RPM_I} ${shq(rpmFile)}`) +
+      `
+rpm -q qemu-modwatch; echo "@@Q $?"
+rpm -V --nodeps qemu-modwatch; echo "@@V $?"
+[ -f ${STATE} ] && echo "@@STATE yes"
+readlink /usr/sbin/qemu-modwatch
+ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep qemu-modwatch
+/usr/sbin/qemu-modwatch --version`,
+  );
+  t.match(inst.stdout, /^@@RC 0$/m, 'rpm -i succeeds', shown(inst));
+  t.notMatch(inst.stderr, /scriptlet failed|warning: %post/i, 'no scriptlet failed', shown(inst));
+  t.match(inst.stdout, /qemu-modwatch refresh: /, '%post ran refresh');
+  t.match(inst.stdout, /^@@FAKE exit 129$/m, 'the running libvirtd got SIGHUP (first install)');
+  t.match(inst.stdout, /^@@Q 0$/m, 'rpm knows the package');
+  t.match(inst.stdout, /^@@V 0$/m, 'rpm -V: installed files match', shown(inst));
+  t.match(inst.stdout, /^@@STATE yes$/m, 'a baseline was recorded');
+  t.match(inst.stdout, new RegExp(`^${EXE}$`, 'm'), '/usr/sbin/qemu-modwatch -> the executable');
+  t.match(inst.stdout, /^qemu-modwatch\.path$/m, 'the preset enabled the path unit');
+  t.match(inst.stdout, new RegExp(`^qemu-modwatch ${pkg.version.replace(/[.]/g, '\\.')}$`, 'm'), 'the executable runs');
+
+  const baselineHasDummy = (r: RunResult): boolean | null => {
+    const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));
+    if (!line) return null;
+    const s = JSON.parse(line) as { baseline: { dirs: { path: string; modules: { name: string }[] }[] } };
+    return s.baseline.dirs.find((d) => d.path === trigger)?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false;
+  };
+  const trig = o.run(`${RPM_I} ${shq(dummyRpm)}; echo "@@RC $?"; cat ${STATE}; echo`);
+  t.match(trig.stdout, /^@@RC 0$/m, 'dummy module rpm installs', shown(trig));
+  t.match(trig.stdout, /qemu-modwatch refresh: /, '%transfiletriggerin ran refresh');
+  t.equal(baselineHasDummy(trig), true, 'the baseline has the module the package added', shown(trig));
+  const untrig = o.run(`rpm -e --nodeps ${DUMMY}; echo "@@RC $?"; cat ${STATE}; echo`);
+  t.match(untrig.stdout, /^@@RC 0$/m, 'dummy module rpm erases');
+  t.match(untrig.stdout, /qemu-modwatch refresh: /, '%transfiletriggerpostun ran refresh');
+  t.equal(baselineHasDummy(untrig), false, 'the baseline no longer has it');
+
+  const up = o.run(withFake(`rpm -U --replacepkgs --force-debian --nodeps ${shq(rpmFile)}`));
+  t.match(up.stdout, /^@@RC 0$/m, 'reinstall (upgrade path) succeeds', shown(up));
+  t.match(up.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
+
+  const erase = o.run(
+    withFake('rpm -e --nodeps qemu-modwatch') +
+      `
+rpm -q qemu-modwatch >/dev/null 2>&1; echo "@@Q $?"
+for p in ${Object.keys(expected()).join(' ')} ${STATE_DIR} /etc/systemd/system/paths.target.wants/qemu-modwatch.path; do [ -e "$p" ] || [ -L "$p" ] && echo "@@LEFT $p"; done
+echo "@@DONE"`,
+  );
+  t.match(erase.stdout, /^@@RC 0$/m, 'rpm -e succeeds', shown(erase));
+  t.notMatch(erase.stderr, /scriptlet failed/i, 'no scriptlet failed', shown(erase));
+  t.match(erase.stdout, /^@@FAKE exit 129$/m, 'erase reloads the running libvirtd');
+  t.match(erase.stdout, /^@@Q 1$/m, 'rpm no longer knows the package');
+  t.match(erase.stdout, /^@@DONE$/m);
+  t.same(erase.stdout.match(/^@@LEFT .*$/gm) ?? [], [], 'every file, the state and the enablement link are gone');
+  const bookkeeping = [/^\/var\/lib\/rpm\//, /^\/usr\/lib\/sysimage\/rpm\//, /^\/var\/log\//, /^\/var\/tmp\/$/, /^\/var\/cache\/(man|ldconfig)\//];
+  // rpm leaves the parent directories it had to create and no package
+  // owns here (on Fedora, libvirt, dnf5 and filesystem own them); ours
+  // (/usr/libexec/qemu-modwatch, the hooks' .d directories) must go.
+  const parents = new Set<string>();
+  for (const f of [...Object.keys(expected()), `${trigger}/hw-qmw-test-dummy.so`]) {
+    for (let d = path.posix.dirname(f); d !== '/'; d = path.posix.dirname(d)) parents.add(`${d}/`);
+  }
+  for (const p of Object.keys(expected())) parents.delete(`${p}/`);
+  const left = o.created().filter((p) => !bookkeeping.some((re) => re.test(p)) && !parents.has(p));
+  t.same(left, [], 'nothing else was left (overlay upper dirs)');
+  t.same(hostRpmView(), hostBefore, 'the host rpm database and files are untouched');
+});
+
+function hostRpmView() {
+  const listing = (d: string) => (fs.existsSync(d) ? fs.readdirSync(d).map((f) => `${f}:${fs.statSync(path.join(d, f)).mtimeMs}`) : null);
+  return {
+    known: spawnSync('rpm', ['-q', 'qemu-modwatch'], { stdio: 'ignore' }).status === 0,
+    db: listing('/var/lib/rpm'),
+    exe: fs.existsSync(EXE),
+  };
+}
