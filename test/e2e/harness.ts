@@ -35,6 +35,10 @@
 // - Paths that live only in an overlay (e.g. /etc/qemu-modwatch.conf, or
 //   /run/qemu/<ver> if a test creates it) have no stable host-side path:
 //   hostPath() refuses them; use env.exec/env.writeFile/env.readFile.
+// - opts.privateDirs adds more such private bind mounts (e.g. the install
+//   dir of the executable under test); opts.overlayDirs adds more
+//   copy-on-write overlays over existing host directories (e.g. /usr/bin,
+//   so a chmod of an emulator never reaches the host's file).
 // - Mounts hidden by an overlay (e.g. a container's /etc/resolv.conf bind)
 //   are bound back on top of the overlay.
 //
@@ -74,11 +78,14 @@ export const QEMU_CONF = [
 
 /**
  * libvirtd.conf: warnings and errors to stderr (libvirtd.out in the temp dir),
- * plus a debug log of hook runs (their stdout/stderr) and of the capabilities
- * code (why a cache entry was judged outdated) in /var/log/libvirt/libvirtd.log.
+ * plus a debug log of hook runs and of the capabilities code (why a cache
+ * entry was judged outdated) in /var/log/libvirt/libvirtd.log. util.hook
+ * logs only "Calling hook <file> id=.. op=.."; a hook's exit status, stdout
+ * and stderr are logged by util.command ("Result status N, stdout: '..'
+ * stderr: '..'", in the same thread).
  */
 export const LIBVIRTD_CONF = [
-  'log_filters = "1:util.hook 1:qemu.qemu_capabilities 3:*"',
+  'log_filters = "1:util.hook 1:util.command 1:qemu.qemu_capabilities 3:*"',
   'log_outputs = "1:file:/var/log/libvirt/libvirtd.log 3:stderr"',
   '',
 ].join('\n');
@@ -367,6 +374,22 @@ export interface EnvOptions {
   daemonTimeout?: number;
   /** Prefix of the temp dir name. */
   label?: string;
+  /**
+   * More directories made private like the ones listed at the top: each is a
+   * bind mount of a fresh, empty directory in the temp dir (host side:
+   * hostPath()). One missing on the host is created inside an overlay over
+   * its nearest existing ancestor; one that exists is hidden (shows empty).
+   */
+  privateDirs?: string[];
+  /**
+   * Existing host directories overlaid copy-on-write (lowerdir = the host's
+   * directory, upper/work in the temp dir), like /etc: they show the host's
+   * files, but whatever is written, chmod'ed, replaced or removed in them
+   * inside the namespace lands in the temp dir. E.g. /usr/bin, so that a
+   * chmod of an emulator never reaches the host's file. Their files have no
+   * host path: use env.exec/writeFile/readFile.
+   */
+  overlayDirs?: string[];
 }
 
 export type VideoModel = 'none' | 'qxl' | 'vga';
@@ -932,12 +955,24 @@ const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   const can = canRun();
   if (!can.ok) throw new Error(`e2e environment cannot run: ${can.reason}`);
+  const extraDirs = (opts.privateDirs ?? []).map((p) => {
+    const target = path.posix.normalize(p).replace(/\/+$/, '');
+    if (!path.posix.isAbsolute(target) || target === '/') throw new Error(`privateDirs: not an absolute directory below /: ${p}`);
+    return { target, key: `extra${target.replace(/[^A-Za-z0-9]+/g, '-')}` };
+  });
+  const extraOverlays = (opts.overlayDirs ?? []).map((o) => {
+    const abs = path.posix.normalize(o).replace(/\/+$/, '');
+    if (!path.posix.isAbsolute(abs) || abs === '' || !existsDir(abs)) {
+      throw new Error(`overlayDirs: ${o} is not an existing absolute directory below /`);
+    }
+    return abs;
+  });
   installExitHook();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${opts.label ?? 'qemu-modwatch-e2e'}-`));
   fs.mkdirSync(path.join(dir, 'logs'));
 
   // Private directories, seeded.
-  const mappings: Mapping[] = PRIVATE_DIRS.map(({ target, key }) => ({
+  const mappings: Mapping[] = [...PRIVATE_DIRS, ...extraDirs].map(({ target, key }) => ({
     target,
     source: path.join(dir, 'mnt', key),
   }));
@@ -961,6 +996,7 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   // Which overlays are needed: /etc always (config file, passwd); the nearest
   // existing ancestor of every private dir missing on the host.
   const wanted = new Set<string>(['/etc']);
+  for (const o of extraOverlays) wanted.add(o);
   for (const m of mappings) if (!existsDir(m.target)) wanted.add(nearestExistingAncestor(m.target));
   if (wanted.has('/')) throw new Error('refusing to overlay / itself');
   const overlays = [...wanted].filter((o) => ![...wanted].some((p) => p !== o && o.startsWith(p + '/'))).sort();
