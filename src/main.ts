@@ -9,6 +9,7 @@ import { runHook } from './hook/run';
 import { ConfigError, loadConfig } from './system/config';
 import { log } from './system/log';
 import { makePaths, type Paths } from './system/paths';
+import { escapeControl } from './core/text';
 import { VERSION } from './version';
 
 // The entry: libvirt's hook convention or a command, and every failure
@@ -108,7 +109,8 @@ function print(out: Output): number {
 }
 
 function fail(message: string): number {
-  process.stderr.write(`qemu-modwatch: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  // One line, and nothing a file or domain name could smuggle into a terminal.
+  process.stderr.write(`qemu-modwatch: ${escapeControl(message.replace(/\s*\n\s*/g, ' '))}\n`);
   return 3;
 }
 

@@ -71,7 +71,7 @@ function syncDir(dir: string): void {
   }
 }
 
-/** `.<name>.<pid>.<counter or random hex>.tmp`, as writeFileAtomic names them. */
+/** `.<name>.<pid>.<counter or random hex>.tmp`, as writeFileAtomic (and the state lock) name them. */
 const TEMP_NAME = /^\..+\.([1-9][0-9]*)\.[0-9a-f]+\.tmp$/;
 
 /**
@@ -90,9 +90,10 @@ export function removeOrphanedTemps(dir: string): void {
     const m = TEMP_NAME.exec(name);
     if (!m || isRunning(Number(m[1]))) continue;
     try {
-      fs.unlinkSync(path.join(dir, name));
+      // A prepared lock directory (src/system/lock.ts) is named the same way.
+      fs.rmSync(path.join(dir, name), { recursive: true, force: true });
     } catch {
-      // Gone already, or not ours to remove: either way nothing is lost.
+      // Not ours to remove: nothing is lost either way.
     }
   }
 }

@@ -96,8 +96,22 @@ const O_PATH =
   process.platform === 'linux' && ['x64', 'ia32', 'arm', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch) ? 0o10000000 : 0;
 
 let procFd: boolean | undefined;
+/** Tried once: no /proc, or a security policy that forbids reopening through it, means the fallback. */
 function haveProcFd(): boolean {
-  procFd ??= fs.existsSync('/proc/self/fd');
+  if (procFd === undefined) {
+    procFd = false;
+    try {
+      const pathFd = fs.openSync(process.execPath, O_PATH);
+      try {
+        fs.closeSync(fs.openSync(`/proc/self/fd/${pathFd}`, fs.constants.O_RDONLY));
+        procFd = true;
+      } finally {
+        fs.closeSync(pathFd);
+      }
+    } catch {
+      // The fallback it is.
+    }
+  }
   return procFd;
 }
 

@@ -4,19 +4,23 @@ import * as path from 'node:path';
 // One writer at a time for the baseline: fifty guests autostarting at once
 // run fifty hooks, and only the first should act on a change.
 //
-// The lock is a directory (mkdir is atomic everywhere, and older versions,
-// which used proper-lockfile, lock the same directory). Its `owner` file
+// Why not a lock library: the ones that bundle (proper-lockfile) break a
+// lock by its age, so a SIGKILLed hook made the next guest start wait 10 s,
+// and a live holder busy longer than that lost its lock (measured in
+// test/reliability). Node has no flock(2).
+//
+// The lock is a directory (mkdir is atomic everywhere). Its `owner` file
 // names the holder: pid, the process's start time and the boot. A holder
 // killed mid-run (SIGKILL, the OOM killer, a power cut) would otherwise
 // make the next guest start wait until the lock aged out; with the owner
 // known dead the lock is taken over at once. Age is only the fallback, for
-// a lock without a readable owner (an older version, or a holder killed
-// between mkdir and writing its owner file).
+// a lock without a readable owner (a holder killed between mkdir and
+// writing its owner file, or a full disk).
 //
 // A live holder is never broken, however long it runs: the pipeline is
 // synchronous, so a holder could never refresh an age-based lock anyway.
 
-/** A lock without a known owner this old is abandoned (proper-lockfile refreshed its lock every 5 s). */
+/** A lock without a known owner this old is abandoned. */
 export const OWNERLESS_STALE_MS = 10_000;
 /** How long a hook waits for a live holder before giving up (and failing open). */
 const WAIT_MS = 60_000;
@@ -64,36 +68,46 @@ async function acquire(lockPath: string): Promise<Held> {
   }
 }
 
+let prepared = 0;
+
+/**
+ * The lock directory is made complete with its owner file under a private
+ * name, then renamed into place: rename(2) of a directory is atomic and
+ * fails when the lock exists, so a lock never exists without its owner (a
+ * holder killed at any point is taken over at once). Only when the owner
+ * file cannot be written (a full disk) is the lock taken bare, held by age.
+ */
 function tryAcquire(lockPath: string): Held | null {
+  const dir = path.dirname(lockPath);
+  const tmp = path.join(dir, `.${path.basename(lockPath)}.${process.pid}.${++prepared}.tmp`);
+  try {
+    fs.mkdirSync(tmp, { mode: 0o700 });
+    fs.writeFileSync(path.join(tmp, 'owner'), JSON.stringify(selfOwner()) + '\n', { mode: 0o644, flag: 'wx' });
+  } catch {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    return tryAcquireBare(lockPath);
+  }
+  try {
+    // rename(2) would replace an empty directory: a bare lock held by age.
+    if (fs.existsSync(lockPath)) throw Object.assign(new Error('held'), { code: 'EEXIST' });
+    fs.renameSync(tmp, lockPath);
+    return { lockPath, ownerless: false };
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') return null;
+    throw e;
+  }
+}
+
+function tryAcquireBare(lockPath: string): Held | null {
   try {
     fs.mkdirSync(lockPath, { mode: 0o700 });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') return null;
     throw e;
   }
-  const ownerFile = path.join(lockPath, 'owner');
-  let fd: number;
-  try {
-    fd = fs.openSync(ownerFile, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    // EEXIST/ENOENT: our mkdir was of a lock someone else has since taken
-    // over (we were stopped for longer than OWNERLESS_STALE_MS); not ours.
-    if (code === 'EEXIST' || code === 'ENOENT') return null;
-    return { lockPath, ownerless: true };
-  }
-  try {
-    fs.writeSync(fd, JSON.stringify(selfOwner()) + '\n');
-    return { lockPath, ownerless: false };
-  } catch {
-    // A half-written owner file would read as garbage; none reads as "ask the age".
-    fs.closeSync(fd);
-    fd = -1;
-    tryUnlink(ownerFile);
-    return { lockPath, ownerless: true };
-  } finally {
-    if (fd >= 0) fs.closeSync(fd);
-  }
+  return { lockPath, ownerless: true };
 }
 
 function release(held: Held): void {

@@ -60,17 +60,18 @@ export function writeState(file: string, state: State): void {
 function validateState(data: unknown): string | null {
   if (!isObject(data)) return 'not a JSON object';
   if (data.schema !== STATE_SCHEMA) return `unknown schema version ${JSON.stringify(data.schema) ?? 'missing'}`;
+  if (data.writtenBy !== undefined && typeof data.writtenBy !== 'string') return 'writtenBy is not a string';
   const b = data.baseline;
   if (!isObject(b)) return 'no baseline';
-  if (!isDecimal(b.takenAtNs)) return 'baseline.takenAtNs is not a decimal string';
-  if (!Array.isArray(b.dirs) || !Array.isArray(b.emulators) || !Array.isArray(b.missingDirs)) {
+  if (!isTime(b.takenAtNs)) return 'baseline.takenAtNs is not a time in nanoseconds';
+  if (!Array.isArray(b.dirs) || !Array.isArray(b.emulators) || !isStringArray(b.missingDirs)) {
     return 'baseline lacks dirs, emulators or missingDirs';
   }
   for (const d of b.dirs) {
-    if (!isObject(d) || typeof d.path !== 'string' || typeof d.source !== 'string' || !Array.isArray(d.modules)) {
+    if (!isObject(d) || typeof d.path !== 'string' || !DIR_SOURCES.includes(d.source as string) || !Array.isArray(d.modules)) {
       return 'a baseline directory entry is malformed';
     }
-    if (!isDecimal(d.mtimeNs) || !isDecimal(d.ctimeNs)) return `directory ${String(d.path)} has malformed times`;
+    if (!isTime(d.mtimeNs) || !isTime(d.ctimeNs) || !isNullableString(d.error)) return `directory ${d.path} is malformed`;
     for (const m of d.modules) {
       if (!isObject(m) || typeof m.name !== 'string' || !isStatTuple(m) || !isNullableString(m.buildId) ||
         !isNullableString(m.stamp) || !isNullableString(m.sha256) || !isNullableString(m.error)) {
@@ -80,12 +81,30 @@ function validateState(data: unknown): string | null {
   }
   for (const e of b.emulators) {
     if (!isObject(e) || typeof e.path !== 'string' || !isStatTuple(e) || !isNullableString(e.stamp) ||
-      !Array.isArray(e.dirsInBinary) || typeof e.kind !== 'string' || typeof e.mode !== 'number') {
+      !isStringArray(e.dirsInBinary) || typeof e.kind !== 'string' || typeof e.mode !== 'number' ||
+      !isNullableString(e.target) || !isNullableString(e.moduleDir) || typeof e.usesUpgradeDirs !== 'boolean' ||
+      !isNullableString(e.error)) {
       return 'an emulator entry is malformed';
     }
   }
-  if (data.lastAction !== null && data.lastAction !== undefined && !isObject(data.lastAction)) return 'lastAction is malformed';
+  const a = data.lastAction;
+  if (a !== null && a !== undefined) {
+    if (!isObject(a) || typeof a.at !== 'string' || Number.isNaN(Date.parse(a.at)) || typeof a.trigger !== 'string' ||
+      typeof a.summary !== 'string' || !isStringArray(a.deleted) || !isStringArray(a.nudged)) {
+      return 'lastAction is malformed';
+    }
+  }
   return null;
+}
+
+const DIR_SOURCES = ['env', 'default', 'upgrade', 'config', 'wrapper'];
+
+function isStringArray(v: unknown): boolean {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string');
+}
+/** Nanoseconds since the epoch that a Date can show: at most 22 digits. */
+function isTime(v: unknown): boolean {
+  return typeof v === 'string' && /^\d{1,22}$/.test(v) && BigInt(v) / 1_000_000n <= 8_640_000_000_000_000n;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -98,5 +117,5 @@ function isNullableString(v: unknown): boolean {
   return v === null || typeof v === 'string';
 }
 function isStatTuple(v: Record<string, unknown>): boolean {
-  return typeof v.size === 'number' && isDecimal(v.mtimeNs) && isDecimal(v.ctimeNs) && isDecimal(v.ino) && isDecimal(v.dev);
+  return typeof v.size === 'number' && isTime(v.mtimeNs) && isTime(v.ctimeNs) && isDecimal(v.ino) && isDecimal(v.dev);
 }
