@@ -45,12 +45,14 @@ await generateDocs(top, dist, pkg.version);
 if (only === 'bundle') process.exit(0);
 
 // The SEA: node writes a blob from the bundle, postject puts it into a copy
-// of node. Stripping first drops ~10 MB of symbols the program never needs.
+// of node. With V8's code cache in the blob, a start takes ~7 ms less
+// (BENCHMARKS.md); SEA_CODE_CACHE=0 builds without it. Stripping first
+// drops ~10 MB of symbols the program never needs.
 const seaConfig = path.join(dist, 'sea-config.json');
 const blob = path.join(dist, 'sea-prep.blob');
 fs.writeFileSync(
   seaConfig,
-  JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useCodeCache: process.env.SEA_CODE_CACHE === '1' }),
+  JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useCodeCache: process.env.SEA_CODE_CACHE !== '0' }),
 );
 // It says what it wrote on stderr; only a failure is news.
 const prep = spawnSync(process.execPath, ['--experimental-sea-config', seaConfig], { encoding: 'utf8' });
