@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../system/atomic-file';
 import { readCacheView } from '../system/cache-dir';
-import { errText } from '../system/file-info';
+import { errText, lstatOrNull, readlinkOrNull } from '../system/file-info';
 import { CONFIG_FILE, type Paths } from '../system/paths';
 import { VERSION } from '../version';
 import { dispatcher, shellWord, shippedFile } from './shipped';
@@ -297,22 +297,6 @@ function isExecutableFile(file: string): boolean {
     return st.isFile() && (st.mode & 0o111) !== 0;
   } catch {
     return false;
-  }
-}
-
-function lstatOrNull(p: string): fs.Stats | null {
-  try {
-    return fs.lstatSync(p);
-  } catch {
-    return null;
-  }
-}
-
-function readlinkOrNull(p: string): string | null {
-  try {
-    return fs.readlinkSync(p);
-  } catch {
-    return null;
   }
 }
 

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { CacheEntry, CacheView } from '../core/types';
 import { readCacheHeader } from './cache-header';
-import { errText, NotRegularError, openRegular } from './file-info';
+import { errText, lstatOrNull, NotRegularError, openRegular } from './file-info';
 import type { Paths } from './paths';
 
 // libvirt's QEMU capabilities cache: one `<sha256 of emulator path>.xml`
@@ -95,12 +95,4 @@ export function deleteCacheEntry(paths: Paths, name: string): void {
   const st = fs.lstatSync(file);
   if (!st.isFile()) throw new Error(`refusing to delete ${name}: not a regular file`);
   fs.unlinkSync(file);
-}
-
-function lstatOrNull(p: string): fs.BigIntStats | null {
-  try {
-    return fs.lstatSync(p, { bigint: true });
-  } catch {
-    return null;
-  }
 }

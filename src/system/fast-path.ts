@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import type { Fingerprint } from '../core/types';
 import { writeFileAtomic } from './atomic-file';
 import type { Config } from './config';
-import { statOrNull } from './file-info';
+import { listDir, statOrNull } from './file-info';
 import {
   DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, stateFiles, type Paths,
 } from './paths';
@@ -80,7 +80,7 @@ export function watchList(paths: Paths, config: Config, fp: Fingerprint): string
   const candidates = [...DEFAULT_MODULE_DIRS, ...config.dirs, ...fp.missingDirs];
   for (const parent of MULTIARCH_PARENTS) {
     self(parent);
-    for (const name of list(paths.host(parent))) if (MULTIARCH_RE.test(name)) candidates.push(`${parent}/${name}/qemu`);
+    for (const name of listDir(paths.host(parent))) if (MULTIARCH_RE.test(name)) candidates.push(`${parent}/${name}/qemu`);
   }
   for (const c of candidates) if (!fp.dirs.some((d) => d.path === c)) self(c);
   self(UPGRADE_PARENT);
@@ -94,10 +94,3 @@ export function watchList(paths: Paths, config: Config, fp: Fingerprint): string
   return [...out];
 }
 
-function list(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch {
-    return [];
-  }
-}

@@ -24,6 +24,32 @@ export function statOrNull(p: string): fs.BigIntStats | null {
   }
 }
 
+/** lstat(2), answering null for "not there". */
+export function lstatOrNull(p: string): fs.BigIntStats | null {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch {
+    return null;
+  }
+}
+
+export function readlinkOrNull(p: string): string | null {
+  try {
+    return fs.readlinkSync(p);
+  } catch {
+    return null;
+  }
+}
+
+/** A directory's names, sorted (a stable order for baselines and the watch list); none when it cannot be read. */
+export function listDir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
 export function errText(e: unknown): string {
   const err = e as NodeJS.ErrnoException;
   return err.code ?? err.message ?? String(e);

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { readlinkOrNull } from './file-info';
 
 // One writer at a time for the baseline: fifty guests autostarting at once
 // run fifty hooks, and only the first should act on a change.
@@ -212,7 +213,7 @@ function selfOwner(): Owner {
     pid: process.pid,
     start: procStat(process.pid)?.start ?? null,
     boot: readTrimmed('/proc/sys/kernel/random/boot_id'),
-    pidns: readLinkOrNull('/proc/self/ns/pid'),
+    pidns: readlinkOrNull('/proc/self/ns/pid'),
   };
   return selfCache;
 }
@@ -244,14 +245,6 @@ function ageMs(p: string): number {
 function readTrimmed(p: string): string | null {
   try {
     return fs.readFileSync(p, 'utf8').trim();
-  } catch {
-    return null;
-  }
-}
-
-function readLinkOrNull(p: string): string | null {
-  try {
-    return fs.readlinkSync(p);
   } catch {
     return null;
   }

@@ -1,4 +1,4 @@
-import * as fs from 'node:fs';
+import { statOrNull } from './file-info';
 import { escapeControl } from '../core/text';
 import type { Paths } from './paths';
 
@@ -21,8 +21,8 @@ export interface LogEvent {
 export type LogTarget = 'journal' | 'syslog' | 'stderr';
 
 export function logTarget(paths: Paths): LogTarget {
-  if (exists(paths.host('/run/systemd/journal/socket'))) return 'journal';
-  if (exists(paths.host('/dev/log'))) return 'syslog';
+  if (statOrNull(paths.host('/run/systemd/journal/socket'))) return 'journal';
+  if (statOrNull(paths.host('/dev/log'))) return 'syslog';
   return 'stderr';
 }
 
@@ -50,11 +50,3 @@ function sendToLogger(target: LogTarget, message: string, event: LogEvent): bool
   return run(['-t', IDENTIFIER, '-p', `daemon.${event.priority}`, '--', message], '');
 }
 
-function exists(p: string): boolean {
-  try {
-    fs.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -4,7 +4,7 @@ import type { DirRecord, DirSource, EmulatorRecord, EmulatorSource, Fingerprint,
 import type { Config } from './config';
 import { readElfInfo } from './elf';
 import { readEmulator } from './emulator-reader';
-import { errText, openRegular, sameStat, sha256OfFd, statOrNull, statTuple } from './file-info';
+import { errText, listDir, openRegular, sameStat, sha256OfFd, statOrNull, statTuple } from './file-info';
 import {
   DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, type Paths,
 } from './paths';
@@ -72,14 +72,6 @@ export function moduleDirCandidates(input: Pick<ScanInput, 'paths' | 'config' | 
   }
   for (const d of config.dirs) out.push({ path: d, source: 'config' });
   return out;
-}
-
-function listDir(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir).sort();
-  } catch {
-    return [];
-  }
 }
 
 function scanDir(paths: Paths, c: Candidate, st: fs.BigIntStats, before: DirRecord | undefined, contentHash: boolean, racyAfterNs: bigint | null): DirRecord {
