@@ -1,4 +1,3 @@
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { assess } from '../core/decide';
@@ -8,6 +7,7 @@ import { deleteEntries, nudge, type ActResult } from '../system/act';
 import { writeFileAtomic } from '../system/atomic-file';
 import { readCacheView } from '../system/cache-dir';
 import { MARK_MARGIN_MS } from '../system/fast-path';
+import { sha256Hex } from '../system/file-info';
 import { withStateLock } from '../system/lock';
 import { log, logTarget } from '../system/log';
 import type { Context } from '../system/observe';
@@ -157,7 +157,7 @@ export async function runInvalidate(ctx: Context, opts: InvalidateOptions): Prom
   const work = () => {
     const cache = readCacheView(ctx.paths);
     // libvirt names the file after the path as spelled; the header says the same unless damaged.
-    const byName = opts.emulator ? crypto.createHash('sha256').update(opts.emulator).digest('hex') + '.xml' : null;
+    const byName = opts.emulator ? sha256Hex(opts.emulator) + '.xml' : null;
     const chosen = cache.entries.filter((e) => !opts.emulator || e.emulator === opts.emulator || e.file === byName);
     const leftAlone = (e: (typeof chosen)[number]) => e.error !== null && /symlink|not a regular file/.test(e.error);
     const selected = chosen.filter((e) => !leftAlone(e));

@@ -1,5 +1,3 @@
-import { spawn } from 'node:child_process';
-
 // --timeout needs a timer that fires while the check is stuck inside a
 // system call (a read of /proc/PID/cmdline of a process in D state, a hung
 // network file system). Node cannot interrupt its own synchronous calls,
@@ -15,6 +13,8 @@ export interface TimedResult {
 }
 
 export function runTimed(args: string[], seconds: number): Promise<TimedResult> {
+  // Loaded here, not at the top: every start of the program would pay for it.
+  const { spawn } = require('node:child_process') as typeof import('node:child_process');
   const [file, prefix] = selfCommand();
   return new Promise((resolve) => {
     const child = spawn(file, [...prefix, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });

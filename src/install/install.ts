@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../system/atomic-file';
 import { readCacheView } from '../system/cache-dir';
-import { errText, lstatOrNull, readlinkOrNull } from '../system/file-info';
+import { errText, lstatOrNull, readlinkOrNull, sha256Hex } from '../system/file-info';
 import { CONFIG_FILE, type Paths } from '../system/paths';
 import { VERSION } from '../version';
 import { dispatcher, shellWord, shippedFile } from './shipped';
@@ -122,7 +122,7 @@ export function runInstall(o: InstallOptions): Outcome {
       version: VERSION,
       installedAt: new Date().toISOString(),
       layout,
-      files: files.map((f) => ({ path: f.path, sha256: sha256(f.content), mode: f.mode })),
+      files: files.map((f) => ({ path: f.path, sha256: sha256Hex(f.content), mode: f.mode })),
       symlinks: [{ path: SBIN_LINK, target: exe }],
       chained,
       configCreated,
@@ -155,7 +155,7 @@ export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boole
       const host = paths.host(f.path);
       const st = lstatOrNull(host);
       if (!st) continue;
-      if (!st.isFile() || sha256(fs.readFileSync(host)) !== f.sha256) {
+      if (!st.isFile() || sha256Hex(fs.readFileSync(host)) !== f.sha256) {
         lines.push(`left      ${f.path} (changed since install)`);
         continue;
       }
@@ -306,10 +306,4 @@ function removeIfEmpty(dir: string): void {
   } catch (e) {
     if (!['ENOTEMPTY', 'EEXIST', 'ENOENT'].includes(errText(e))) throw e;
   }
-}
-
-function sha256(b: Buffer): string {
-  // Required here, not at the top: every start of the program would pay for it.
-  const crypto = require('node:crypto') as typeof import('node:crypto');
-  return crypto.createHash('sha256').update(b).digest('hex');
 }

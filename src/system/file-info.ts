@@ -144,11 +144,18 @@ function haveProcFd(): boolean {
 const HASH_LIMIT = 1024 * 1024 * 1024;
 const CHUNK = 1024 * 1024;
 
+/** node:crypto, loaded on first use: it costs every start milliseconds, and most runs hash nothing. */
+function createSha256() {
+  return (require('node:crypto') as typeof import('node:crypto')).createHash('sha256');
+}
+
+export function sha256Hex(data: string | Buffer): string {
+  return createSha256().update(data).digest('hex');
+}
+
 export function sha256OfFd(fd: number, size: number): string {
   if (size > HASH_LIMIT) throw new Error('larger than 1 GiB, not hashed');
-  // Loaded on first use: most runs hash nothing.
-  const crypto = require('node:crypto') as typeof import('node:crypto');
-  const hash = crypto.createHash('sha256');
+  const hash = createSha256();
   const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(size, 1)));
   let pos = 0;
   for (;;) {
