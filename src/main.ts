@@ -86,8 +86,9 @@ async function main(argv: string[]): Promise<number> {
 
 async function hook(driver: Driver, args: string[], paths: Paths): Promise<number> {
   // Belt and braces: whatever any code path might print goes to stderr.
-  const toStderr = process.stderr.write.bind(process.stderr) as typeof process.stdout.write;
-  process.stdout.write = toStderr;
+  // The getter is replaced, not stdout's write: making a stream loads
+  // Node's stream code, milliseconds a start, and most hook runs print nothing.
+  Object.defineProperty(process, 'stdout', { configurable: true, enumerable: true, get: () => process.stderr });
   hookPaths = paths;
   const uid = process.getuid?.() ?? 0;
   return runHook(driver, args, {
