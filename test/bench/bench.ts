@@ -124,6 +124,17 @@ try {
   compare('full prepare hook, no change', () => timeOnce([EXE, '--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml), '--version', version, '<= 1.10');
   const starts = hooks.starts();
 
+  // `npm run bench -- --code-cache`: the executable built with each kind of
+  // V8 code cache (build/sea.mjs), against the one built without.
+  const variants = new Map((process.env.BENCH_CODE_CACHE_EXES ?? '').split(',').filter(Boolean).map((v) => v.split('=') as [string, string]));
+  const none = variants.get('none');
+  for (const [kind, exe] of none ? variants : []) {
+    if (kind === 'none') continue;
+    compare(`--version, ${kind} code cache`, () => timeOnce([exe, '--version']), 'no code cache', () => timeOnce([none!, '--version']), '< 1');
+    const hookArgs = ['--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'];
+    compare(`prepare hook, ${kind} code cache`, () => timeOnce([exe, ...hookArgs], xml), 'no code cache', () => timeOnce([none!, ...hookArgs], xml), '< 1');
+  }
+
   const rss = peakRssKiB([EXE, '--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml);
   const rss10k = peakRssKiB([EXE, '--root', generated(10_000).root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml);
 
