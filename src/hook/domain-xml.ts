@@ -13,7 +13,7 @@
 
 import * as fs from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
-import { SaxesParser } from 'saxes';
+import { EarlyStopReader, preview, saxesErrorParts } from '../system/xml-early-stop';
 
 export interface DomainInfo {
   /** Text of the domain's <name>, exactly as written; null when absent. */
@@ -42,25 +42,13 @@ const PARSE_CHUNK = 64 * 1024;
 /** How long to wait before reading a non-blocking stdin again after EAGAIN. */
 const EAGAIN_SLEEP_MS = 10;
 
-/** Thrown from inside saxes' callbacks to stop it once everything is known. */
-const DOMAIN_DONE: unique symbol = Symbol('domain done');
-
-/** Makes a piece of untrusted text safe to put in a one-line message. */
-function preview(text: string, max = 64): string {
-  // eslint-disable-next-line no-control-regex
-  const flat = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ');
-  const chars = Array.from(flat);
-  return chars.length > max ? `${chars.slice(0, max).join('')}...` : flat;
-}
-
 /** Turns an error thrown by saxes ("3:12: unclosed tag: x") into ours. */
 function fromSaxesError(err: unknown): DomainXmlError {
-  const raw = err instanceof Error ? err.message : String(err);
-  const m = /^(\d+):(\d+): ([\s\S]*)$/.exec(raw);
-  if (m === null) {
-    return new DomainXmlError(`malformed domain XML: ${preview(raw, 200)}`);
+  const parts = saxesErrorParts(err);
+  if (parts === null) {
+    return new DomainXmlError(`malformed domain XML: ${preview(err instanceof Error ? err.message : String(err), 200)}`);
   }
-  const [, line, column, message = ''] = m;
+  const { line, column, message } = parts;
   if (message === 'undefined entity.') {
     return new DomainXmlError(
       `domain XML uses an undefined entity at line ${line}, column ${column}; entities are not expanded`,
@@ -86,8 +74,7 @@ function isXmlWhitespaceOnly(xml: Buffer | string): boolean {
 
 type Field = 'name' | 'uuid' | 'emulator';
 
-class DomainReader {
-  private readonly parser = new SaxesParser({ xmlns: false, position: true });
+class DomainReader extends EarlyStopReader {
   /** Number of elements currently open. */
   private depth = 0;
   /** Depth of the <domain> element used, once it has been opened. */
@@ -99,44 +86,22 @@ class DomainReader {
   private field: Field | null = null;
   private fieldDepth = 0;
   private text = '';
-  private done = false;
-  /** Parser position where stopping was decided, until that is confirmed. */
-  private pendingAt: number | null = null;
   readonly info: DomainInfo = { name: null, uuid: null, emulator: null };
   private readonly seen = new Set<Field>();
 
   constructor() {
-    const p = this.parser;
-    p.on('doctype', () => {
-      throw new DomainXmlError('domain XML has a DOCTYPE; entities are not expanded');
+    super({
+      doctype: () => new DomainXmlError('domain XML has a DOCTYPE; entities are not expanded'),
+      ownError: DomainXmlError,
+      fromSaxes: fromSaxesError,
     });
-    p.on('opentagstart', (tag) => this.open(tag.name));
-    p.on('closetag', () => this.close());
-    p.on('text', (text) => this.addText(text));
-    p.on('cdata', (text) => this.addText(text));
-    p.on('comment', () => this.confirmDone());
-    p.on('processinginstruction', () => this.confirmDone());
-  }
-
-  /**
-   * saxes calls the close-tag handler before it checks that the close tag's
-   * name matches the open element, so a decision to stop taken there only
-   * holds once saxes has moved past that close tag without complaint.
-   */
-  private markDone(): void {
-    this.pendingAt = this.parser.position;
-  }
-
-  private confirmDone(): void {
-    if (this.pendingAt !== null) throw DOMAIN_DONE;
   }
 
   get foundDomain(): boolean {
     return this.domainDepth !== null;
   }
 
-  private open(name: string): void {
-    this.confirmDone();
+  protected open(name: string): void {
     this.depth += 1;
     const d = this.depth;
     if (this.domainDepth === null) {
@@ -167,8 +132,7 @@ class DomainReader {
     this.text = '';
   }
 
-  private close(): void {
-    this.confirmDone();
+  protected close(): void {
     const d = this.depth;
     this.depth -= 1;
     if (this.field !== null && d === this.fieldDepth) {
@@ -176,39 +140,17 @@ class DomainReader {
       if (this.field === 'name' || value.length > 0) this.info[this.field] = value;
       this.field = null;
       this.text = '';
-      if (this.seen.size === 3) this.markDone();
+      if (this.seen.size === 3) this.stopAfterThisTag();
     } else if (d === this.devicesDepth) {
       this.devicesDepth = null;
     } else if (d === this.domainDepth) {
-      this.markDone();
+      this.stopAfterThisTag();
     }
   }
 
-  private addText(text: string): void {
-    this.confirmDone();
+  protected addText(text: string): void {
     // Only text directly inside the field's element, not in its children.
     if (this.field !== null && this.depth === this.fieldDepth) this.text += text;
-  }
-
-  /** Feeds text to saxes (null: end of input); true once nothing more is needed. */
-  write(text: string | null): boolean {
-    if (this.done || this.pendingAt !== null) return (this.done = true);
-    try {
-      if (text === null) {
-        this.parser.close();
-      } else if (text.length > 0) {
-        this.parser.write(text);
-      }
-    } catch (err) {
-      if (err === DOMAIN_DONE) return (this.done = true);
-      if (err instanceof DomainXmlError) throw err;
-      // An error reported further on than the close tag is not about it.
-      if (this.pendingAt !== null && this.parser.position !== this.pendingAt) {
-        return (this.done = true);
-      }
-      throw fromSaxesError(err);
-    }
-    return (this.done = this.pendingAt !== null);
   }
 }
 

@@ -22,7 +22,7 @@
 
 import * as fs from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
-import { SaxesParser } from 'saxes';
+import { EarlyStopReader, preview, saxesErrorParts } from './xml-early-stop';
 
 export interface CacheHeader {
   /** Path of the emulator binary the cache file describes. */
@@ -65,25 +65,13 @@ function isHeaderField(name: string): name is HeaderField {
   return (HEADER_FIELDS as readonly string[]).includes(name);
 }
 
-/** Thrown from inside saxes' callbacks to stop it once the header is done. */
-const HEADER_DONE: unique symbol = Symbol('header done');
-
-/** Makes a piece of untrusted text safe to put in a one-line message. */
-function preview(text: string, max = 64): string {
-  // eslint-disable-next-line no-control-regex
-  const flat = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ');
-  const chars = Array.from(flat);
-  return chars.length > max ? `${chars.slice(0, max).join('')}...` : flat;
-}
-
 /** Turns an error thrown by saxes ("3:12: unclosed tag: x") into ours. */
 function fromSaxesError(err: unknown): CacheHeaderError {
-  const raw = err instanceof Error ? err.message : String(err);
-  const m = /^(\d+):(\d+): ([\s\S]*)$/.exec(raw);
-  if (m === null) {
-    return new CacheHeaderError(`malformed XML: ${preview(raw, 200)}`);
+  const parts = saxesErrorParts(err);
+  if (parts === null) {
+    return new CacheHeaderError(`malformed XML: ${preview(err instanceof Error ? err.message : String(err), 200)}`);
   }
-  return new CacheHeaderError(`malformed XML at line ${m[1]}: ${preview(m[3] ?? '', 200)}`);
+  return new CacheHeaderError(`malformed XML at line ${parts.line}: ${preview(parts.message, 200)}`);
 }
 
 const XML_INTEGER = /^[ \t\r\n]*([0-9]+)[ \t\r\n]*$/;
@@ -101,47 +89,22 @@ function parseSeconds(field: NumericField, text: string): number {
 }
 
 /** Streaming state of one header parse. */
-class HeaderReader {
-  private readonly parser = new SaxesParser({ xmlns: false, position: true });
+class HeaderReader extends EarlyStopReader {
   /** 0: before the root, 1: inside <qemuCaps>, 2: inside a header element. */
   private depth = 0;
   private field: HeaderField | null = null;
   private text = '';
-  private done = false;
-  /** Parser position just after </qemuCaps>, until that close is confirmed. */
-  private pendingAt: number | null = null;
   private readonly header: Partial<Record<HeaderField, string | number>> = {};
 
   constructor() {
-    const p = this.parser;
-    p.on('doctype', () => {
-      throw new CacheHeaderError(
-        'capabilities cache has a DOCTYPE (libvirt never writes one); entities are not expanded',
-      );
+    super({
+      doctype: () => new CacheHeaderError('capabilities cache has a DOCTYPE (libvirt never writes one); entities are not expanded'),
+      ownError: CacheHeaderError,
+      fromSaxes: fromSaxesError,
     });
-    p.on('opentagstart', (tag) => this.open(tag.name));
-    p.on('closetag', () => this.close());
-    p.on('text', (text) => this.addText(text));
-    p.on('cdata', (text) => this.addText(text));
-    p.on('comment', () => this.confirmDone());
-    p.on('processinginstruction', () => this.confirmDone());
   }
 
-  /**
-   * saxes calls the close-tag handler before it checks that the close tag's
-   * name matches, so the end of <qemuCaps> is only taken as the end of the
-   * header once saxes has moved past the close tag without complaint.
-   */
-  private markDone(): void {
-    this.pendingAt = this.parser.position;
-  }
-
-  private confirmDone(): void {
-    if (this.pendingAt !== null) throw HEADER_DONE;
-  }
-
-  private open(name: string): void {
-    this.confirmDone();
+  protected open(name: string): void {
     switch (this.depth) {
       case 0:
         if (name !== 'qemuCaps') {
@@ -152,7 +115,7 @@ class HeaderReader {
       case 1:
         if (!isHeaderField(name)) {
           // The first element that is not part of the header ends it.
-          throw HEADER_DONE;
+          this.stopNow();
         }
         if (this.header[name] !== undefined) {
           throw new CacheHeaderError(`<${name}> appears twice in the header`);
@@ -168,8 +131,7 @@ class HeaderReader {
     }
   }
 
-  private close(): void {
-    this.confirmDone();
+  protected close(): void {
     if (this.depth === 2 && this.field !== null) {
       const field = this.field;
       if (field === 'emulator') {
@@ -186,33 +148,11 @@ class HeaderReader {
       return;
     }
     // </qemuCaps>: a cache file with nothing after its header.
-    this.markDone();
+    this.stopAfterThisTag();
   }
 
-  private addText(text: string): void {
-    this.confirmDone();
+  protected addText(text: string): void {
     if (this.depth === 2) this.text += text;
-  }
-
-  /** Feeds text to saxes; returns true once the header is complete. */
-  write(text: string | null): boolean {
-    if (this.done || this.pendingAt !== null) return (this.done = true);
-    try {
-      if (text === null) {
-        this.parser.close();
-      } else if (text.length > 0) {
-        this.parser.write(text);
-      }
-    } catch (err) {
-      if (err === HEADER_DONE) return (this.done = true);
-      if (err instanceof CacheHeaderError) throw err;
-      // An error reported further on than </qemuCaps> is not about it.
-      if (this.pendingAt !== null && this.parser.position !== this.pendingAt) {
-        return (this.done = true);
-      }
-      throw fromSaxesError(err);
-    }
-    return (this.done = this.pendingAt !== null);
   }
 
   result(): CacheHeader {
