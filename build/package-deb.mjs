@@ -11,49 +11,20 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as zlib from 'node:zlib';
+import { die, startPackaging, top } from './packaging.mjs';
 
-class Refusal extends Error {}
-process.on('uncaughtException', (e) => {
-  console.error(`package-deb: ${e instanceof Refusal ? e.message : e.stack}`);
-  process.exit(1);
-});
-
-const top = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-let dist = path.join(top, 'dist');
+const { opts, version, built } = startPackaging('package-deb');
+const { out, fast } = opts;
 const here = path.join(top, 'build/deb');
 const hooks = path.join(top, 'hooks');
 
-const args = process.argv.slice(2);
-let out = null;
-let fast = false;
-for (let i = 0; i < args.length; i++) {
-  if (args[i] === '--out' && args[i + 1]) out = path.resolve(args[++i]);
-  else if (args[i] === '--dist' && args[i + 1]) dist = path.resolve(args[++i]);
-  else if (args[i] === '--fast') fast = true;
-  else die(`usage: package-deb.mjs [--out DIR] [--dist DIR] [--fast] (unknown argument ${args[i]})`);
-}
-out ??= dist;
-
-/** The files the build must have made; the man page and completion come from build/gen-docs.mjs. */
-const built = {
-  exe: path.join(dist, 'qemu-modwatch'),
-  man: path.join(dist, 'qemu-modwatch.8'),
-  completion: path.join(dist, 'qemu-modwatch.bash-completion'),
-};
-const what = { exe: 'the executable', man: 'the man page', completion: 'the bash completion' };
-for (const [key, file] of Object.entries(built)) {
-  if (!fs.existsSync(file)) die(`${file} is missing (${what[key]}): run 'npm run build' first; the build must generate it`);
-}
 for (const tool of ['dpkg', 'dpkg-deb', 'dpkg-shlibdeps', 'dpkg-architecture']) {
   if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0) {
     die(`${tool} not found: building a .deb needs dpkg and dpkg-dev`);
   }
 }
 
-const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8'));
-const version = pkg.version;
 if (!/^[0-9][A-Za-z0-9.+~-]*$/.test(version)) die(`package.json version ${version} is not a Debian version`);
 const arch = sh('dpkg', ['--print-architecture']);
 // The executable is a copy of the node that ran the build: it must be for
@@ -168,8 +139,4 @@ function walk(root, dirs = false) {
 
 function sh(cmd, argv) {
   return execFileSync(cmd, argv, { encoding: 'utf8' }).trim();
-}
-
-function die(message) {
-  throw new Refusal(message);
 }

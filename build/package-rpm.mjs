@@ -9,41 +9,19 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { die, startPackaging, top } from './packaging.mjs';
 
-class Refusal extends Error {}
-process.on('uncaughtException', (e) => {
-  console.error(`package-rpm: ${e instanceof Refusal ? e.message : e.stack}`);
-  process.exit(1);
-});
-const die = (message) => {
-  throw new Refusal(message);
-};
-
-const top = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-let dist = path.join(top, 'dist');
+const { opts, version: npmVersion, built } = startPackaging('package-rpm', ['topdir']);
+const { dist, out, fast } = opts;
+const topdir = opts.topdir ?? path.join(dist, 'rpmbuild');
 const hooks = path.join(top, 'hooks');
 const spec = path.join(top, 'build/rpm/qemu-modwatch.spec');
 
-const args = process.argv.slice(2);
-let out = null;
-let topdir = null;
-let fast = false;
-for (let i = 0; i < args.length; i++) {
-  if (args[i] === '--out' && args[i + 1]) out = path.resolve(args[++i]);
-  else if (args[i] === '--dist' && args[i + 1]) dist = path.resolve(args[++i]);
-  else if (args[i] === '--topdir' && args[i + 1]) topdir = path.resolve(args[++i]);
-  else if (args[i] === '--fast') fast = true;
-  else die(`usage: package-rpm.mjs [--out DIR] [--dist DIR] [--topdir DIR] [--fast] (unknown argument ${args[i]})`);
-}
-out ??= dist;
-topdir ??= path.join(dist, 'rpmbuild');
-
 // Source name in the spec -> the file staged under it.
 const sources = {
-  'qemu-modwatch': path.join(dist, 'qemu-modwatch'),
-  'qemu-modwatch.8': path.join(dist, 'qemu-modwatch.8'),
-  'qemu-modwatch.bash-completion': path.join(dist, 'qemu-modwatch.bash-completion'),
+  'qemu-modwatch': built.exe,
+  'qemu-modwatch.8': built.man,
+  'qemu-modwatch.bash-completion': built.completion,
   '50-qemu-modwatch.qemu': path.join(hooks, 'qemu.d/50-qemu-modwatch'),
   '50-qemu-modwatch.daemon': path.join(hooks, 'daemon.d/50-qemu-modwatch'),
   'qemu-modwatch.conf': path.join(hooks, 'qemu-modwatch.conf'),
@@ -54,17 +32,13 @@ const sources = {
   'libvirt-reload.sh': path.join(top, 'build/deb/libvirt-reload.sh'),
   copyright: path.join(top, 'build/deb/copyright'),
 };
-const what = { 'qemu-modwatch': 'the executable', 'qemu-modwatch.8': 'the man page', 'qemu-modwatch.bash-completion': 'the bash completion' };
 for (const [name, file] of Object.entries(sources)) {
-  if (fs.existsSync(file)) continue;
-  if (what[name]) die(`${file} is missing (${what[name]}): run 'npm run build' first; the build must generate it`);
-  die(`${file} is missing (Source ${name} of the spec)`);
+  if (!fs.existsSync(file)) die(`${file} is missing (Source ${name} of the spec)`);
 }
 if (spawnSync('rpmbuild', ['--version'], { stdio: 'ignore' }).status !== 0) die('rpmbuild not found (package rpm on Debian, rpm-build elsewhere)');
 
-const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8'));
 // RPM versions have no '-'; '~' sorts a pre-release before its release, as in npm.
-const version = pkg.version.replace(/-/g, '~');
+const version = npmVersion.replace(/-/g, '~');
 // The executable is a copy of the node that ran the build.
 const arch = { x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', ia32: 'i686' }[process.arch];
 if (!arch) die(`no RPM architecture known for node's ${process.arch}`);
