@@ -56,6 +56,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { overlayMountLines } from '../fixtures/overlay-mount';
+import { shq as q } from '../fixtures/shell';
 
 export const LIBVIRTD = '/usr/sbin/libvirtd';
 export const VIRTLOGD = '/usr/sbin/virtlogd';
@@ -936,21 +938,6 @@ function nearestExistingAncestor(p: string): string {
   return cur;
 }
 
-/** Mount points (from /proc/self/mountinfo) strictly below dir. */
-function submounts(dir: string): string[] {
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  const points = fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => unescape(l.split(' ')[4] ?? ''))
-    .filter((m) => m.startsWith(dir + '/'));
-  // Only the top-most ones: they are re-bound recursively.
-  return [...new Set(points)].filter((m) => !points.some((o) => o !== m && m.startsWith(o + '/')));
-}
-
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-
 /** Starts a private libvirt environment. Always pair with teardown() (see useEnv). */
 export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   const can = canRun();
@@ -1014,17 +1001,7 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     const base = path.join(dir, 'ovl', String(i));
     fs.mkdirSync(path.join(base, 'upper'), { recursive: true });
     fs.mkdirSync(path.join(base, 'work'), { recursive: true });
-    const subs = submounts(o);
-    const stage = path.join(base, 'stage');
-    if (subs.length) {
-      fs.mkdirSync(stage);
-      script.push(`mount --rbind ${q(o)} ${q(stage)}`);
-    }
-    script.push(
-      `mount -t overlay overlay -o ${q(`lowerdir=${o},upperdir=${base}/upper,workdir=${base}/work`)} ${q(o)}`,
-    );
-    for (const s of subs) script.push(`mount --rbind ${q(stage + s.slice(o.length))} ${q(s)}`);
-    if (subs.length) script.push(`umount -l ${q(stage)}`);
+    script.push(...overlayMountLines(o, { upper: path.join(base, 'upper'), work: path.join(base, 'work'), stage: path.join(base, 'stage') }));
   });
   for (const m of mappings) {
     script.push(`mkdir -p ${q(m.target)}`, `mount --bind ${q(m.source)} ${q(m.target)}`);

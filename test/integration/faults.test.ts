@@ -6,7 +6,8 @@ import t, { type Test } from 'tap';
 import { readElfInfo } from '../../src/system/elf';
 import { domainXml, fakeSyslog, prepare, runHook } from '../fixtures/hooks';
 import { EMULATOR, MODDIR, type Sysroot, sysroot } from '../fixtures/sysroot';
-import { cacheSnapshot, hookInNs, needsRoot, readOnly, shq, stateOf, tinyTmpfs, WITHOUT_DAC } from '../reliability/helpers';
+import { shq } from '../fixtures/shell';
+import { cacheSnapshot, hookInNs, needsRoot, readOnly, stateOf, tinyTmpfs, WITHOUT_DAC } from '../reliability/helpers';
 
 // The fault matrix. Every fault a production host can throw at the hook,
 // each checked the same three ways:

@@ -1,10 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { cannotRun, inCI, OverlayHost, type RunResult } from './overlay-host';
+import { DUMMY, fakeLibvirtd, dist, EXE, missingBuild, refusesPartialBuild, RepoSnapshot, sha256, shown, shq, STATE, STATE_DIR, top, version } from './package-kit';
 
 // The .deb, really installed: built from dist/ by build/package-deb.mjs,
 // installed with dpkg -i, its dpkg trigger fired by a dummy module package,
@@ -12,25 +11,10 @@ import { cannotRun, inCI, OverlayHost, type RunResult } from './overlay-host';
 // are copy-on-write overlays of the host's (overlay-host.ts). Before and
 // after, the host's dpkg database and files are checked unchanged.
 
-const top = path.resolve(__dirname, '../..');
-const dist = path.join(top, 'dist');
-const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8')) as { version: string };
-
-const EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
+const snapshot = new RepoSnapshot();
 const SBIN = '/usr/sbin/qemu-modwatch';
-const STATE_DIR = '/var/lib/qemu-modwatch';
-const STATE = `${STATE_DIR}/state.json`;
-const DUMMY = 'qmw-test-dummy-module';
 const EMULATOR = '/usr/bin/qemu-system-x86_64';
 
-const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update(b).digest('hex');
-/**
- * Content hashes of the repo files the package is made from, taken just
- * before it is built: a rebuild of dist/ while the test runs must not count.
- */
-const snapshot = new Map<string, string>();
-const takeSnapshot = (files: string[]) => files.forEach((f) => snapshot.set(f, sha256(fs.readFileSync(path.join(top, f)))));
-const repoSha = (f: string) => snapshot.get(f) ?? sha256(fs.readFileSync(path.join(top, f)));
 const fileSha = (p: string) => sha256(fs.readFileSync(p));
 
 interface Expect {
@@ -101,18 +85,12 @@ console.log(${JSON.stringify(marker)} + ' ' + JSON.stringify(out));`;
   return `node -e ${shq(js)} ${shq(JSON.stringify(paths))}`;
 }
 
-function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
 function marked<T>(r: RunResult, marker: string): T {
   const line = r.stdout.split('\n').find((l) => l.startsWith(`${marker} `));
   if (!line) throw new Error(`no ${marker} line in the output:\n${r.stdout}\n${r.stderr}`);
   return JSON.parse(line.slice(marker.length + 1)) as T;
 }
 
-/** What a run printed, for a failed assertion's diagnostics. */
-const shown = (r: RunResult) => ({ code: r.code, stdout: r.stdout.slice(-4000), stderr: r.stderr.slice(-4000) });
 
 /** What the host's own dpkg and file system say, to compare before and after. */
 function hostView() {
@@ -132,10 +110,7 @@ function hostView() {
 function skipReason(): string | null {
   const r = cannotRun(['dpkg', 'dpkg-deb', 'dpkg-query', 'dpkg-shlibdeps', 'dpkg-architecture', 'node']);
   if (r) return r;
-  for (const f of ['qemu-modwatch', 'qemu-modwatch.8', 'qemu-modwatch.bash-completion']) {
-    if (!fs.existsSync(path.join(dist, f))) return `dist/${f} is missing: run npm run build`;
-  }
-  return null;
+  return missingBuild();
 }
 
 const reason = skipReason();
@@ -156,32 +131,26 @@ let ov: OverlayHost | undefined;
 t.teardown(() => ov?.cleanup());
 
 t.test('no man page or completion from the build: a clear refusal', { skip: reason || false }, async (t) => {
-  const partial = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-modwatch-partial-dist-'));
-  t.teardown(() => fs.rmSync(partial, { recursive: true, force: true }));
-  fs.symlinkSync(path.join(dist, 'qemu-modwatch'), path.join(partial, 'qemu-modwatch'));
-  const r = spawnSync(process.execPath, [path.join(top, 'build/package-deb.mjs'), '--dist', partial, '--out', partial], { encoding: 'utf8' });
-  t.equal(r.status, 1, 'exits 1');
-  t.match(r.stderr, /qemu-modwatch\.8 is missing \(the man page\): run 'npm run build' first/, 'says what is missing and what to do');
-  t.equal(fs.readdirSync(partial).length, 1, 'writes no package');
+  refusesPartialBuild(t, 'package-deb.mjs');
 });
 
 t.test('build the .deb', { skip: reason || false }, async (t) => {
   ov = new OverlayHost('qemu-modwatch-deb');
   const out = ov.scratch('out');
-  takeSnapshot(Object.values(FILES).flatMap((e) => (e.from ? [e.from] : [])));
+  snapshot.take(Object.values(FILES).flatMap((e) => (e.from ? [e.from] : [])));
   const r = spawnSync(process.execPath, [path.join(top, 'build/package-deb.mjs'), '--out', out, '--fast'], {
     encoding: 'utf8',
     timeout: 300_000,
   });
   t.equal(r.status, 0, `package-deb.mjs exits 0\n${r.stderr}`);
   const arch = spawnSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).stdout.trim();
-  debFile = path.join(out, `qemu-modwatch_${pkg.version}_${arch}.deb`);
+  debFile = path.join(out, `qemu-modwatch_${version}_${arch}.deb`);
   t.equal(r.stdout.trim(), debFile, 'prints the path of the .deb, named name_version_arch.deb');
   t.ok(fs.existsSync(debFile), 'the .deb exists');
 
   const field = (f: string) => spawnSync('dpkg-deb', ['-f', debFile, f], { encoding: 'utf8' }).stdout.trim();
   t.equal(field('Package'), 'qemu-modwatch');
-  t.equal(field('Version'), pkg.version, 'version from package.json');
+  t.equal(field('Version'), version, 'version from package.json');
   t.equal(field('Architecture'), arch, 'architecture from dpkg --print-architecture');
   t.match(field('Depends'), /\blibc6 \(>= [0-9.]+\)/, 'Depends from the executable: libc6');
   t.match(field('Depends'), /\blibstdc\+\+6\b/, 'Depends from the executable: libstdc++6');
@@ -246,18 +215,8 @@ t.test('install, trigger, reinstall, purge', { skip: reason || false }, async (t
   if (!ov || !fs.existsSync(debFile) || !fs.existsSync(dummyDeb)) return t.fail('the build step failed');
   const o = ov;
 
-  // 1. Install, with a stand-in "libvirtd" running: a copy of sleep under
-  // that name, which SIGHUP kills (exit 129). First install must reload it.
-  const fake = o.scratch('fake');
-  fs.copyFileSync('/bin/sleep', path.join(fake, 'libvirtd'));
-  fs.chmodSync(path.join(fake, 'libvirtd'), 0o755);
-  const fakeDaemon = (cmd: string) => `
-${shq(path.join(fake, 'libvirtd'))} 600 & fake=$!
-sleep 0.2
-${cmd}
-echo "@@RC $?"
-sleep 0.3
-if kill -0 "$fake" 2>/dev/null; then echo "@@FAKE alive"; kill "$fake"; else wait "$fake"; echo "@@FAKE exit $?"; fi`;
+  // 1. Install, with a stand-in "libvirtd" running: the first install must reload it.
+  const fakeDaemon = fakeLibvirtd(o);
   const install = o.run(fakeDaemon(`dpkg -i ${shq(debFile)}`) + '\n' + statScript([...Object.keys(FILES), STATE, ...ENABLEMENT]));
   t.match(install.stdout, /^@@RC 0$/m, 'dpkg -i succeeds');
   t.match(install.stdout, /^Setting up qemu-modwatch /m, 'configured');
@@ -276,7 +235,7 @@ if kill -0 "$fake" 2>/dev/null; then echo "@@FAKE alive"; kill "$fake"; else wai
     }
     t.equal(s.type, 'file', `${p} is a file`);
     t.equal(s.mode.toString(8), e.mode.toString(8), `${p} mode ${e.mode.toString(8)}`);
-    if (e.from) t.equal(s.sha256, repoSha(e.from), `${p} has the content of ${e.from}`);
+    if (e.from) t.equal(s.sha256, snapshot.sha(e.from), `${p} has the content of ${e.from}`);
   }
   t.ok(st[STATE], 'postinst refresh recorded a baseline');
   t.equal(st[ENABLEMENT[0]!]?.type, 'symlink', 'the path unit is enabled (deb-systemd-helper), systemd running or not');
@@ -298,7 +257,7 @@ if kill -0 "$fake" 2>/dev/null; then echo "@@FAKE alive"; kill "$fake"; else wai
     if (e.conffile) t.match(conffiles, new RegExp(`${p.replace(/[.]/g, '\\.')} [0-9a-f]{32}`), `dpkg records ${p} as a conffile`);
   }
   t.match(q.stdout, /^@@VERIFY 0$/m, 'dpkg --verify: files match the md5sums', shown(q));
-  t.match(q.stdout, new RegExp(`^qemu-modwatch ${pkg.version.replace(/[.]/g, '\\.')}$`, 'm'), '/usr/sbin/qemu-modwatch --version');
+  t.match(q.stdout, new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'), '/usr/sbin/qemu-modwatch --version');
   t.match(q.stdout, /^@@REFRESH 0$/m, 'refresh runs with an empty environment');
   if (/@@ANALYZE/.test(q.stdout)) t.match(q.stdout, /^@@ANALYZE 0$/m, 'systemd-analyze verify accepts the units, no warnings', shown(q));
   if (/@@ANALYZE/.test(q.stdout)) t.notMatch(q.stdout.replace(/^@@.*$/gm, ''), /qemu-modwatch\.(path|service)|Unknown|warning/i, 'systemd-analyze verify says nothing about them');

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
 import { DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, SYSTEM_CACHE_DIR, SYSTEM_STATE_DIR, UPGRADE_PARENT } from '../../src/system/paths';
+import { shq } from '../fixtures/shell';
 import { cannotRun, OverlayHost } from './overlay-host';
 
 // The package-manager drop-ins in hooks/: each parsed the way its consumer
@@ -247,7 +248,7 @@ t.test('each command with qemu-modwatch missing, failing, working', { skip: nsRe
             fake === 'failing' ? `'echo noise on stdout' 'echo trouble >&2' 'exit 3'` : `'echo qemu-modwatch refresh: nothing to do'`
           } > ${SBIN}; chmod 755 ${SBIN}`;
     fs.rmSync(log, { force: true });
-    const argv = commands[name]!.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    const argv = commands[name]!.map(shq).join(' ');
     const r = o.run(`${setup}\n${argv} >${log}.out 2>${log}.err; echo "@@RC $?"`);
     const rc = /@@RC (\d+)/.exec(r.stdout)?.[1];
     const calls = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';

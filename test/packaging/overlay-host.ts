@@ -8,7 +8,7 @@
 // is fresh for each mount: the previous namespace's overlay may not be
 // gone yet. Mounts below a target (a container's /etc/resolv.conf or
 // /etc/hosts bind mounts) would be hidden by the overlay, so they are bound
-// back on top, as test/e2e/harness.ts does. Merged /usr makes /lib, /bin and
+// back on top (test/fixtures/overlay-mount.ts). Merged /usr makes /lib, /bin and
 // /sbin part of the /usr overlay.
 //
 // The PID namespace keeps `pidof libvirtd` in a maintainer script from
@@ -19,6 +19,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { overlayMountLines } from '../fixtures/overlay-mount';
 
 export const TARGETS = ['/etc', '/usr', '/var', '/run'] as const;
 
@@ -61,19 +62,6 @@ export function inCI(): boolean {
   return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
 }
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-
-function submounts(dir: string): string[] {
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  const points = fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => unescape(l.split(' ')[4] ?? ''))
-    .filter((m) => m.startsWith(`${dir}/`));
-  return [...new Set(points)].filter((m) => !points.some((o) => o !== m && m.startsWith(`${o}/`)));
-}
-
 export class OverlayHost {
   readonly dir: string;
   private runs = 0;
@@ -98,15 +86,7 @@ export class OverlayHost {
       const base = path.join(this.dir, 'ovl', String(i));
       const work = path.join(base, `work-${n}`);
       fs.mkdirSync(work);
-      const subs = submounts(t);
-      const stage = path.join(base, `stage-${n}`);
-      if (subs.length) {
-        fs.mkdirSync(stage);
-        lines.push(`mount --rbind ${q(t)} ${q(stage)}`);
-      }
-      lines.push(`mount -t overlay overlay -o ${q(`lowerdir=${t},upperdir=${base}/upper,workdir=${work}`)} ${q(t)}`);
-      for (const s of subs) lines.push(`mount --rbind ${q(stage + s.slice(t.length))} ${q(s)}`);
-      if (subs.length) lines.push(`umount -l ${q(stage)}`);
+      lines.push(...overlayMountLines(t, { upper: path.join(base, 'upper'), work, stage: path.join(base, `stage-${n}`) }));
     });
     lines.push('set +eu', 'cd /', script);
     const file = path.join(this.dir, `run-${n}.sh`);

@@ -1,10 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
 import { cannotRun, inCI, OverlayHost, type RunResult } from './overlay-host';
+import { DUMMY, fakeLibvirtd, EXE, missingBuild, refusesPartialBuild, RepoSnapshot, shown, shq, STATE, STATE_DIR, top, version } from './package-kit';
 
 // The RPM: built from build/rpm/qemu-modwatch.spec by build/package-rpm.mjs,
 // its files, scriptlets and file triggers read back with rpm -qp; then
@@ -12,25 +11,8 @@ import { cannotRun, inCI, OverlayHost, type RunResult } from './overlay-host';
 // (overlay-host.ts), its file trigger fired by a dummy module package, and
 // erased, leaving nothing behind.
 
-const top = path.resolve(__dirname, '../..');
-const dist = path.join(top, 'dist');
-const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8')) as { version: string };
+const snapshot = new RepoSnapshot();
 const ARCH = ({ x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>)[process.arch];
-const EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
-const STATE_DIR = '/var/lib/qemu-modwatch';
-const STATE = `${STATE_DIR}/state.json`;
-const DUMMY = 'qmw-test-dummy-module';
-
-const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update(b).digest('hex');
-/**
- * Content hashes of the repo files the package is made from, taken just
- * before it is built: a rebuild of dist/ while the test runs must not count.
- */
-const snapshot = new Map<string, string>();
-const takeSnapshot = (files: string[]) => files.forEach((f) => snapshot.set(f, sha256(fs.readFileSync(path.join(top, f)))));
-const repoSha = (f: string) => snapshot.get(f) ?? sha256(fs.readFileSync(path.join(top, f)));
-const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-const shown = (r: RunResult) => ({ code: r.code, stdout: r.stdout.slice(-4000), stderr: r.stderr.slice(-4000) });
 
 interface Expect {
   mode: string;
@@ -65,10 +47,7 @@ function skipReason(): string | null {
   for (const tool of ['rpm', 'rpmbuild']) {
     if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0) return `${tool} not found (Debian package rpm)`;
   }
-  for (const f of ['qemu-modwatch', 'qemu-modwatch.8', 'qemu-modwatch.bash-completion']) {
-    if (!fs.existsSync(path.join(dist, f))) return `dist/${f} is missing: run npm run build`;
-  }
-  return null;
+  return missingBuild();
 }
 
 const reason = skipReason();
@@ -95,32 +74,26 @@ const q = (file: string, ...args: string[]) => {
 };
 
 t.test('no man page or completion from the build: a clear refusal', { skip: reason || false }, async (t) => {
-  const partial = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-modwatch-partial-dist-'));
-  t.teardown(() => fs.rmSync(partial, { recursive: true, force: true }));
-  fs.symlinkSync(path.join(dist, 'qemu-modwatch'), path.join(partial, 'qemu-modwatch'));
-  const r = spawnSync(process.execPath, [path.join(top, 'build/package-rpm.mjs'), '--dist', partial, '--out', partial], { encoding: 'utf8' });
-  t.equal(r.status, 1, 'exits 1');
-  t.match(r.stderr, /qemu-modwatch\.8 is missing \(the man page\): run 'npm run build' first/, 'says what is missing and what to do');
-  t.equal(fs.readdirSync(partial).length, 1, 'writes no package');
+  refusesPartialBuild(t, 'package-rpm.mjs');
 });
 
 t.test('build the RPM', { skip: reason || false }, async (t) => {
   const o = ov!;
   const out = o.scratch('out');
-  takeSnapshot(Object.values(expected()).flatMap((e) => (e.from ? [e.from] : [])));
+  snapshot.take(Object.values(expected()).flatMap((e) => (e.from ? [e.from] : [])));
   const r = spawnSync(process.execPath, [path.join(top, 'build/package-rpm.mjs'), '--out', out, '--topdir', o.scratch('topdir'), '--fast'], {
     encoding: 'utf8',
     timeout: 300_000,
   });
   t.equal(r.status, 0, `package-rpm.mjs exits 0\n${r.stderr}`);
-  rpmFile = path.join(out, `qemu-modwatch-${pkg.version.replace(/-/g, '~')}-1.${ARCH}.rpm`);
+  rpmFile = path.join(out, `qemu-modwatch-${version.replace(/-/g, '~')}-1.${ARCH}.rpm`);
   t.equal(r.stdout.trim(), rpmFile, 'prints the path of the RPM, name-version-release.arch.rpm');
   t.ok(fs.existsSync(rpmFile));
 });
 
 t.test('what the RPM holds', { skip: reason || false }, async (t) => {
   if (!fs.existsSync(rpmFile)) return t.fail('the build step failed');
-  t.equal(q(rpmFile, '--qf', '%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}'), `qemu-modwatch ${pkg.version} 1 ${ARCH} MIT`);
+  t.equal(q(rpmFile, '--qf', '%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}'), `qemu-modwatch ${version} 1 ${ARCH} MIT`);
 
   const rows = q(rpmFile, '--qf', '[%{FILENAMES}\t%{FILEMODES:perms}\t%{FILEFLAGS:fflags}\t%{FILEUSERNAME}:%{FILEGROUPNAME}\t%{FILELINKTOS}\t%{FILEDIGESTS}\n]')
     .trim()
@@ -139,7 +112,7 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
     if (e.config) t.equal(flags, 'cn', `${p} is %config(noreplace)`);
     else t.notMatch(flags ?? '', /c/, `${p} is not a config file`);
     if (e.link) t.equal(link, e.link, `${p} -> ${e.link}`);
-    if (e.from) t.equal(digest, repoSha(e.from), `${p} has the content of ${e.from}`);
+    if (e.from) t.equal(digest, snapshot.sha(e.from), `${p} has the content of ${e.from}`);
   }
 
   const reqs = q(rpmFile, '-R');
@@ -210,19 +183,10 @@ t.test('install, file trigger, erase', { skip: nsReason || false }, async (t) =>
   if (!dummyRpm) return;
 
   const hostBefore = hostRpmView();
-  const fake = o.scratch('fake');
-  fs.copyFileSync('/bin/sleep', path.join(fake, 'libvirtd'));
-  fs.chmodSync(path.join(fake, 'libvirtd'), 0o755);
   // Debian's rpm installs only with --force-debian; --nodeps: its database
   // knows nothing of the libraries dpkg installed.
   const RPM_I = 'rpm -i --force-debian --nodeps';
-  const withFake = (cmd: string) => `
-${shq(path.join(fake, 'libvirtd'))} 600 & fake=$!
-sleep 0.2
-${cmd}
-echo "@@RC $?"
-sleep 0.3
-if kill -0 "$fake" 2>/dev/null; then echo "@@FAKE alive"; kill "$fake"; else wait "$fake"; echo "@@FAKE exit $?"; fi`;
+  const withFake = fakeLibvirtd(o);
 
   const inst = o.run(
     withFake(`${RPM_I} ${shq(rpmFile)}`) +
@@ -243,7 +207,7 @@ ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep qemu-modwatch
   t.match(inst.stdout, /^@@STATE yes$/m, 'a baseline was recorded');
   t.match(inst.stdout, new RegExp(`^${EXE}$`, 'm'), '/usr/sbin/qemu-modwatch -> the executable');
   t.match(inst.stdout, /^qemu-modwatch\.path$/m, 'the preset enabled the path unit');
-  t.match(inst.stdout, new RegExp(`^qemu-modwatch ${pkg.version.replace(/[.]/g, '\\.')}$`, 'm'), 'the executable runs');
+  t.match(inst.stdout, new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'), 'the executable runs');
 
   const baselineHasDummy = (r: RunResult): boolean | null => {
     const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));

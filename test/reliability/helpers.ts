@@ -3,6 +3,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BARE_ENV } from '../fixtures/hooks';
+import { shq } from '../fixtures/shell';
 import { EMULATOR, EXE, type RunResult, type Sysroot } from '../fixtures/sysroot';
 
 // Running the built hook the way libvirt does, but inside a private mount
@@ -62,10 +63,6 @@ export function hookInNs(s: Sysroot, driver: 'qemu' | 'daemon', args: string[], 
   if (stdinFd !== null) fs.closeSync(stdinFd);
   if (r.error) throw r.error;
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, ms };
-}
-
-export function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Shell that hides `dir` behind a tmpfs of `size` holding a copy of what was there. */

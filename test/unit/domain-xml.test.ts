@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { shq } from '../fixtures/shell';
 import {
   DOMAIN_XML_LIMIT,
   DomainInfo,
@@ -523,9 +524,7 @@ function nodeArgs(): string[] {
 
 /** Runs `producer | node -e CHILD_CODE` through /bin/sh. */
 function runChild(t: Test, producer: string, env: Record<string, string> = {}): ChildResult {
-  const quoted = nodeArgs()
-    .map((a) => `'${a.replace(/'/g, `'\\''`)}'`)
-    .join(' ');
+  const quoted = nodeArgs().map(shq).join(' ');
   const res = spawnSync('/bin/sh', ['-c', `${producer} | "$NODE_BIN" ${quoted} -e "$CHILD_CODE"`], {
     env: { ...process.env, NODE_BIN: process.execPath, CHILD_CODE, DOMAIN_XML_MODULE: MODULE, ...env },
     cwd: path.resolve(__dirname, '../..'),

@@ -1,0 +1,82 @@
+import { spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Test } from 'tap';
+import { shq } from '../fixtures/shell';
+import type { OverlayHost, RunResult } from './overlay-host';
+
+export { shq };
+
+// What the .deb and RPM tests share: where the build's files are, the
+// installed paths both packages use, content hashes of the files a package
+// is made from, and the refusal of a build with files missing.
+
+export const top = path.resolve(__dirname, '../..');
+export const dist = path.join(top, 'dist');
+export const version = (JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8')) as { version: string }).version;
+
+export const EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
+export const STATE_DIR = '/var/lib/qemu-modwatch';
+export const STATE = `${STATE_DIR}/state.json`;
+/** A module package the tests build, to fire the packages' triggers. */
+export const DUMMY = 'qmw-test-dummy-module';
+
+export const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update(b).digest('hex');
+
+/**
+ * Content hashes of the repo files a package is made from, taken just
+ * before it is built: a rebuild of dist/ while the test runs must not count.
+ */
+export class RepoSnapshot {
+  private readonly hashes = new Map<string, string>();
+  take(files: string[]): void {
+    for (const f of files) this.hashes.set(f, sha256(fs.readFileSync(path.join(top, f))));
+  }
+  sha(file: string): string {
+    return this.hashes.get(file) ?? sha256(fs.readFileSync(path.join(top, file)));
+  }
+}
+
+/** What a run printed, for a failed assertion's diagnostics. */
+export const shown = (r: RunResult) => ({ code: r.code, stdout: r.stdout.slice(-4000), stderr: r.stderr.slice(-4000) });
+
+/** Why the build's files are not there to package, or null. */
+export function missingBuild(): string | null {
+  for (const f of ['qemu-modwatch', 'qemu-modwatch.8', 'qemu-modwatch.bash-completion']) {
+    if (!fs.existsSync(path.join(dist, f))) return `dist/${f} is missing: run npm run build`;
+  }
+  return null;
+}
+
+/** A build/ packaging script given a dist/ with only the executable refuses, says why, and writes nothing. */
+export function refusesPartialBuild(t: Test, script: string): void {
+  const partial = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-modwatch-partial-dist-'));
+  t.teardown(() => fs.rmSync(partial, { recursive: true, force: true }));
+  fs.symlinkSync(path.join(dist, 'qemu-modwatch'), path.join(partial, 'qemu-modwatch'));
+  const r = spawnSync(process.execPath, [path.join(top, 'build', script), '--dist', partial, '--out', partial], { encoding: 'utf8' });
+  t.equal(r.status, 1, 'exits 1');
+  t.match(r.stderr, /qemu-modwatch\.8 is missing \(the man page\): run 'npm run build' first/, 'says what is missing and what to do');
+  t.equal(fs.readdirSync(partial).length, 1, 'writes no package');
+}
+
+/**
+ * A stand-in "libvirtd" for maintainer scripts to find: a copy of sleep
+ * under that name, which SIGHUP (a reload) kills with exit 129. The
+ * returned function wraps a shell command so that the stand-in runs
+ * around it; the output says "@@RC <the command's status>" and then
+ * "@@FAKE alive" or "@@FAKE exit <status>".
+ */
+export function fakeLibvirtd(o: OverlayHost): (cmd: string) => string {
+  const fake = o.scratch('fake');
+  fs.copyFileSync('/bin/sleep', path.join(fake, 'libvirtd'));
+  fs.chmodSync(path.join(fake, 'libvirtd'), 0o755);
+  return (cmd) => `
+${shq(path.join(fake, 'libvirtd'))} 600 & fake=$!
+sleep 0.2
+${cmd}
+echo "@@RC $?"
+sleep 0.3
+if kill -0 "$fake" 2>/dev/null; then echo "@@FAKE alive"; kill "$fake"; else wait "$fake"; echo "@@FAKE exit $?"; fi`;
+}
