@@ -14,9 +14,10 @@ import { readlinkOrNull } from './file-info';
 // names the holder: pid, the process's start time and the boot. A holder
 // killed mid-run (SIGKILL, the OOM killer, a power cut) would otherwise
 // make the next guest start wait until the lock aged out; with the owner
-// known dead the lock is taken over at once. Age is only the fallback, for
-// a lock without a readable owner (a holder killed between mkdir and
-// writing its owner file, or a full disk).
+// known dead the lock is taken over at once. A lock is made complete under
+// a private name and renamed into place, and renamed away before it is
+// removed, so it never exists without its owner. Age is only the fallback,
+// for a lock without a readable owner (a full disk, or an older version).
 //
 // A live holder is never broken, however long it runs: the pipeline is
 // synchronous, so a holder could never refresh an age-based lock anyway.
@@ -112,18 +113,36 @@ function tryAcquireBare(lockPath: string): Held | null {
 }
 
 function release(held: Held): void {
-  const ownerFile = path.join(held.lockPath, 'owner');
-  if (!held.ownerless) {
-    // Never remove a lock that is no longer ours.
-    const owner = readOwner(held.lockPath);
-    if (owner === 'gone' || owner === null || owner.pid !== process.pid) return;
-    tryUnlink(ownerFile);
+  if (held.ownerless) {
+    // Empty, or another process's lock with its owner inside: then not ours to remove.
+    tryRmdir(held.lockPath);
+    return;
   }
+  // Never remove a lock that is no longer ours.
+  const owner = readOwner(held.lockPath);
+  if (owner === 'gone' || owner === null || owner.pid !== process.pid) return;
+  removeAside(held.lockPath);
+}
+
+/** A private name next to p, of the form removeOrphanedTemps sweeps once this process is gone. */
+function privateName(p: string): string {
+  return path.join(path.dirname(p), `.${path.basename(p)}.${process.pid}.${++prepared}.tmp`);
+}
+
+/**
+ * Removes a lock directory (and its owner file) by renaming it away first:
+ * the lock vanishes in one step, so a process killed while removing it
+ * leaves a temp directory for the next holder to sweep, never a lock
+ * without its owner that others would wait for to age out.
+ */
+function removeAside(dir: string): void {
+  const aside = privateName(dir);
   try {
-    fs.rmdirSync(held.lockPath);
+    fs.renameSync(dir, aside);
   } catch {
-    // Taken over already, or someone else's owner file inside: not ours to remove.
+    return; // Gone already.
   }
+  fs.rmSync(aside, { recursive: true, force: true });
 }
 
 /**
@@ -136,24 +155,45 @@ function breakIfAbandoned(lockPath: string): boolean {
   const seen = readOwner(lockPath);
   if (seen === 'gone') return true;
   if (!abandoned(lockPath, seen)) return false;
-  const breaker = `${lockPath}.break`;
-  try {
-    fs.mkdirSync(breaker, { mode: 0o700 });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return false;
-    // A breaker that died between its two syscalls leaves this behind.
-    if (ageMs(breaker) > OWNERLESS_STALE_MS) tryRmdir(breaker);
+  // The breaker is a lock of its own, with an owner, so that a breaker
+  // killed while it held it is cleared at once too.
+  const breakerPath = `${lockPath}.break`;
+  const breaker = tryAcquire(breakerPath);
+  if (!breaker) {
+    clearDeadBreaker(breakerPath);
     return false;
   }
   try {
     const again = readOwner(lockPath);
     if (again === 'gone') return true;
     if (!sameOwner(seen, again) || !abandoned(lockPath, again)) return false;
-    fs.rmSync(lockPath, { recursive: true, force: true });
+    removeAside(lockPath);
     return true;
   } finally {
-    tryRmdir(breaker);
+    release(breaker);
   }
+}
+
+function clearDeadBreaker(breakerPath: string): void {
+  const owner = readOwner(breakerPath);
+  if (owner === 'gone' || !abandoned(breakerPath, owner)) return;
+  const aside = privateName(breakerPath);
+  try {
+    fs.renameSync(breakerPath, aside);
+  } catch {
+    return;
+  }
+  // Another hook may have cleared the same dead breaker and taken its own
+  // between our look and the rename: that one is put back.
+  if (!sameOwner(readOwner(aside), owner)) {
+    try {
+      fs.renameSync(aside, breakerPath);
+    } catch {
+      // A third took the breaker meanwhile; the moved one is swept once we are gone.
+    }
+    return;
+  }
+  fs.rmSync(aside, { recursive: true, force: true });
 }
 
 function abandoned(lockPath: string, owner: Owner | null): boolean {
@@ -164,7 +204,7 @@ function abandoned(lockPath: string, owner: Owner | null): boolean {
   return ageMs(lockPath) > OWNERLESS_STALE_MS;
 }
 
-function sameOwner(a: Owner | null, b: Owner | null): boolean {
+function sameOwner(a: Owner | null | 'gone', b: Owner | null | 'gone'): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
@@ -247,14 +287,6 @@ function readTrimmed(p: string): string | null {
     return fs.readFileSync(p, 'utf8').trim();
   } catch {
     return null;
-  }
-}
-
-function tryUnlink(p: string): void {
-  try {
-    fs.unlinkSync(p);
-  } catch {
-    // Already gone.
   }
 }
 

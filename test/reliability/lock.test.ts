@@ -103,6 +103,65 @@ t.test('a live holder is never broken, however old its lock', async (t) => {
   t.ok(got, `taken ${(performance.now() - start).toFixed(0)} ms after the holder died`);
 });
 
+t.test('a breaker killed while it held the breaker lock holds nobody up; a live one is waited for', async (t) => {
+  const gone = spawnSync('true').pid!;
+  const me = self();
+  const dead = { pid: gone, start: '1', boot: me.boot, pidns: me.pidns };
+  {
+    const { stateDir, lockPath } = lockDir();
+    plant(lockPath, dead);
+    plant(`${lockPath}.break`, dead);
+    const ms = await timeToLock(stateDir, lockPath);
+    t.ok(ms < 500, `a dead holder and a dead breaker: taken in ${ms.toFixed(0)} ms`);
+    t.same(fs.readdirSync(stateDir), [], 'lock, breaker and their removed copies are all gone');
+  }
+  {
+    const live = sleeper();
+    t.teardown(() => live.kill());
+    await new Promise((r) => setTimeout(r, 50));
+    const { stateDir, lockPath } = lockDir();
+    plant(lockPath, dead);
+    plant(`${lockPath}.break`, { pid: live.pid, start: startOf(live.pid!), boot: me.boot, pidns: me.pidns });
+    let got = false;
+    const waiting = withStateLock(stateDir, lockPath, () => {
+      got = true;
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+    t.notOk(got, 'a live breaker is not cleared: still waiting after 1 s');
+    live.kill('SIGKILL');
+    await waiting;
+    t.ok(got, 'taken once the breaker died');
+  }
+});
+
+t.test('releasing never leaves a lock without its owner, at any step', async (t) => {
+  // A holder killed between two steps of its release leaves what was there
+  // at that step. Before every file-system call the release makes, the
+  // lock must be either complete (with its owner file) or gone.
+  const { stateDir, lockPath } = lockDir();
+  const broken: string[] = [];
+  const check = (call: string) => {
+    if (fs.existsSync(lockPath) && !fs.existsSync(path.join(lockPath, 'owner'))) broken.push(call);
+  };
+  // The module object itself: what the lock's own `fs` reads through.
+  const realFs = require('node:fs') as Record<string, unknown>;
+  const calls = ['unlinkSync', 'rmdirSync', 'rmSync', 'renameSync'] as const;
+  const saved = calls.map((c) => [c, realFs[c]] as const);
+  await withStateLock(stateDir, lockPath, () => {
+    for (const [c, f] of saved) {
+      realFs[c] = (...args: unknown[]) => {
+        check(c);
+        return (f as (...a: unknown[]) => unknown)(...args);
+      };
+    }
+  }).finally(() => {
+    for (const [c, f] of saved) realFs[c] = f;
+  });
+  check('after release');
+  t.same(broken, [], 'the lock was complete or gone before each step');
+  t.same(fs.readdirSync(stateDir), [], 'nothing left behind');
+});
+
 t.test(`a lock without an owner (older versions, or a holder killed right after mkdir) is taken after ${OWNERLESS_STALE_MS / 1000} s`, async (t) => {
   {
     const { stateDir, lockPath } = lockDir();
