@@ -108,6 +108,15 @@ export function parseConfig(text: string, file: string): Config {
  * guest start and must not take orders from it.
  */
 export function loadConfig(file: string, uid: number): Config {
+  // No config is common (the defaults are complete): answered without an
+  // exception, which costs a start time. Any other failure is openRegular's to report.
+  let there = true;
+  try {
+    there = fs.lstatSync(file, { throwIfNoEntry: false }) !== undefined;
+  } catch {
+    // Reported below.
+  }
+  if (!there) return { ...DEFAULT_CONFIG };
   let fd: number;
   try {
     fd = openRegular(file).fd;

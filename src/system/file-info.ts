@@ -15,10 +15,14 @@ export function sameStat(a: StatTuple, b: StatTuple): boolean {
   return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino && a.dev === b.dev;
 }
 
-/** stat(2) that answers null for "not there" instead of throwing. */
+// "Not there" is the common answer for many paths a run looks at (module
+// and emulator directories of other distros): throwIfNoEntry spares making
+// an Error and its stack trace for each, a good part of a cold start's cost.
+
+/** stat(2) that answers null for "not there" (or not looked at) instead of throwing. */
 export function statOrNull(p: string): fs.BigIntStats | null {
   try {
-    return fs.statSync(p, { bigint: true });
+    return fs.statSync(p, { bigint: true, throwIfNoEntry: false }) ?? null;
   } catch {
     return null;
   }
@@ -27,7 +31,7 @@ export function statOrNull(p: string): fs.BigIntStats | null {
 /** lstat(2), answering null for "not there". */
 export function lstatOrNull(p: string): fs.BigIntStats | null {
   try {
-    return fs.lstatSync(p, { bigint: true });
+    return fs.lstatSync(p, { bigint: true, throwIfNoEntry: false }) ?? null;
   } catch {
     return null;
   }
@@ -43,6 +47,7 @@ export function readlinkOrNull(p: string): string | null {
 
 /** A directory's names, sorted (a stable order for baselines and the watch list); none when it cannot be read. */
 export function listDir(dir: string): string[] {
+  if (!statOrNull(dir)) return [];
   try {
     return fs.readdirSync(dir).sort();
   } catch {
