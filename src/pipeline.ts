@@ -5,6 +5,7 @@ import { emulatorsAffected } from './core/stale';
 import type { Fingerprint } from './core/types';
 import { deleteEntries, nudge, type ActResult } from './system/act';
 import type { OnChange } from './system/config';
+import { saveCacheMemo } from './system/cache-memo';
 import { clearMark, writeWatchAndMark } from './system/fast-path';
 import { removeOrphanedTemps } from './system/atomic-file';
 import { errText, statOrNull, statTuple } from './system/file-info';
@@ -220,6 +221,7 @@ function keepUnlisted(fp: Fingerprint, before: Fingerprint | null): Fingerprint 
 
 function finish(ctx: Context, run: Run): PipelineResult {
   const { result } = run;
+  saveCacheMemo(ctx.paths.host(stateFiles(ctx.paths).cacheMemo), result.observed.cacheMemo);
   if (result.pending) clearMark(ctx.paths);
   else writeWatchAndMark(ctx.paths, ctx.config, result.recorded ? restat(ctx, result.observed.fingerprint, result.act.nudged) : result.observed.fingerprint, run.scanStartMs);
   return result;

@@ -6,6 +6,7 @@ import { runPipeline } from '../pipeline';
 import { deleteEntries, nudge, type ActResult } from '../system/act';
 import { writeFileAtomic } from '../system/atomic-file';
 import { readCacheView } from '../system/cache-dir';
+import { saveCacheMemo } from '../system/cache-memo';
 import { MARK_MARGIN_MS } from '../system/fast-path';
 import { sha256Hex } from '../system/file-info';
 import { withStateLock } from '../system/lock';
@@ -84,6 +85,7 @@ export async function runAccept(ctx: Context, json: boolean): Promise<Output> {
       baseline: observed.fingerprint,
       lastAction: previous,
     });
+    saveCacheMemo(ctx.paths.host(files.cacheMemo), observed.cacheMemo);
     const modules = observed.fingerprint.dirs.reduce((n, d) => n + d.modules.length, 0);
     const dirs = observed.fingerprint.dirs.length;
     const summary = { accepted: true, modules, moduleDirs: dirs, emulators: observed.fingerprint.emulators.length };

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { CacheEntry, CacheView } from '../core/types';
 import { readCacheHeader } from './cache-header';
+import { memoEntry, statKey, type CacheMemo } from './cache-memo';
 import { errText, lstatOrNull, NotRegularError, openRegular } from './file-info';
 import type { Paths } from './paths';
 
@@ -11,7 +12,15 @@ import type { Paths } from './paths';
 
 export const CACHE_NAME_RE = /^[0-9a-f]{64}\.xml$/;
 
-export function readCacheView(paths: Paths): CacheView {
+/** How old (ctime) an entry must be before its header is remembered by its stat data. */
+const MEMO_SETTLE_MS = 2000;
+
+/**
+ * With a memo: `known` headers are taken for files whose stat data are
+ * unchanged (cache-memo.ts), and every header this view holds, read or
+ * taken, goes into `seen`, for the caller to save.
+ */
+export function readCacheView(paths: Paths, memo?: { known: CacheMemo; seen: CacheMemo }): CacheView {
   const dir = paths.host(paths.cacheDir);
   const view: CacheView = { dir: paths.cacheDir, exists: false, entries: [], error: null };
   let st: fs.Stats;
@@ -38,22 +47,38 @@ export function readCacheView(paths: Paths): CacheView {
     return view;
   }
   for (const name of names) {
-    const entry = readEntry(path.join(dir, name), name);
+    const entry = (memo && fromMemo(path.join(dir, name), name, memo)) ?? readEntry(path.join(dir, name), name, memo?.seen);
     if (entry) view.entries.push(entry);
   }
   return view;
 }
 
-function readEntry(file: string, name: string): CacheEntry | null {
+/** The entry as the memo has it, when the file is a regular one with the stat data the memo names. */
+function fromMemo(file: string, name: string, memo: { known: CacheMemo; seen: CacheMemo }): CacheEntry | null {
+  const known = memo.known.get(name);
+  if (!known) return null;
+  // lstat: a symlink is never taken for the file it names; nothing is opened here.
+  const st = lstatOrNull(file);
+  if (!st?.isFile() || statKey(st) !== known.key) return null;
+  memo.seen.set(name, known);
+  const { emulator, qemuctime, qemumoddirmtime, selfvers } = known;
+  return { file: name, mtimeNs: st.mtimeNs.toString(), size: Number(st.size), emulator, qemuctime, qemumoddirmtime, selfvers, error: null };
+}
+
+function readEntry(file: string, name: string, seen?: CacheMemo): CacheEntry | null {
   const entry: CacheEntry = {
     file: name, mtimeNs: '0', size: 0, emulator: null, qemuctime: null, qemumoddirmtime: null, selfvers: null, error: null,
   };
   let fd: number;
+  let key = '';
+  let settled = false;
   try {
     // Whoever can write here (a QEMU process running as libvirt's user may)
     // could plant a symlink or a device node under an entry's name.
     const opened = openRegular(file, { noFollow: true });
     fd = opened.fd;
+    key = statKey(opened.st);
+    settled = opened.st.ctimeNs < BigInt(Date.now() - MEMO_SETTLE_MS) * 1_000_000n;
     entry.mtimeNs = opened.st.mtimeNs.toString();
     entry.size = Number(opened.st.size);
   } catch (e) {
@@ -74,6 +99,9 @@ function readEntry(file: string, name: string): CacheEntry | null {
     entry.qemuctime = header.qemuctime;
     entry.qemumoddirmtime = header.qemumoddirmtime;
     entry.selfvers = header.selfvers;
+    // Not a file changed within the last moments: its times may be too coarse to tell a second change.
+    const remembered = settled ? memoEntry(key, entry) : null;
+    if (seen && remembered) seen.set(name, remembered);
   } catch (e) {
     entry.error = e instanceof Error ? e.message : String(e);
   } finally {

@@ -2,6 +2,7 @@ import { compareFingerprints } from '../core/compare';
 import type { Observation } from '../core/decide';
 import type { EmulatorSource } from '../core/types';
 import { readCacheView } from './cache-dir';
+import { loadCacheMemo, type CacheMemo } from './cache-memo';
 import type { Config } from './config';
 import type { Paths } from './paths';
 import { stateFiles } from './paths';
@@ -19,6 +20,8 @@ export interface Observed extends Observation {
   loaded: LoadedState;
   /** Whether running guests were looked for and /proc could be read. */
   guestsChecked: boolean;
+  /** The cache headers remembered before this run, and those it holds now (cache-memo.ts). */
+  cacheMemo: { known: CacheMemo; seen: CacheMemo };
 }
 
 export interface ObserveOptions {
@@ -30,7 +33,8 @@ export interface ObserveOptions {
 export function observe(ctx: Context, extraEmulators: { path: string; source: EmulatorSource }[] = [], opts: ObserveOptions = {}): Observed {
   const loaded = loadState(ctx.paths.host(stateFiles(ctx.paths).state));
   const baseline = loaded.kind === 'ok' ? loaded.state.baseline : null;
-  const cache = readCacheView(ctx.paths);
+  const cacheMemo = { known: loadCacheMemo(ctx.paths.host(stateFiles(ctx.paths).cacheMemo)), seen: new Map() };
+  const cache = readCacheView(ctx.paths, cacheMemo);
   const fromCache = cache.entries.flatMap((e) => (e.emulator ? [{ path: e.emulator, source: 'cache' as const }] : []));
   const fingerprint = takeFingerprint({
     paths: ctx.paths,
@@ -44,6 +48,7 @@ export function observe(ctx: Context, extraEmulators: { path: string; source: Em
   return {
     guests: guests?.guests ?? null,
     guestsChecked: guests?.checked ?? false,
+    cacheMemo,
     loaded,
     fingerprint,
     baseline,

@@ -90,5 +90,7 @@ export function stateFiles(paths: Paths) {
     /** What the dispatcher's fast path watches. */
     watch: path.join(dir, 'watch'),
     lock: path.join(dir, 'lock'),
+    /** The cache entries' headers, by stat data (cache-memo.ts). */
+    cacheMemo: path.join(dir, 'cache-headers.json'),
   };
 }

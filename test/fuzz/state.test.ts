@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import * as fs from 'node:fs';
 import t from 'tap';
 import { assess } from '../../src/core/decide';
+import { loadCacheMemo, statKey } from '../../src/system/cache-memo';
 import { DEFAULT_CONFIG } from '../../src/system/config';
 import { observe } from '../../src/system/observe';
 import { makePaths } from '../../src/system/paths';
@@ -47,12 +48,14 @@ interface Edit {
   value?: unknown;
 }
 
-const edit: fc.Arbitrary<Edit> = fc
-  .record({ path: fc.nat(), op: fc.constantFrom<Edit['op']>('replace', 'replace', 'replace', 'delete', 'proto'), value: fc.nat() })
-  .map(({ path, op, value }) => ({ at: PATHS[path % PATHS.length]!, op, ...(op === 'replace' ? { value: REPLACEMENTS[value % REPLACEMENTS.length] } : {}) }));
+const editAt = (paths: (string | number)[][]): fc.Arbitrary<Edit> =>
+  fc
+    .record({ path: fc.nat(), op: fc.constantFrom<Edit['op']>('replace', 'replace', 'replace', 'delete', 'proto'), value: fc.nat() })
+    .map(({ path, op, value }) => ({ at: paths[path % paths.length]!, op, ...(op === 'replace' ? { value: REPLACEMENTS[value % REPLACEMENTS.length] } : {}) }));
+const edit = editAt(PATHS);
 
-function applyEdits(edits: Edit[]): string {
-  const doc = JSON.parse(REAL);
+function applyEdits(edits: Edit[], base = REAL): string {
+  const doc = JSON.parse(base);
   for (const e of edits) {
     if (e.at.length === 0) continue;
     let parent = doc;
@@ -105,4 +108,46 @@ function check(v: Input): void {
 t.test('state: hand-edited and damaged', async (t) => {
   await fuzz(t, { name: 'state', arbitrary: input, check, encode: (v) => ({ input: '', extra: v }), decode: (r) => r.extra as Input, ciRuns: 1500 });
   t.ok(ok > 0 && corrupt > 0, `both outcomes seen (${ok} accepted, ${corrupt} refused)`);
+});
+
+// The cache-header memo beside the state: only a cache, so whatever it
+// says, a run must neither throw nor take a header for a file it does not
+// describe.
+const entryName = fs.readdirSync(s.cacheDir())[0]!;
+const entryFile = `${s.cacheDir()}/${entryName}`;
+const MEMO_FILE = s.host('/var/lib/qemu-modwatch/cache-headers.json');
+const REAL_MEMO = JSON.stringify({
+  schema: 1,
+  entries: { [entryName]: { key: statKey(fs.lstatSync(entryFile, { bigint: true })), emulator: '/from/the/memo', qemuctime: 1, qemumoddirmtime: null, selfvers: 9000000 } },
+});
+const memoInput: fc.Arbitrary<Input> = fc.oneof(
+  { weight: 4, arbitrary: fc.array(editAt(leaves(JSON.parse(REAL_MEMO))), { minLength: 1, maxLength: 3 }).map((edits) => ({ edits })) },
+  { weight: 1, arbitrary: fc.array(byteMutation, { minLength: 1, maxLength: 4 }).map((bytes) => ({ bytes })) },
+);
+
+let fromMemo = 0;
+
+function checkMemo(v: Input): void {
+  fs.writeFileSync(s.statePath(), REAL);
+  const textOf = 'edits' in v ? applyEdits(v.edits, REAL_MEMO) : mutate(Buffer.from(REAL_MEMO), v.bytes, ['{', '}', '"', ',', ':', 'null', '-1']).toString('latin1');
+  fs.writeFileSync(MEMO_FILE, textOf, 'latin1');
+  const memo = loadCacheMemo(MEMO_FILE);
+  for (const [name, m] of memo) {
+    if (!/^[0-9a-f]{64}\.xml$/.test(name) || typeof m.key !== 'string' || typeof m.emulator !== 'string' || m.emulator === '') throw new Error(`loaded ${JSON.stringify([name, m])}`);
+  }
+  const observed = observe(ctx);
+  assess(observed);
+  const entry = observed.cache.entries.find((e) => e.file === entryName);
+  if (entry?.emulator !== EMULATOR) {
+    // Not what the file says: then only what the memo says of this very file.
+    const m = memo.get(entryName);
+    if (!m || entry?.emulator !== m.emulator || m.key !== statKey(fs.lstatSync(entryFile, { bigint: true }))) throw new Error(`entry ${JSON.stringify(entry)}`);
+    fromMemo++;
+  }
+  if (({} as Record<string, unknown>).polluted !== undefined) throw new Error('Object.prototype polluted');
+}
+
+t.test('cache-header memo: hand-edited and damaged', async (t) => {
+  await fuzz(t, { name: 'cache-memo', arbitrary: memoInput, check: checkMemo, encode: (v) => ({ input: '', extra: v }), decode: (r) => r.extra as Input, ciRuns: 500 });
+  t.ok(fromMemo > 0, `some memos were used (${fromMemo})`);
 });

@@ -38,6 +38,24 @@ t.test('no change: nothing deleted, nudged, rewritten or logged', async (t) => {
   t.same(log.lines(), [], 'nothing logged');
 });
 
+t.test('cache headers are remembered by hooks and accept, never written by --check', async (t) => {
+  const { s, entry } = settled(t);
+  const memo = s.host('/var/lib/qemu-modwatch/cache-headers.json');
+  // An entry is remembered once its ctime is older than the settling time.
+  await new Promise((r) => setTimeout(r, 2100));
+  fs.rmSync(memo, { force: true });
+  t.equal(s.run(['--check']).code, 0);
+  t.notOk(fs.existsSync(memo), '--check writes nothing');
+  t.equal(prepare(s, 'guest1', EMULATOR).code, 0);
+  t.equal(JSON.parse(fs.readFileSync(memo, 'utf8')).entries[entry]?.emulator, EMULATOR, 'the hook remembered the header');
+  const id = fileId(memo);
+  t.equal(prepare(s, 'guest1', EMULATOR).code, 0);
+  t.same(fileId(memo), id, 'and does not rewrite what it already has');
+  fs.rmSync(memo);
+  t.equal(s.run(['accept']).code, 0);
+  t.ok(fs.existsSync(memo), 'accept remembers them too');
+});
+
 t.test('module added, removed, replaced in place: invalidate and nudge (defaults)', async (t) => {
   for (const change of ['added', 'removed', 'replaced'] as const) {
     const { s, entry } = settled(t);
