@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { RACY_MARGIN_NS } from '../core/compare';
 import type { CacheEntry, CacheView } from '../core/types';
 import { readCacheHeader } from './cache-header';
 import { memoEntry, statKey, type CacheMemo } from './cache-memo';
@@ -11,9 +12,6 @@ import type { Paths } from './paths';
 // place in the program that removes a file.
 
 export const CACHE_NAME_RE = /^[0-9a-f]{64}\.xml$/;
-
-/** How old (ctime) an entry must be before its header is remembered by its stat data. */
-const MEMO_SETTLE_MS = 2000;
 
 /**
  * With a memo: `known` headers are taken for files whose stat data are
@@ -78,7 +76,9 @@ function readEntry(file: string, name: string, seen?: CacheMemo): CacheEntry | n
     const opened = openRegular(file, { noFollow: true });
     fd = opened.fd;
     key = statKey(opened.st);
-    settled = opened.st.ctimeNs < BigInt(Date.now() - MEMO_SETTLE_MS) * 1_000_000n;
+    // Remembered only once its ctime (the kernel sets it on every write) is
+    // older than the scan's racy margin: times may be too coarse to tell a second write.
+    settled = opened.st.ctimeNs < BigInt(Date.now()) * 1_000_000n - RACY_MARGIN_NS;
     entry.mtimeNs = opened.st.mtimeNs.toString();
     entry.size = Number(opened.st.size);
   } catch (e) {
@@ -99,7 +99,6 @@ function readEntry(file: string, name: string, seen?: CacheMemo): CacheEntry | n
     entry.qemuctime = header.qemuctime;
     entry.qemumoddirmtime = header.qemumoddirmtime;
     entry.selfvers = header.selfvers;
-    // Not a file changed within the last moments: its times may be too coarse to tell a second change.
     const remembered = settled ? memoEntry(key, entry) : null;
     if (seen && remembered) seen.set(name, remembered);
   } catch (e) {
