@@ -56,6 +56,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { inCI } from '../fixtures/ci';
 import { overlayMountLines } from '../fixtures/overlay-mount';
 import { shq as q } from '../fixtures/shell';
 
@@ -99,7 +100,8 @@ export type CanRun = { ok: true } | { ok: false; reason: string };
 
 let canRunMemo: CanRun | undefined;
 
-function isExecutable(p: string): boolean {
+/** An executable regular file (following symlinks). */
+export function isExecutable(p: string): boolean {
   try {
     fs.accessSync(p, fs.constants.X_OK);
     return fs.statSync(p).isFile();
@@ -157,12 +159,6 @@ export function canRun(): CanRun {
     return no(`unshare --mount does not work here: ${(probe.stderr || probe.error?.message || '').trim()}`);
   }
   return (canRunMemo = { ok: true });
-}
-
-/** True when the environment variable CI says we run in CI. */
-export function inCI(): boolean {
-  const v = process.env.CI;
-  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
 }
 
 /** The parts of a tap Test this harness uses. */

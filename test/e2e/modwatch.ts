@@ -18,11 +18,12 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { inCI } from '../fixtures/ci';
 import {
   MODULE_DIR,
   QEMU,
   canRun,
-  inCI,
+  isExecutable,
   timeDomainStart,
   type Env,
   type EnvOptions,
@@ -89,7 +90,7 @@ export function hookLayout(label: string): EnvOptions {
 export function scenarioSkip(t: TestLike): string | false {
   const r = canRun();
   let reason: string | null = r.ok ? null : r.reason;
-  if (!reason && !isExecutableFile(BUILT_EXE)) reason = `${path.relative(TOP, BUILT_EXE)} not built (npm run build)`;
+  if (!reason && !isExecutable(BUILT_EXE)) reason = `${path.relative(TOP, BUILT_EXE)} not built (npm run build)`;
   if (!reason) {
     const stale = newestSource();
     if (stale && stale.mtimeMs > fs.statSync(BUILT_EXE).mtimeMs) {
@@ -100,15 +101,6 @@ export function scenarioSkip(t: TestLike): string | false {
   if (inCI()) t.fail(`e2e tests cannot run although CI is set: ${reason}`);
   else t.comment(`e2e tests skipped: ${reason}`);
   return reason;
-}
-
-function isExecutableFile(p: string): boolean {
-  try {
-    fs.accessSync(p, fs.constants.X_OK);
-    return fs.statSync(p).isFile();
-  } catch {
-    return false;
-  }
 }
 
 function newestSource(): { file: string; mtimeMs: number } | null {

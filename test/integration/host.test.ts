@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
+import { inCI } from '../fixtures/ci';
 import { EXE } from '../fixtures/sysroot';
 
 // --check on this very host, against what binutils say about the real
@@ -11,8 +12,7 @@ import { EXE } from '../fixtures/sysroot';
 const MODDIR = '/usr/lib/x86_64-linux-gnu/qemu';
 const EMULATOR = '/usr/bin/qemu-system-x86_64';
 const missing = !fs.existsSync(MODDIR) || !fs.existsSync(EMULATOR) ? 'QEMU (qemu-system-x86) is not installed on this host' : false;
-const inCI = !!process.env.CI && !['0', 'false'].includes(process.env.CI);
-if (missing && inCI) t.fail(`${missing}, and CI must run this test`);
+if (missing && inCI()) t.fail(`${missing}, and CI must run this test`);
 
 t.test('--check on the real host matches readelf and the emulator binary', { skip: missing }, async (t) => {
   const r = spawnSync(EXE, ['--check', '--json'], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });

@@ -2,7 +2,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { cannotRun, inCI, OverlayHost, type RunResult } from './overlay-host';
+import { inCI } from '../fixtures/ci';
+import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
 import { DUMMY, fakeLibvirtd, dist, EXE, missingBuild, refusesPartialBuild, RepoSnapshot, sha256, shown, shq, STATE, STATE_DIR, top, version } from './package-kit';
 
 // The .deb, really installed: built from dist/ by build/package-deb.mjs,

@@ -56,12 +56,6 @@ export function cannotRun(tools: string[] = []): string | null {
   return null;
 }
 
-/** True when the environment variable CI says we run in CI. */
-export function inCI(): boolean {
-  const v = process.env.CI;
-  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
-}
-
 export class OverlayHost {
   readonly dir: string;
   private runs = 0;

@@ -2,7 +2,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { cannotRun, inCI, OverlayHost, type RunResult } from './overlay-host';
+import { inCI } from '../fixtures/ci';
+import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
 import { DUMMY, fakeLibvirtd, EXE, missingBuild, refusesPartialBuild, RepoSnapshot, shown, shq, STATE, STATE_DIR, top, version } from './package-kit';
 
 // The RPM: built from build/rpm/qemu-modwatch.spec by build/package-rpm.mjs,

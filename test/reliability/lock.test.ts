@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as esbuild from 'esbuild';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { OWNERLESS_STALE_MS, withStateLock } from '../../src/system/lock';
 import { TOP } from '../fixtures/sysroot';
 import { prng } from './helpers';
@@ -54,6 +54,24 @@ function sleeper(): ChildProcess {
   return spawn('sleep', ['60'], { stdio: 'ignore' });
 }
 
+/** A live process to name as a lock's owner, killed at the end of the test at the latest. */
+async function liveOwner(t: Test): Promise<{ proc: ChildProcess; owner: Record<string, unknown> }> {
+  const proc = sleeper();
+  t.teardown(() => proc.kill());
+  await new Promise((r) => setTimeout(r, 50));
+  const me = self();
+  return { proc, owner: { pid: proc.pid, start: startOf(proc.pid!), boot: me.boot, pidns: me.pidns } };
+}
+
+/** Asks for the lock; taken() says whether it has been given yet, done when it has been released. */
+function askFor(stateDir: string, lockPath: string): { taken: () => boolean; done: Promise<void> } {
+  let got = false;
+  const done = withStateLock(stateDir, lockPath, () => {
+    got = true;
+  });
+  return { taken: () => got, done };
+}
+
 t.test('a dead holder is taken over at once, whatever the age of its lock', async (t) => {
   const gone = spawnSync('true').pid!;
   const me = self();
@@ -84,23 +102,17 @@ t.test('a reused pid, another boot: the holder is gone too', async (t) => {
 });
 
 t.test('a live holder is never broken, however old its lock', async (t) => {
-  const live = sleeper();
-  t.teardown(() => live.kill());
-  await new Promise((r) => setTimeout(r, 50));
-  const me = self();
+  const live = await liveOwner(t);
   const { stateDir, lockPath } = lockDir();
-  plant(lockPath, { pid: live.pid, start: startOf(live.pid!), boot: me.boot, pidns: me.pidns }, 3_600_000);
-  let got = false;
-  const waiting = withStateLock(stateDir, lockPath, () => {
-    got = true;
-  });
+  plant(lockPath, live.owner, 3_600_000);
+  const asked = askFor(stateDir, lockPath);
   await new Promise((r) => setTimeout(r, 1500));
-  t.notOk(got, 'still waiting after 1.5 s for a live holder of an hour-old lock');
+  t.notOk(asked.taken(), 'still waiting after 1.5 s for a live holder of an hour-old lock');
   // The holder is killed: its lock goes at once.
-  live.kill('SIGKILL');
+  live.proc.kill('SIGKILL');
   const start = performance.now();
-  await waiting;
-  t.ok(got, `taken ${(performance.now() - start).toFixed(0)} ms after the holder died`);
+  await asked.done;
+  t.ok(asked.taken(), `taken ${(performance.now() - start).toFixed(0)} ms after the holder died`);
 });
 
 t.test('a breaker killed while it held the breaker lock holds nobody up; a live one is waited for', async (t) => {
@@ -116,21 +128,16 @@ t.test('a breaker killed while it held the breaker lock holds nobody up; a live 
     t.same(fs.readdirSync(stateDir), [], 'lock, breaker and their removed copies are all gone');
   }
   {
-    const live = sleeper();
-    t.teardown(() => live.kill());
-    await new Promise((r) => setTimeout(r, 50));
+    const live = await liveOwner(t);
     const { stateDir, lockPath } = lockDir();
     plant(lockPath, dead);
-    plant(`${lockPath}.break`, { pid: live.pid, start: startOf(live.pid!), boot: me.boot, pidns: me.pidns });
-    let got = false;
-    const waiting = withStateLock(stateDir, lockPath, () => {
-      got = true;
-    });
+    plant(`${lockPath}.break`, live.owner);
+    const asked = askFor(stateDir, lockPath);
     await new Promise((r) => setTimeout(r, 1000));
-    t.notOk(got, 'a live breaker is not cleared: still waiting after 1 s');
-    live.kill('SIGKILL');
-    await waiting;
-    t.ok(got, 'taken once the breaker died');
+    t.notOk(asked.taken(), 'a live breaker is not cleared: still waiting after 1 s');
+    live.proc.kill('SIGKILL');
+    await asked.done;
+    t.ok(asked.taken(), 'taken once the breaker died');
   }
 });
 
