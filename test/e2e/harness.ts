@@ -449,6 +449,52 @@ export function parseVideoModels(domcapsXml: string): string[] {
   return [...en[1].matchAll(/<value>([^<]*)<\/value>/g)].map((m) => m[1] ?? '');
 }
 
+/** Why libvirt judged a cache entry outdated, from the wording of its debug line. */
+export type ReprobeReason =
+  | 'modules directory'
+  | 'binary'
+  | 'libvirt'
+  | 'host CPU'
+  | 'microcode'
+  | 'kernel'
+  | 'host cpuid'
+  | 'kvm nested'
+  | 'kvm secure guest'
+  | 'kvm usable now'
+  | 'other';
+
+export interface Reprobe {
+  emulator: string;
+  reason: ReprobeReason;
+  /** libvirt's words after "Outdated capabilities for '<emulator>': ". */
+  text: string;
+}
+
+const REPROBE_REASONS: [RegExp, ReprobeReason][] = [
+  [/^QEMU modules directory /, 'modules directory'],
+  [/^QEMU binary changed/, 'binary'],
+  [/^libvirt changed/, 'libvirt'],
+  [/^host CPU changed/, 'host CPU'],
+  [/^microcode version changed/, 'microcode'],
+  [/^kernel version changed/, 'kernel'],
+  [/^host cpuid changed/, 'host cpuid'],
+  [/^kvm kernel nested/, 'kvm nested'],
+  [/^kvm kernel secure guest/, 'kvm secure guest'],
+];
+
+function reprobeReason(text: string): ReprobeReason {
+  return REPROBE_REASONS.find(([re]) => re.test(text))?.[1] ?? 'other';
+}
+
+/**
+ * "<emulator>: <reason>" of the re-probes from index `from` on, each pair
+ * once (one lookup can log its reason twice), for one t.same() against
+ * what a scenario set up.
+ */
+export function reprobeSummary(env: Env, from = 0): string[] {
+  return [...new Set(env.reprobes().slice(from).map((r) => `${r.emulator}: ${r.reason}`))];
+}
+
 interface Mapping {
   /** Path inside the namespace. */
   target: string;
@@ -707,6 +753,20 @@ export class Env {
     }
   }
 
+  /**
+   * Every re-probe libvirt decided on, with its own logged reason
+   * (virQEMUCapsIsValid's debug lines, in order). A probe of an emulator
+   * that had no cache entry has no reason and is not listed.
+   */
+  reprobes(): Reprobe[] {
+    return this.daemonLog().split('\n').flatMap((line) => {
+      const outdated = /Outdated capabilities for '([^']*)': (.*)$/.exec(line);
+      if (outdated) return [{ emulator: outdated[1] ?? '', reason: reprobeReason(outdated[2] ?? ''), text: outdated[2] ?? '' }];
+      const kvm = /KVM was not enabled when probing '([^']*)', but it should be usable now/.exec(line);
+      return kvm ? [{ emulator: kvm[1] ?? '', reason: 'kvm usable now' as const, text: 'KVM should be usable now' }] : [];
+    });
+  }
+
   /** stdout/stderr of libvirtd (all starts, separated by "=====" lines). */
   daemonOutput(): string {
     try {
@@ -934,6 +994,35 @@ function nearestExistingAncestor(p: string): string {
   return cur;
 }
 
+/**
+ * The shell lines that give the namespace a /dev of its own without
+ * /dev/kvm: with it, libvirt probes with KVM and re-probes whenever the host
+ * cpuid it reads changes (seen at random on nested VMs); a file or /dev/null
+ * bound over it is worse (libvirt re-probes on every lookup). A tmpfs with
+ * the few nodes libvirtd and a TCG guest use, bound from the host's /dev
+ * through stage (a directory of the env's temp dir), a devpts instance of
+ * its own for the guests' pty consoles, and a tmpfs /dev/shm.
+ */
+export function privateDevLines(stage: string): string[] {
+  fs.mkdirSync(stage);
+  const lines = [`mount --rbind /dev ${q(stage)}`, 'mount -t tmpfs -o mode=0755,nosuid tmpfs /dev'];
+  for (const n of DEV_NODES) lines.push(`touch /dev/${n}`, `mount --bind ${q(`${stage}/${n}`)} /dev/${n}`);
+  lines.push(
+    'mkdir /dev/pts /dev/shm',
+    'mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts',
+    'ln -s pts/ptmx /dev/ptmx',
+    'mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm',
+    'ln -s /proc/self/fd /dev/fd',
+    'ln -s /proc/self/fd/0 /dev/stdin',
+    'ln -s /proc/self/fd/1 /dev/stdout',
+    'ln -s /proc/self/fd/2 /dev/stderr',
+    `umount -l ${q(stage)}`,
+  );
+  return lines;
+}
+
+const DEV_NODES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
+
 /** Starts a private libvirt environment. Always pair with teardown() (see useEnv). */
 export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   const can = canRun();
@@ -1000,8 +1089,17 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     script.push(...overlayMountLines(o, { upper: path.join(base, 'upper'), work: path.join(base, 'work'), stage: path.join(base, 'stage') }));
   });
   for (const m of mappings) {
-    script.push(`mkdir -p ${q(m.target)}`, `mount --bind ${q(m.source)} ${q(m.target)}`);
+    // A mount point is made only where it lands in an overlay's upper dir
+    // (its nearest existing ancestor is overlaid, see above): `mkdir -p` on a
+    // directory of the host would outlive the namespace.
+    script.push(
+      existsDir(m.target)
+        ? `[ -d ${q(m.target)} ] || { echo ${q(`${m.target} vanished from the host while the env was set up`)} >&2; exit 1; }`
+        : `mkdir -p ${q(m.target)}`,
+      `mount --bind ${q(m.source)} ${q(m.target)}`,
+    );
   }
+  script.push(...privateDevLines(path.join(dir, 'dev-stage')));
   // Debian's libvirtd resolves its built-in default user at start even when
   // qemu.conf says root: make it exist, privately.
   script.push(

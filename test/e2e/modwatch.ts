@@ -305,15 +305,6 @@ export function hookRuns(env: Env): HookRun[] {
   return out;
 }
 
-/** Lines of libvirtd's debug log where it decided a cache entry was outdated. */
-export function reprobeReasons(env: Env): string[] {
-  return env
-    .daemonLog()
-    .split('\n')
-    .filter((l) => /Outdated capabilities/i.test(l))
-    .map((l) => l.replace(/^.*?: (?=Outdated)/, ''));
-}
-
 function foreignSharedObject(): Buffer {
   for (const p of FOREIGN_SO) {
     try {

@@ -3,7 +3,7 @@
 // with it installed as in production. See scenarios.test.ts for 1-3.
 import * as fs from 'node:fs';
 import t, { type Test } from 'tap';
-import { MODULE_DIR, timeDomainStart, useEnv, type CacheFile, type Env } from './harness';
+import { MODULE_DIR, QEMU, reprobeSummary, timeDomainStart, useEnv, type CacheFile, type Env } from './harness';
 import {
   MARK_FILE,
   QXL,
@@ -64,6 +64,7 @@ t.test(`4. no change: ${CYCLES} start/destroy cycles touch nothing and log nothi
     const times = await cycles(env, 'g', CYCLES);
     t.comment(`start-to-running mean ${mean(times)} ms over ${CYCLES} starts`);
     t.same(env.cacheFiles(), before, 'cache file untouched (inode, mtime, size)');
+    t.same(reprobeSummary(env), [], 'libvirt logged no re-probe of any kind');
   });
 
   t.test('with the hook: the dispatcher never starts the executable', async (t) => {
@@ -94,6 +95,7 @@ t.test(`4. no change: ${CYCLES} start/destroy cycles touch nothing and log nothi
     t.same(journal(env).slice(logged), [], 'nothing logged');
     t.same(fileId(env.hostPath(MARK_FILE)), mark, 'mark not rewritten');
     t.same(fileId(env.hostPath(STATE_FILE)), state, 'state.json not rewritten');
+    t.same(reprobeSummary(env), [], 'libvirt logged no re-probe of any kind');
   });
 });
 
@@ -118,6 +120,7 @@ t.test('5. eight guests started in parallel right after a change', scenario, asy
     const seen = watch.stop();
     t.same(seen, [entryKey(entry!)], 'the cache entry was never deleted or rewritten');
     t.ok(models.includes('qxl'), 'stale: qxl still listed');
+    t.same(reprobeSummary(env), [], 'libvirt logged no re-probe of any kind');
   });
 
   t.test('with the hook: all start, the cache is invalidated once', async (t) => {
@@ -147,6 +150,7 @@ t.test('5. eight guests started in parallel right after a change', scenario, asy
     t.equal(seen[1], 'absent', 'deleted (once)');
     t.not(seen[2], seen[0], 'then a new one from the re-probe');
     t.notOk(models.includes('qxl'), `fresh capabilities: no qxl: ${models.join(' ')}`);
+    t.same(reprobeSummary(env), [`${QEMU}: binary`], "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)");
 
     const w = warnings(journal(env).slice(logged));
     t.equal(w.length, 1, `one warning logged: ${w.map((e) => e.message).join(' | ')}`);
@@ -205,6 +209,7 @@ t.test('6. virsh save + restore with a change in between: the domain XML is unch
     t.same(r.inactive, [], 'inactive XML identical');
     t.same(r.cacheAfter, r.cacheBefore, 'cache entry untouched');
     t.ok(r.models.includes('qxl'), 'stale: qxl still listed');
+    t.same(reprobeSummary(env), [], 'libvirt logged no re-probe of any kind');
   });
 
   t.test('with the hook: the restore hook acts, the XML stays', async (t) => {
@@ -226,6 +231,7 @@ t.test('6. virsh save + restore with a change in between: the domain XML is unch
     t.equal(w[0]?.fields.QEMU_MODWATCH_DOMAIN, 'saved');
     t.same(r.cacheAfter.map(entryKey).filter((k) => r.cacheBefore.map(entryKey).includes(k)), [], 'the old cache entry is gone');
     t.notOk(r.models.includes('qxl'), `fresh capabilities: no qxl: ${r.models.join(' ')}`);
+    t.same(reprobeSummary(env), [`${QEMU}: binary`], "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)");
     for (const h of r.live) t.comment(`difference: ${h.before.join(' ')} -> ${h.after.join(' ')}`);
     t.same(r.inactive, [], 'inactive XML identical');
     if (control === null) t.fail('the control run did not run: no baseline of runtime differences');
