@@ -56,9 +56,13 @@ export function cannotRun(tools: string[] = []): string | null {
   return null;
 }
 
+type UpperEntry = { path: string; kind: 'created' | 'modified' | 'whiteout'; id: string };
+
 export class OverlayHost {
   readonly dir: string;
   private runs = 0;
+  /** What prepare() changed, by path: the world's starting point, left out of created() and modified(). */
+  private readonly start = new Map<string, string>();
 
   constructor(label: string) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `${label}-`));
@@ -101,6 +105,20 @@ export class OverlayHost {
   }
 
   /**
+   * Runs script as the first run, to make the world what a test needs
+   * whatever the host has (e.g. a host where the package under test was
+   * never installed: purged from the overlay's package database, its files
+   * and state removed), and takes what it changed as the starting point.
+   * created() and modified() then list only what the later runs changed.
+   */
+  prepare(script: string): RunResult {
+    if (this.runs > 0) throw new Error('prepare() must be the first run');
+    const r = this.run(script);
+    for (const e of this.walkUpper()) this.start.set(e.path, `${e.kind} ${e.id}`);
+    return r;
+  }
+
+  /**
    * What the runs created, as paths below /: files, symlinks and
    * directories in the upper dirs that the host does not have (a directory
    * only when nothing below it is listed), and whiteouts (deletions) of
@@ -108,12 +126,17 @@ export class OverlayHost {
    * modified().
    */
   created(): string[] {
-    return this.walkUpper().filter((e) => e.kind !== 'modified').map((e) => e.path);
+    return this.changes().filter((e) => e.kind !== 'modified').map((e) => e.path);
   }
 
   /** Host files the runs changed (copied up into the overlay). */
   modified(): string[] {
-    return this.walkUpper().filter((e) => e.kind === 'modified').map((e) => e.path);
+    return this.changes().filter((e) => e.kind === 'modified').map((e) => e.path);
+  }
+
+  /** The upper dirs' entries, less those exactly as prepare() left them. */
+  private changes(): UpperEntry[] {
+    return this.walkUpper().filter((e) => this.start.get(e.path) !== `${e.kind} ${e.id}`);
   }
 
   /** The upper copy of a path below one of the targets, or null. */
@@ -124,8 +147,8 @@ export class OverlayHost {
     return fs.existsSync(u) ? u : null;
   }
 
-  private walkUpper(): { path: string; kind: 'created' | 'modified' | 'whiteout' }[] {
-    const out: { path: string; kind: 'created' | 'modified' | 'whiteout' }[] = [];
+  private walkUpper(): UpperEntry[] {
+    const out: UpperEntry[] = [];
     TARGETS.forEach((t, i) => {
       const upper = path.join(this.dir, 'ovl', String(i), 'upper');
       const visit = (rel: string): boolean => {
@@ -135,13 +158,14 @@ export class OverlayHost {
           const onHost = fs.lstatSync(t + r, { throwIfNoEntry: false }) !== undefined;
           if (e.isDirectory()) {
             const below = visit(r);
-            if (!below && !onHost) out.push({ path: `${t}${r}/`, kind: 'created' });
+            if (!below && !onHost) out.push({ path: `${t}${r}/`, kind: 'created', id: 'dir' });
             listed ||= below || !onHost;
           } else {
             // A whiteout is a 0/0 character device.
             const st = fs.lstatSync(path.join(upper, r));
             const whiteout = st.isCharacterDevice() && st.rdev === 0;
-            out.push({ path: t + r, kind: whiteout ? 'whiteout' : onHost ? 'modified' : 'created' });
+            const id = whiteout ? 'whiteout' : `${st.mode.toString(8)} ${st.size} ${st.mtimeMs}`;
+            out.push({ path: t + r, kind: whiteout ? 'whiteout' : onHost ? 'modified' : 'created', id });
             listed = true;
           }
         }

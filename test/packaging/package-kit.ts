@@ -39,6 +39,26 @@ export class RepoSnapshot {
   }
 }
 
+/**
+ * For OverlayHost.prepare(): the world as a host that never had
+ * qemu-modwatch, whatever this one has (the package installed, or its
+ * state, files or directories left by anything): purged from dpkg's and
+ * rpm's databases, inside the overlay only, and every path either package
+ * or the tool itself makes removed.
+ */
+export function neverInstalled(paths: string[]): string {
+  const all = [...new Set([...paths, STATE_DIR, '/usr/libexec/qemu-modwatch', '/usr/share/doc/qemu-modwatch', '/usr/share/licenses/qemu-modwatch'])].sort();
+  return `
+if dpkg-query -W qemu-modwatch >/dev/null 2>&1; then dpkg --purge --force-all qemu-modwatch >/dev/null 2>&1; fi
+if command -v rpm >/dev/null && rpm -q qemu-modwatch >/dev/null 2>&1; then rpm -e --nodeps --noscripts qemu-modwatch >/dev/null 2>&1; fi
+rm -rf -- ${all.map(shq).join(' ')}
+dpkg-query -W qemu-modwatch >/dev/null 2>&1 && echo "@@STILL dpkg"
+command -v rpm >/dev/null && rpm -q qemu-modwatch >/dev/null 2>&1 && echo "@@STILL rpm"
+for p in ${all.map(shq).join(' ')}; do { [ -e "$p" ] || [ -L "$p" ]; } && echo "@@STILL $p"; done
+echo "@@PREPARED"
+`;
+}
+
 /** What a run printed, for a failed assertion's diagnostics. */
 export const shown = (r: RunResult) => ({ code: r.code, stdout: r.stdout.slice(-4000), stderr: r.stderr.slice(-4000) });
 

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import t from 'tap';
 import { inCI } from '../fixtures/ci';
 import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
-import { DUMMY, fakeLibvirtd, EXE, missingBuild, refusesPartialBuild, RepoSnapshot, shown, shq, STATE, STATE_DIR, top, version } from './package-kit';
+import { DUMMY, fakeLibvirtd, EXE, missingBuild, neverInstalled, refusesPartialBuild, RepoSnapshot, shown, shq, STATE, STATE_DIR, top, version } from './package-kit';
 
 // The RPM: built from build/rpm/qemu-modwatch.spec by build/package-rpm.mjs,
 // its files, scriptlets and file triggers read back with rpm -qp; then
@@ -184,6 +184,10 @@ t.test('install, file trigger, erase', { skip: nsReason || false }, async (t) =>
   if (!dummyRpm) return;
 
   const hostBefore = hostRpmView();
+  const ours = Object.entries(expected()).filter(([, e]) => !e.mode.startsWith('d')).map(([p]) => p);
+  const prep = o.prepare(neverInstalled([...ours, '/etc/systemd/system/paths.target.wants/qemu-modwatch.path']));
+  t.match(prep.stdout, /^@@PREPARED$/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
+  t.notMatch(prep.stdout, /^@@STILL/m, 'nothing of it is left there', shown(prep));
   // Debian's rpm installs only with --force-debian; --nodeps: its database
   // knows nothing of the libraries dpkg installed.
   const RPM_I = 'rpm -i --force-debian --nodeps';
