@@ -2,9 +2,14 @@
 // `npm test`: builds, runs node-tap over every suite, and ends with the
 // plain "N passed, N failed" line CI reads, keeping tap's exit code.
 // Extra arguments go to tap (e.g. a single test file).
+//
+// Around the whole run it compares a snapshot of the host paths the
+// project touches (test/host-snapshot.mjs): a test that left the host
+// changed fails the run, counted as one more test, with the list.
 import { spawnSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { differences, snapshot } from './host-snapshot.mjs';
 
 const top = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const build = spawnSync(process.execPath, [path.join(top, 'build/build.mjs')], { stdio: 'inherit', cwd: top });
@@ -12,30 +17,47 @@ if (build.status !== 0) {
   console.log('0 passed, 1 failed');
   process.exit(1);
 }
+const hostBefore = snapshot();
 const files = process.argv.slice(2);
 const tap = spawn(process.execPath, [path.join(top, 'node_modules/tap/dist/esm/run.mjs'), ...files], {
   cwd: top,
   stdio: ['ignore', 'pipe', 'inherit'],
 });
-let summary = null;
 let tail = '';
 tap.stdout.on('data', (chunk) => {
   process.stdout.write(chunk);
   tail = (tail + chunk.toString()).slice(-4096);
 });
-tap.on('close', (code, signal) => {
+
+/** The host's differences from before the run; a reaper may still be removing a temp dir, so look again for a while. */
+async function hostChanges() {
+  let diff = differences(hostBefore, snapshot());
+  for (let i = 0; i < 20 && diff.length; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    diff = differences(hostBefore, snapshot());
+  }
+  return diff;
+}
+
+tap.on('close', async (code, signal) => {
   // tap closes with "# { total: N, pass: N, fail: N, skip: N, ... }".
   const m = /# \{ total: (\d+)([^}]*)\}/.exec(tail);
-  if (m) {
-    const field = (k) => Number(new RegExp(`${k}: (\\d+)`).exec(m[2])?.[1] ?? 0);
-    summary = { pass: field('pass'), fail: field('fail'), skip: field('skip') + field('todo') };
-  }
+  const field = (k) => Number(new RegExp(`${k}: (\\d+)`).exec(m?.[2] ?? '')?.[1] ?? 0);
   const exit = code ?? (signal ? 1 : 0);
-  if (summary) {
-    const failed = summary.fail || (exit !== 0 ? 1 : 0);
-    console.log(`${summary.pass} passed, ${failed} failed${summary.skip ? `, ${summary.skip} skipped` : ''}`);
+  const changed = await hostChanges();
+  if (changed.length) {
+    console.log(`not ok - the test run left the host changed (${changed.length} paths):`);
+    for (const l of changed) console.log(`#   ${l}`);
   } else {
-    console.log(`0 passed, 1 failed`);
+    console.log('ok - the host paths the project touches are as they were before the run');
   }
-  process.exit(exit || (summary ? 0 : 1));
+  if (!m) {
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
+  const pass = field('pass') + (changed.length ? 0 : 1);
+  const failed = field('fail') + (changed.length ? 1 : 0) || (exit !== 0 ? 1 : 0);
+  const skip = field('skip') + field('todo');
+  console.log(`${pass} passed, ${failed} failed${skip ? `, ${skip} skipped` : ''}`);
+  process.exit(exit || (changed.length ? 1 : 0));
 });
