@@ -94,12 +94,14 @@ t.test('a change made while the executable is scanning is not lost', async (t) =
   s.addCacheEntry(EMULATOR, { ageSeconds: -5 });
   const hooks = installDispatchers(s);
   const child = spawn(hooks.qemu, ['g', 'prepare', 'begin', '-'], { env: BARE_ENV, stdio: ['pipe', 'ignore', 'ignore'] });
+  // Listened for from the start: a quick run may be over before the change below is made.
+  const closed = new Promise((r) => child.on('close', r));
   child.stdin.end(domainXml());
   // Change a module while the scan is (very likely) under way.
   await new Promise((r) => setTimeout(r, 150));
   const changedAt = Date.now();
   s.replaceInPlace(MODDIR, 'block-m7.so');
-  await new Promise((r) => child.on('close', r));
+  await closed;
   t.comment(`full check took ${Date.now() - changedAt} ms after the change`);
   t.equal(start(hooks.qemu).code, 0);
   t.equal(hooks.starts(), 2, 'the next start ran the full check');
