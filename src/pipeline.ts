@@ -53,7 +53,7 @@ export async function runPipeline(ctx: Context, trigger: Trigger): Promise<Pipel
     return done;
   }
   const files = stateFiles(ctx.paths);
-  return withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.host(files.lock), () => {
+  return withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.hostNoFollow(files.lock), () => {
     // Writers killed mid-write (SIGKILL, OOM) leave their temp files; only a lock holder may judge them.
     removeOrphanedTemps(ctx.paths.host(ctx.paths.stateDir));
     // Another hook may have acted while we waited: look again.
@@ -103,7 +103,7 @@ function act(ctx: Context, trigger: Trigger, run: Run): void {
   const record = (actResult?: ActResult): boolean => {
     const baseline = keepUnlisted(actResult ? restat(ctx, fp, actResult.nudged) : fp, observed.baseline);
     try {
-      writeState(ctx.paths.host(files.state), {
+      writeState(ctx.paths.hostNoFollow(files.state), {
         schema: 1,
         writtenBy: VERSION,
         baseline,
@@ -167,7 +167,7 @@ function act(ctx: Context, trigger: Trigger, run: Run): void {
 function keepCorrupt(ctx: Context): string | null {
   const file = stateFiles(ctx.paths).state;
   try {
-    fs.renameSync(ctx.paths.host(file), ctx.paths.host(`${file}.corrupt`));
+    fs.renameSync(ctx.paths.hostNoFollow(file), ctx.paths.hostNoFollow(`${file}.corrupt`));
     return `${file}.corrupt`;
   } catch {
     return null;
@@ -221,7 +221,7 @@ function keepUnlisted(fp: Fingerprint, before: Fingerprint | null): Fingerprint 
 
 function finish(ctx: Context, run: Run): PipelineResult {
   const { result } = run;
-  saveCacheMemo(ctx.paths.host(stateFiles(ctx.paths).cacheMemo), result.observed.cacheMemo);
+  saveCacheMemo(ctx.paths.hostNoFollow(stateFiles(ctx.paths).cacheMemo), result.observed.cacheMemo);
   if (result.pending) clearMark(ctx.paths);
   else writeWatchAndMark(ctx.paths, ctx.config, result.recorded ? restat(ctx, result.observed.fingerprint, result.act.nudged) : result.observed.fingerprint, run.scanStartMs);
   return result;

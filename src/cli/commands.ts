@@ -76,16 +76,16 @@ export function writeTextfile(dir: string, text: string): string | null {
 
 export async function runAccept(ctx: Context, json: boolean): Promise<Output> {
   const files = stateFiles(ctx.paths);
-  return withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.host(files.lock), () => {
+  return withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.hostNoFollow(files.lock), () => {
     const observed = observe(ctx);
     const previous = observed.loaded.kind === 'ok' ? observed.loaded.state.lastAction : null;
-    writeState(ctx.paths.host(files.state), {
+    writeState(ctx.paths.hostNoFollow(files.state), {
       schema: 1,
       writtenBy: VERSION,
       baseline: observed.fingerprint,
       lastAction: previous,
     });
-    saveCacheMemo(ctx.paths.host(files.cacheMemo), observed.cacheMemo);
+    saveCacheMemo(ctx.paths.hostNoFollow(files.cacheMemo), observed.cacheMemo);
     const modules = observed.fingerprint.dirs.reduce((n, d) => n + d.modules.length, 0);
     const dirs = observed.fingerprint.dirs.length;
     const summary = { accepted: true, modules, moduleDirs: dirs, emulators: observed.fingerprint.emulators.length };
@@ -182,7 +182,7 @@ export async function runInvalidate(ctx: Context, opts: InvalidateOptions): Prom
     const emulatorOf = new Map(cache.entries.map((e) => [e.file, e.emulator]));
     return { act, skipped, emulatorOf };
   };
-  const { act, skipped, emulatorOf } = opts.dryRun ? work() : await withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.host(files.lock), work);
+  const { act, skipped, emulatorOf } = opts.dryRun ? work() : await withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.hostNoFollow(files.lock), work);
   // For the journal's record of who touched the cache; on a terminal stdout already says it.
   if (!opts.dryRun && (act.deleted.length || act.nudged.length) && logTarget(ctx.paths) !== 'stderr') {
     log(ctx.paths, { priority: 'notice', message: `invalidate: ${actionSummary(act)}`, fields: { TRIGGER: 'invalidate', DELETED: act.deleted.join(' '), NUDGED: act.nudged.join(' ') } });

@@ -81,7 +81,7 @@ export function runInstall(o: InstallOptions): Outcome {
       continue;
     }
     const hook = `${HOOKS_DIR}/${driver}`;
-    const existing = lstatOrNull(paths.host(hook));
+    const existing = lstatOrNull(paths.hostNoFollow(hook));
     const alreadyChained = chained.some((c) => c.hook === hook);
     if (existing && !ours.has(hook) && !alreadyChained) {
       if (!o.chain) {
@@ -102,21 +102,21 @@ export function runInstall(o: InstallOptions): Outcome {
     }
   }
 
-  const configExists = lstatOrNull(paths.host(CONFIG_FILE)) !== null;
+  const configExists = lstatOrNull(paths.hostNoFollow(CONFIG_FILE)) !== null;
   const configCreated = previous?.configCreated ?? !configExists;
   const verb = o.dryRun ? 'would ' : '';
   for (const r of renames) lines.push(`${verb}move    ${r.from} -> ${r.to} (chained: it runs first)`);
   const written = files.map((f) => ({ step: f, changed: !sameFile(paths.host(f.path), f.content, f.mode) }));
   for (const { step, changed } of written) lines.push(`${changed ? `${verb}install ` : 'unchanged'} ${step.path}`);
-  const linkChanged = readlinkOrNull(paths.host(SBIN_LINK)) !== exe;
+  const linkChanged = readlinkOrNull(paths.hostNoFollow(SBIN_LINK)) !== exe;
   lines.push(`${linkChanged ? `${verb}link    ` : 'unchanged'} ${SBIN_LINK} -> ${exe}`);
   lines.push(configExists ? `kept      ${CONFIG_FILE} (exists)` : `${verb}install  ${CONFIG_FILE} (example, all defaults)`);
 
   if (!o.dryRun) {
-    for (const r of renames) fs.renameSync(paths.host(r.from), paths.host(r.to));
-    for (const { step, changed } of written) if (changed) placeFile(paths.host(step.path), step.content, step.mode);
-    if (linkChanged) placeSymlink(paths.host(SBIN_LINK), exe);
-    if (!configExists) placeFile(paths.host(CONFIG_FILE), Buffer.from(shippedFile('qemu-modwatch.conf')), 0o644);
+    for (const r of renames) fs.renameSync(paths.hostNoFollow(r.from), paths.hostNoFollow(r.to));
+    for (const { step, changed } of written) if (changed) placeFile(paths.hostNoFollow(step.path), step.content, step.mode);
+    if (linkChanged) placeSymlink(paths.hostNoFollow(SBIN_LINK), exe);
+    if (!configExists) placeFile(paths.hostNoFollow(CONFIG_FILE), Buffer.from(shippedFile('qemu-modwatch.conf')), 0o644);
     const manifest: Manifest = {
       schema: 1,
       version: VERSION,
@@ -128,7 +128,7 @@ export function runInstall(o: InstallOptions): Outcome {
       configCreated,
     };
     fs.mkdirSync(paths.host(paths.stateDir), { recursive: true, mode: 0o755 });
-    writeFileAtomic(paths.host(path.posix.join(paths.stateDir, MANIFEST)), JSON.stringify(manifest, null, 2) + '\n');
+    writeFileAtomic(paths.hostNoFollow(path.posix.join(paths.stateDir, MANIFEST)), JSON.stringify(manifest, null, 2) + '\n');
   }
 
   const nothing = renames.length === 0 && written.every((w) => !w.changed) && !linkChanged && configExists;
@@ -163,29 +163,29 @@ export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boole
       lines.push(`${verb}remove  ${f.path}`);
     }
     for (const l of manifest.symlinks) {
-      if (readlinkOrNull(paths.host(l.path)) !== l.target) continue;
-      if (!opts.dryRun) fs.unlinkSync(paths.host(l.path));
+      if (readlinkOrNull(paths.hostNoFollow(l.path)) !== l.target) continue;
+      if (!opts.dryRun) fs.unlinkSync(paths.hostNoFollow(l.path));
       lines.push(`${verb}remove  ${l.path}`);
     }
     for (const c of manifest.chained) {
-      if (!lstatOrNull(paths.host(c.savedAs)) || lstatOrNull(paths.host(c.hook))) continue;
-      if (!opts.dryRun) fs.renameSync(paths.host(c.savedAs), paths.host(c.hook));
+      if (!lstatOrNull(paths.hostNoFollow(c.savedAs)) || lstatOrNull(paths.hostNoFollow(c.hook))) continue;
+      if (!opts.dryRun) fs.renameSync(paths.hostNoFollow(c.savedAs), paths.hostNoFollow(c.hook));
       lines.push(`${verb}restore ${c.hook} (the hook that was there before)`);
     }
     const prefixDirs = new Set(manifest.files.map((f) => path.posix.dirname(f.path)).filter((d) => d.startsWith('/usr/')));
-    if (!opts.dryRun) for (const d of prefixDirs) removeIfEmpty(paths.host(d));
+    if (!opts.dryRun) for (const d of prefixDirs) removeIfEmpty(paths.hostNoFollow(d));
   }
   if (opts.purge) {
-    if (lstatOrNull(paths.host(CONFIG_FILE))) {
-      if (!opts.dryRun) fs.unlinkSync(paths.host(CONFIG_FILE));
+    if (lstatOrNull(paths.hostNoFollow(CONFIG_FILE))) {
+      if (!opts.dryRun) fs.unlinkSync(paths.hostNoFollow(CONFIG_FILE));
       lines.push(`${verb}remove  ${CONFIG_FILE}`);
     }
-    if (lstatOrNull(paths.host(paths.stateDir))) {
-      if (!opts.dryRun) fs.rmSync(paths.host(paths.stateDir), { recursive: true, force: true });
+    if (lstatOrNull(paths.hostNoFollow(paths.stateDir))) {
+      if (!opts.dryRun) fs.rmSync(paths.hostNoFollow(paths.stateDir), { recursive: true, force: true });
       lines.push(`${verb}remove  ${paths.stateDir}`);
     }
   } else {
-    if (!opts.dryRun && manifest) fs.rmSync(paths.host(path.posix.join(paths.stateDir, MANIFEST)), { force: true });
+    if (!opts.dryRun && manifest) fs.rmSync(paths.hostNoFollow(path.posix.join(paths.stateDir, MANIFEST)), { force: true });
     lines.push(`kept      ${CONFIG_FILE} and ${paths.stateDir} (uninstall --purge removes them)`);
   }
   return { stdout: lines.join('\n') + '\n', exitCode: 0 };
@@ -254,7 +254,7 @@ function driverHasHook(paths: Paths, driver: Driver, ours: Set<string>): boolean
 }
 
 function reloadCommand(paths: Paths): string {
-  const modular = lstatOrNull(paths.host('/run/libvirt/virtqemud-sock')) !== null;
+  const modular = lstatOrNull(paths.hostNoFollow('/run/libvirt/virtqemud-sock')) !== null;
   return modular ? 'systemctl reload virtqemud' : 'systemctl reload libvirtd';
 }
 

@@ -19,7 +19,7 @@ export const CACHE_NAME_RE = /^[0-9a-f]{64}\.xml$/;
  * taken, goes into `seen`, for the caller to save.
  */
 export function readCacheView(paths: Paths, memo?: { known: CacheMemo; seen: CacheMemo }): CacheView {
-  const dir = paths.host(paths.cacheDir);
+  const dir = paths.hostNoFollow(paths.cacheDir);
   const view: CacheView = { dir: paths.cacheDir, exists: false, entries: [], error: null };
   let st: fs.Stats;
   try {
@@ -116,7 +116,7 @@ function readEntry(file: string, name: string, seen?: CacheMemo): CacheEntry | n
  */
 export function deleteCacheEntry(paths: Paths, name: string): void {
   if (!CACHE_NAME_RE.test(name)) throw new Error(`refusing to delete '${name}': not a cache entry name`);
-  const dir = paths.host(paths.cacheDir);
+  const dir = paths.hostNoFollow(paths.cacheDir);
   if (!fs.lstatSync(dir).isDirectory()) throw new Error(`refusing to delete in ${paths.cacheDir}: not a directory`);
   const file = path.join(dir, name);
   const st = fs.lstatSync(file);

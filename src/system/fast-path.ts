@@ -36,9 +36,9 @@ export function writeWatchAndMark(paths: Paths, config: Config, fp: Fingerprint,
   }
   // Neither file is worth an fsync: losing one means one extra full check.
   const text = [...lines, 'E'].join('\n') + '\n';
-  const watchFile = paths.host(files.watch);
+  const watchFile = paths.hostNoFollow(files.watch);
   if (readOrNull(watchFile) !== text) writeFileAtomic(watchFile, text, { durable: false });
-  const markFile = paths.host(files.mark);
+  const markFile = paths.hostNoFollow(files.mark);
   const when = new Date(scanStartMs - MARK_MARGIN_MS);
   try {
     // Moving the time of the mark in place is one atomic syscall.
@@ -64,7 +64,7 @@ function readOrNull(file: string): string | null {
 /** The next dispatch runs the full check (pending changes, a failed action). */
 export function clearMark(paths: Paths): void {
   try {
-    fs.unlinkSync(paths.host(stateFiles(paths).mark));
+    fs.unlinkSync(paths.hostNoFollow(stateFiles(paths).mark));
   } catch {
     // Not there is fine.
   }

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import type { StatTuple } from '../core/types';
+import { UNRESOLVABLE } from './paths';
 
 export function statTuple(st: fs.BigIntStats): StatTuple {
   return {
@@ -57,6 +58,8 @@ export function listDir(dir: string): string[] {
 
 export function errText(e: unknown): string {
   const err = e as NodeJS.ErrnoException;
+  // The path --root resolution gives a symlink loop fails as the kernel's own lookup would.
+  if (err.code === 'ERR_INVALID_ARG_VALUE' && String(err.message).includes(UNRESOLVABLE.slice(1))) return 'ELOOP';
   return err.code ?? err.message ?? String(e);
 }
 

@@ -1,7 +1,11 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 // Every system path the tool touches goes through here, so that --root (a
 // sysroot for tests, or a mounted image) applies to all of them at once.
+// Under a root, paths resolve as if the root were `/`: an image's absolute
+// symlinks (`/var/run -> /run`, `/lib -> usr/lib`, a link to `/etc/...`)
+// and `..` lead to the image's own files, never to this machine's.
 
 export const CONFIG_FILE = '/etc/qemu-modwatch.conf';
 export const SYSTEM_STATE_DIR = '/var/lib/qemu-modwatch';
@@ -45,8 +49,17 @@ export interface Paths {
   cacheDir: string;
   /** libvirt's pid files of running guests. */
   pidDir: string;
-  /** Maps a system path to where it is on this machine (under --root). */
+  /**
+   * Maps a system path to where it is on this machine (under --root), every
+   * symlink on the way, the last component's too, resolved inside the root:
+   * for stat, open and read.
+   */
   host(p: string): string;
+  /**
+   * Like host(), but the last component is left as it is: for lstat,
+   * readlink, unlink, rename and placing a file, which act on a link itself.
+   */
+  hostNoFollow(p: string): string;
   /**
    * The inverse of host(), for paths the kernel reports (a /proc link of a
    * process started from inside the sysroot names the file on this machine).
@@ -56,7 +69,8 @@ export interface Paths {
 
 export function makePaths(opts: PathsOptions): Paths {
   const root = path.resolve(opts.root ?? '/');
-  const host = (p: string) => (root === '/' ? p : path.join(root, p));
+  const host = (p: string) => (root === '/' ? p : resolveInRoot(root, p, true));
+  const hostNoFollow = (p: string) => (root === '/' ? p : resolveInRoot(root, p, false));
   const session = opts.uid !== 0;
   const home = opts.env.HOME || '/';
   const stateDir = session
@@ -77,8 +91,57 @@ export function makePaths(opts: PathsOptions): Paths {
     cacheDir,
     pidDir,
     host,
+    hostNoFollow,
     system,
   };
+}
+
+/** Linux's limit on symlinks followed in one lookup (MAXSYMLINKS). */
+const MAX_LINKS = 40;
+/**
+ * What a lookup past MAX_LINKS resolves to: a path with a NUL byte, which
+ * Node refuses before any system call, so a link loop in an image can
+ * neither hang the tool nor, handed to the kernel as it is, lead out of it.
+ */
+export const UNRESOLVABLE = '\0symlink-loop';
+
+/**
+ * Where system path p is on this machine when `root` is the system's `/`:
+ * each component is looked up under the root; a symlink's target is read
+ * and followed from the root (an absolute one) or from its directory (a
+ * relative one); `..` never climbs above the root. What does not exist is
+ * appended as it is: it does not exist under the root either. followLast
+ * false leaves a symlink in the last component unresolved.
+ */
+export function resolveInRoot(root: string, p: string, followLast: boolean): string {
+  const done: string[] = [];
+  const todo = p.split('/').filter((c) => c !== '' && c !== '.').reverse();
+  let links = 0;
+  while (todo.length) {
+    const name = todo.pop()!;
+    if (name === '..') {
+      done.pop();
+      continue;
+    }
+    const here = `${root}/${[...done, name].join('/')}`;
+    const last = todo.length === 0;
+    let target: string | null = null;
+    if (!last || followLast) {
+      try {
+        target = fs.readlinkSync(here);
+      } catch {
+        target = null; // not a symlink, or not there: taken as it is
+      }
+    }
+    if (target === null) {
+      done.push(name);
+      continue;
+    }
+    if (++links > MAX_LINKS) return `${here}${UNRESOLVABLE}`;
+    if (target.startsWith('/')) done.length = 0;
+    todo.push(...target.split('/').filter((c) => c !== '' && c !== '.').reverse());
+  }
+  return done.length ? `${root}/${done.join('/')}` : root;
 }
 
 export function stateFiles(paths: Paths) {

@@ -73,7 +73,7 @@ function pidFiles(paths: Paths): [number, string][] {
 }
 
 function readGuest(paths: Paths, pid: number, domain: string | null, sources: ('libvirt' | 'proc')[], argv: string[], binaries: BinaryCache): GuestRecord {
-  const proc = (f: string) => paths.host(`${PROC_DIR}/${pid}/${f}`);
+  const proc = procFile(paths, pid);
   const g: GuestRecord = { pid, domain, sources, exe: null, exeDeleted: false, running: null, onDisk: null, moduleDirEnv: null, loaded: [], error: null };
   const link = readExeLink(paths, pid);
   if (link !== null) {
@@ -123,9 +123,30 @@ function loadedModules(paths: Paths, maps: string): string[] {
   return [...out].sort();
 }
 
+/**
+ * The files of /proc/PID. A real procfs (a live system, or one mounted
+ * into the root) is read as the kernel offers it: its exe link opens the
+ * binary the process runs, wherever that is. Any other /proc under --root
+ * is part of the image, and its links resolve inside the image.
+ */
+function procFile(paths: Paths, pid: number): (f: string) => string {
+  const real = paths.root === '/' || isProcfs(paths.hostNoFollow(PROC_DIR));
+  return (f) => (real ? paths.hostNoFollow(`${PROC_DIR}/${pid}/${f}`) : paths.host(`${PROC_DIR}/${pid}/${f}`));
+}
+
+const PROC_SUPER_MAGIC = 0x9fa0;
+
+function isProcfs(dir: string): boolean {
+  try {
+    return fs.statfsSync(dir).type === PROC_SUPER_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
 function readExeLink(paths: Paths, pid: number): string | null {
   try {
-    return fs.readlinkSync(paths.host(`${PROC_DIR}/${pid}/exe`));
+    return fs.readlinkSync(paths.hostNoFollow(`${PROC_DIR}/${pid}/exe`));
   } catch {
     // EINVAL: a regular file in a faked /proc; EACCES: another user's process.
     return null;

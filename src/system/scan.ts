@@ -92,9 +92,11 @@ function scanDir(paths: Paths, c: Candidate, st: fs.BigIntStats, before: DirReco
   }
   const previous = new Map(before?.modules.map((m) => [m.name, m]) ?? []);
   const dirOnHost = paths.host(c.path).replace(/\/+$/, '');
+  // Under --root a module may be a symlink out of the image: each is resolved inside it.
+  const fileOnHost = paths.root === '/' ? (name: string) => `${dirOnHost}/${name}` : (name: string) => paths.host(`${c.path}/${name}`);
   for (const name of names) {
     // A plain concatenation: path.join costs more than the stat itself over 10,000 modules.
-    const m = scanModule(`${dirOnHost}/${name}`, name, previous.get(name), contentHash, racyAfterNs);
+    const m = scanModule(fileOnHost(name), name, previous.get(name), contentHash, racyAfterNs);
     if (m) record.modules.push(m);
   }
   return record;

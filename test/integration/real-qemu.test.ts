@@ -3,17 +3,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { readEmulator } from '../../src/system/emulator-reader';
-import { emulatorBinary, linkRealProc } from '../fixtures/guests';
+import { bindRealProc, emulatorBinary } from '../fixtures/guests';
 import { randomHex } from '../fixtures/elf';
 import { EMULATOR, MODDIR, Sysroot, sysroot } from '../fixtures/sysroot';
 
-// A real running QEMU, seen through --root: the sysroot's /proc is a link
-// to the real one, libvirt's pid file is written by the test, and the
+// A real running QEMU, seen through --root: the sysroot's /proc is the
+// real one, bound there in a private mount namespace, libvirt's pid file is written by the test, and the
 // module directory and emulator the checker compares with are the
 // sysroot's, so the test can swap them freely.
 
 const REAL = '/usr/bin/qemu-system-x86_64';
-const skip = !fs.existsSync(REAL) ? `${REAL} is not installed` : false;
+const skip = !fs.existsSync(REAL) ? `${REAL} is not installed` : process.getuid?.() !== 0 ? 'not root: binding /proc needs a mount namespace' : false;
 
 function realStamp(): string {
   const fd = fs.openSync(REAL, 'r');
@@ -62,7 +62,7 @@ function guestOf(s: Sysroot, pid: number): any {
 t.test('the installed QEMU, running: at risk once the modules are swapped for another build', { skip }, async (t) => {
   const stamp = realStamp();
   const s = sysroot(t, new Sysroot());
-  linkRealProc(s);
+  bindRealProc(s);
   // What the sysroot says is installed: the emulator and modules of the running build.
   s.write(EMULATOR, emulatorBinary(stamp), 0o755);
   for (const m of ['hw-display-qxl.so', 'hw-usb-redirect.so', 'accel-tcg-x86_64.so']) s.addModule(MODDIR, m, { stamp });
@@ -102,10 +102,11 @@ t.test('the installed QEMU, running: at risk once the modules are swapped for an
 t.test('a running binary replaced and then removed: the kernel says " (deleted)", its stamp still reads', { skip }, async (t) => {
   const stamp = realStamp();
   const s = sysroot(t, new Sysroot());
-  linkRealProc(s);
+  bindRealProc(s);
   // QEMU finds its modules relative to its own binary: give the copy the real ones.
   s.mkdir(MODDIR);
-  for (const name of fs.readdirSync(MODDIR).filter((n) => n.endsWith('.so'))) fs.symlinkSync(path.join(MODDIR, name), path.join(s.host(MODDIR), name));
+  // Copies: --root never follows a link out of the root.
+  for (const name of fs.readdirSync(MODDIR).filter((n) => n.endsWith('.so'))) fs.copyFileSync(path.join(MODDIR, name), path.join(s.host(MODDIR), name));
   fs.mkdirSync(path.dirname(s.host(EMULATOR)), { recursive: true });
   fs.copyFileSync(REAL, s.host(EMULATOR));
   fs.chmodSync(s.host(EMULATOR), 0o755);
