@@ -80,7 +80,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status':
       return print(runStatus(ctx, json));
     default:
-      return print(runCheck(ctx, { format: inv.format, formatGiven: inv.formatGiven, textfile: inv.textfile }));
+      return print(runCheck(ctx, { format: inv.format, formatGiven: inv.formatGiven, textfile: inv.textfile, verbose: inv.verbose }));
   }
 }
 

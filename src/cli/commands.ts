@@ -36,12 +36,14 @@ export interface CheckOptions {
   /** With --textfile, stdout stays empty unless a format was asked for. */
   formatGiven: boolean;
   textfile?: string | undefined;
+  /** Text: every module of a change or finding on its own line. */
+  verbose?: boolean;
 }
 
 /** Read-only: writes no state and deletes nothing (the textfile aside). */
 export function runCheck(ctx: Context, opts: CheckOptions): Output {
   const report = currentReport(ctx);
-  const out: Output = { stdout: opts.textfile && !opts.formatGiven ? '' : render(report, opts.format), exitCode: report.exitCode };
+  const out: Output = { stdout: opts.textfile && !opts.formatGiven ? '' : render(report, opts.format, opts.verbose), exitCode: report.exitCode };
   if (opts.textfile) {
     const problem = writeTextfile(opts.textfile, formatPrometheus(report));
     // The metrics carry the findings; a timer writing them has succeeded.
@@ -56,11 +58,11 @@ export function currentReport(ctx: Context): Report {
   return buildReport(observed, assess(observed));
 }
 
-export function render(report: Report, format: Format): string {
+export function render(report: Report, format: Format, verbose = false): string {
   if (format === 'json') return JSON.stringify(report, null, 2) + '\n';
   if (format === 'nagios') return formatNagios(report);
   if (format === 'prometheus') return formatPrometheus(report);
-  return formatText(report);
+  return formatText(report, { verbose });
 }
 
 /** Writes DIR/qemu_modwatch.prom so that a reader never sees half of it; returns the problem, if any. */

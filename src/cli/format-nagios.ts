@@ -1,5 +1,5 @@
 import { escapeControl } from '../core/text';
-import { headline } from './format-text';
+import { headline, summedFindings } from './format-text';
 import type { Report } from './report';
 
 // A monitoring plugin's output (Monitoring Plugins development guidelines):
@@ -34,7 +34,7 @@ export function formatNagios(r: Report): string {
     { label: 'guests_emulator_replaced', value: c.guestsEmulatorReplaced, warn: '0', min: 0 },
   ];
   const details = [
-    ...r.findings.filter((f) => f.level !== 'OK').map((f) => `${f.level}: ${f.message}`),
+    ...summedFindings(r, false).map((f) => `${f.level}: ${f.message}`),
     ...r.advice.map((a) => `Next: ${a}`),
   ].map(clean);
   const shown = details.slice(0, MAX_DETAIL_LINES);

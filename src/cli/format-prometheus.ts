@@ -35,8 +35,13 @@ export function formatPrometheus(r: Report): string {
     },
     {
       name: 'refused_modules',
-      help: 'Modules QEMU will refuse to load (not from the build of any installed emulator), per module directory.',
+      help: 'Modules QEMU will refuse to load (an installed emulator that loads them is of another build), per module directory.',
       samples: r.moduleDirs.filter((d) => d.source !== 'upgrade').map((d) => ({ labels: { dir: d.path }, value: d.modules.filter((m) => m.refused).length })),
+    },
+    {
+      name: 'leftover_modules',
+      help: 'Modules of a build no installed emulator has that no installed emulator loads either (nothing refuses them), per module directory.',
+      samples: r.moduleDirs.filter((d) => d.source !== 'upgrade').map((d) => ({ labels: { dir: d.path }, value: d.modules.filter((m) => m.leftover).length })),
     },
     {
       name: 'pending_changes',
@@ -54,6 +59,11 @@ export function formatPrometheus(r: Report): string {
     },
     { name: 'guests', help: 'Running QEMU processes found.', samples: one(c.guests) },
     { name: 'guests_at_risk', help: 'Running guests whose later module loads (hot-plug) will fail.', samples: one(c.guestsAtRisk) },
+    {
+      name: 'guests_at_risk_of_abort',
+      help: 'Running guests at risk whose QEMU aborts on the module load after a refused one (QEMU 7.2 to 10.x): a hot-plug can kill them.',
+      samples: one(r.guests.filter((g) => g.atRisk && g.refusalAborts).length),
+    },
     { name: 'guests_emulator_replaced', help: 'Running guests whose emulator binary was replaced or removed since they started.', samples: one(c.guestsEmulatorReplaced) },
     {
       name: 'guest_modules_at_risk',

@@ -1,12 +1,24 @@
 import * as path from 'node:path';
+import { fewOf, short } from '../core/decide';
 import { escapeControl as esc } from '../core/text';
 import type { Report } from './report';
 
-// Output for people: short, aligned, the worst news first.
+// Output for people: short, aligned, the worst news first. One upgrade is
+// a line per emulator and per guest, not one per module: --verbose (and
+// the JSON) list every module.
 
-export function formatText(r: Report): string {
+export interface TextOptions {
+  /** Every module of a change or finding on a line of its own. */
+  verbose?: boolean;
+}
+
+/** More items than this of one kind in one directory are summed up in one line unless --verbose. */
+const LISTED = 4;
+
+export function formatText(r: Report, opts: TextOptions = {}): string {
   const out: string[] = [];
-  const problems = r.findings.filter((f) => f.level !== 'OK');
+  const verbose = opts.verbose === true;
+  const problems = summedFindings(r, verbose);
   out.push(`qemu-modwatch ${r.status}: ${headline(r)}`);
 
   if (r.findings.some((f) => f.code === 'no-qemu')) {
@@ -23,8 +35,13 @@ export function formatText(r: Report): string {
 
   if (r.baseline.state === 'ok') {
     out.push('', `Changes since the baseline of ${r.baseline.takenAt}`);
-    if (r.changes.length === 0) out.push('  none');
-    out.push(...table(r.changes.map((c) => [c.kind, esc(path.join(c.dir, c.module)), buildIds(c)])));
+    if (r.changes.length === 0 && r.emulatorChanges.length === 0 && r.upgradeCopyChanges.length === 0) out.push('  none');
+    for (const e of r.emulatorChanges) out.push(`  ${emulatorChange(r, e)}`);
+    out.push(...table(changeRows(r, verbose)));
+    for (const [dir, kinds] of byDirAndKind(r.upgradeCopyChanges)) {
+      const what = [...kinds].map(([kind, names]) => `${names.length} ${kind}`).join(', ');
+      out.push(`  upgrade copies in ${esc(dir)}: ${what} (for running guests of an older build; no installed emulator loads them)`);
+    }
   } else {
     out.push('', r.baseline.state === 'none' ? 'No baseline recorded yet.' : `Baseline unusable: ${esc(r.baseline.problem ?? '')}`);
   }
@@ -37,7 +54,7 @@ export function formatText(r: Report): string {
   out.push('', 'Running guests');
   if (!r.guestsChecked) out.push('  not checked (no /proc to read)');
   else if (r.guests.length === 0) out.push('  none');
-  out.push(...table(r.guests.map((g) => [esc(g.domain ?? '-'), `pid ${g.pid}`, esc(g.emulator ?? '?'), EMULATOR_STATE[g.emulatorState], guestRisk(g)])));
+  out.push(...table(r.guests.map((g) => [esc(g.domain ?? '-'), `pid ${g.pid}`, esc(g.emulator ?? '?'), EMULATOR_STATE[g.emulatorState], guestRisk(g, verbose)])));
 
   if (problems.length) {
     out.push('', 'Findings');
@@ -61,12 +78,84 @@ const EMULATOR_STATE: Record<Report['guests'][number]['emulatorState'], string> 
   unknown: 'emulator unknown',
 };
 
-function guestRisk(g: Report['guests'][number]): string {
+function guestRisk(g: Report['guests'][number], verbose: boolean): string {
   if (g.atRisk === null) return `not checked: ${esc(g.error ?? 'build stamp unknown')}`;
-  const served = g.servedByUpgradeCopy.length ? `; ${g.servedByUpgradeCopy.length} served by an upgrade copy` : '';
+  const copies = g.upgradeCopyDir ? esc(g.upgradeCopyDir) : 'its upgrade copies';
+  const served = g.servedByUpgradeCopy.length ? `; ${g.servedByUpgradeCopy.length} served by ${copies}` : '';
   if (!g.atRisk) return `later module loads work${served}`;
-  return `AT RISK: ${g.modulesAtRisk.map((m) => esc(m.name)).join(', ')} would fail${served}`;
+  const names = g.modulesAtRisk.map((m) => esc(m.name));
+  const shadowed = g.modulesAtRisk.filter((m) => m.shadowedCopy).length;
+  const hidden = shadowed ? `; ${shadowed} of their copies in ${copies} shadowed by the new files` : '';
+  const abort = g.refusalAborts ? '; a hot-plug can kill it (QEMU aborts after a refused module)' : '';
+  return `AT RISK: ${verbose ? names.join(', ') : fewOf(names)} would fail${abort}${hidden}${served}`;
 }
+
+function emulatorChange(r: Report, e: Report['emulatorChanges'][number]): string {
+  const name = esc(path.posix.basename(e.path));
+  if (e.kind !== 'rebuilt') return `${name} ${e.kind} (${esc(e.path)})`;
+  const uses = r.emulators.find((x) => x.path === e.path)?.usesModuleDirs ?? null;
+  const replaced = r.changes.filter((c) => c.kind === 'replaced' && (uses === null || uses.includes(c.dir))).length;
+  return `${name} upgraded: build ${short(e.stampBefore)} -> ${short(e.stampAfter)}, ${replaced} module${replaced === 1 ? '' : 's'} replaced`;
+}
+
+/** One row a module, or one row a directory and kind where there are many and --verbose is not given. */
+function changeRows(r: Report, verbose: boolean): string[][] {
+  const rows: string[][] = [];
+  for (const [dir, kinds] of byDirAndKind(r.changes)) {
+    for (const [kind, names] of kinds) {
+      if (verbose || names.length <= LISTED) {
+        for (const c of r.changes.filter((x) => x.dir === dir && x.kind === kind)) rows.push([kind, esc(path.join(c.dir, c.module)), buildIds(c)]);
+      } else {
+        rows.push([kind, `${names.length} modules in ${esc(dir)}`, `${esc(fewOf(names))} (--verbose lists them)`]);
+      }
+    }
+  }
+  return rows;
+}
+
+function byDirAndKind(changes: { dir: string; module: string; kind: string }[]): Map<string, Map<string, string[]>> {
+  const out = new Map<string, Map<string, string[]>>();
+  for (const c of changes) {
+    const kinds = out.get(c.dir) ?? new Map<string, string[]>();
+    out.set(c.dir, kinds);
+    kinds.set(c.kind, [...(kinds.get(c.kind) ?? []), c.module]);
+  }
+  return out;
+}
+
+/**
+ * The findings to show, the OK ones left out. Without --verbose, the
+ * per-module ones of a whole upgrade (changed, refused, leftover) become one
+ * line per directory where there are many.
+ */
+export function summedFindings(r: Report, verbose: boolean): { level: string; message: string; code: string }[] {
+  const problems = r.findings.filter((f) => f.level !== 'OK');
+  if (verbose) return problems;
+  const out: { level: string; message: string; code: string }[] = [];
+  const summed = new Set<string>();
+  for (const f of problems) {
+    const group = PER_MODULE[f.code];
+    if (!group) {
+      out.push(f);
+      continue;
+    }
+    const all = problems.filter((x) => x.code === f.code);
+    if (all.length <= LISTED) {
+      out.push(f);
+      continue;
+    }
+    if (summed.has(f.code)) continue;
+    summed.add(f.code);
+    out.push({ level: f.level, code: f.code, message: `${all.length} ${group} ('qemu-modwatch --check --verbose' lists them)` });
+  }
+  return out;
+}
+
+const PER_MODULE: Record<string, string> = {
+  'module-changed': 'modules changed since the baseline',
+  'stamp-mismatch': 'modules QEMU will refuse to load: not from the build of the emulator that loads them',
+  'leftover-module': 'modules of a build no installed emulator has, loaded by none: leftovers',
+};
 
 export function headline(r: Report): string {
   if (r.findings.some((f) => f.code === 'no-qemu')) return 'QEMU is not installed, nothing to watch';
@@ -87,18 +176,24 @@ export function headline(r: Report): string {
 }
 
 function stampSummary(r: Report, d: Report['moduleDirs'][number]): string {
-  if (d.source === 'upgrade') return 'upgrade copy for running guests';
+  if (d.source === 'upgrade') {
+    const users = r.emulators.filter((e) => e.upgradeCopyDir === d.path).map((e) => esc(path.posix.basename(e.path)));
+    return users.length ? `upgrade copy that ${users.join(', ')} would load from` : 'upgrade copy for running guests of another build';
+  }
   if (d.moduleCount === 0) return '';
   if (!r.stampsChecked) return 'stamps not checked';
   const refused = d.modules.filter((m) => m.refused).length;
-  return refused ? `${refused} not from an installed emulator's build` : "all from an installed emulator's build";
+  const leftover = d.modules.filter((m) => m.leftover).length;
+  const parts = [...(refused ? [`${refused} QEMU will refuse`] : []), ...(leftover ? [`${leftover} leftover${leftover === 1 ? '' : 's'} no emulator loads`] : [])];
+  return parts.length ? parts.join(', ') : "all from an installed emulator's build";
 }
 
 function emulatorDetail(e: Report['emulators'][number]): string {
   if (e.error) return `unreadable: ${esc(e.error)}`;
   if (e.kind === 'wrapper') return e.target ? `execs ${esc(e.target)}${e.moduleDir ? `, QEMU_MODULE_DIR=${esc(e.moduleDir)}` : ''}` : 'target not literal';
   if (e.kind === 'missing') return `named by ${e.source === 'cache' ? 'a cache entry' : e.source}, not on disk`;
-  return e.stamp ? `stamp ${e.stamp.slice(0, 12)}` : 'no build stamp';
+  const version = e.version ? `QEMU ${esc(e.version)}${e.packageVersion ? ` (${esc(e.packageVersion)})` : ''}, ` : '';
+  return `${version}${e.stamp ? `stamp ${e.stamp.slice(0, 12)}` : 'no build stamp'}`;
 }
 
 function buildIds(c: Report['changes'][number]): string {

@@ -101,6 +101,12 @@ export const OPTIONS: OptionSpec[] = [
   },
   { name: 'json', type: 'boolean', summary: 'Same as --format json: one JSON object (docs/report.schema.json)', commands: ALL_BUT_HOOK },
   {
+    name: 'verbose',
+    type: 'boolean',
+    summary: 'Text: list every module of a change, finding or guest at risk, where a whole upgrade is otherwise one line per directory',
+    commands: ['check'],
+  },
+  {
     name: 'textfile',
     type: 'string',
     arg: 'DIR',
@@ -167,6 +173,7 @@ export interface Invocation {
   prefix: string | undefined;
   chain: boolean;
   purge: boolean;
+  verbose: boolean;
   /** For `hook`: the driver and libvirt's argv, untouched. */
   hookArgs: string[];
   /** The arguments without --timeout: what the timed child process runs. */
@@ -206,6 +213,7 @@ export function parseCommandLine(argv: string[]): Invocation {
     prefix: str('prefix'),
     chain: v.chain === true,
     purge: v.purge === true,
+    verbose: v.verbose === true,
     hookArgs: hookAt >= 0 ? argv.slice(hookAt + 1) : [],
     untimedArgs: withoutTimeout(argv, parsed.tokens ?? []),
   };

@@ -1,5 +1,6 @@
 import { isInvalidating } from '../core/compare';
-import { EXIT_CODE, refusedModules, type Assessment, type Finding, type Level } from '../core/decide';
+import { EXIT_CODE, leftoverModules, refusedModules, type Assessment, type Finding, type Level } from '../core/decide';
+import { upgradeDirOf } from '../core/qemu-rules';
 import type { EmulatorState, ModuleAtRisk } from '../core/guests';
 import { dirsUsedBy } from '../core/stale';
 import type { Observed } from '../system/observe';
@@ -25,7 +26,17 @@ export interface Report {
     source: string;
     moduleCount: number;
     error: string | null;
-    modules: { name: string; size: number; buildId: string | null; stamp: string | null; sha256: string | null; refused: boolean; error: string | null }[];
+    modules: {
+      name: string;
+      size: number;
+      buildId: string | null;
+      stamp: string | null;
+      sha256: string | null;
+      refused: boolean;
+      /** Of a build no installed emulator has, and loaded by none of them. */
+      leftover: boolean;
+      error: string | null;
+    }[];
   }[];
   missingDirs: string[];
   emulators: {
@@ -36,9 +47,19 @@ export interface Report {
     target: string | null;
     moduleDir: string | null;
     usesModuleDirs: string[] | null;
+    /** QEMU's version and the distro package version it was built as, from the binary. */
+    version: string | null;
+    packageVersion: string | null;
+    /** The one upgrade-copy directory it looks in. */
+    upgradeCopyDir: string | null;
+    /** How many modules its module table names; null when it has none we can read. */
+    moduleTableEntries: number | null;
     error: string | null;
   }[];
   changes: { dir: string; module: string; kind: string; buildIdBefore: string | null; buildIdAfter: string | null }[];
+  /** Upgrade copies that came or went: no installed emulator loads them, so they are no module change. */
+  upgradeCopyChanges: { dir: string; module: string; kind: string }[];
+  emulatorChanges: { path: string; kind: string; stampBefore: string | null; stampAfter: string | null }[];
   cache: {
     dir: string;
     exists: boolean;
@@ -70,6 +91,8 @@ export interface Report {
     atRisk: boolean | null;
     modulesAtRisk: ModuleAtRisk[];
     servedByUpgradeCopy: { name: string; file: string }[];
+    upgradeCopyDir: string | null;
+    refusalAborts: boolean | null;
     loadedModules: string[];
     error: string | null;
   }[];
@@ -81,6 +104,7 @@ export interface Report {
     staleCacheEntries: number;
     staleCacheEntriesServed: number;
     refusedModules: number;
+    leftoverModules: number;
     guests: number;
     guestsAtRisk: number;
     guestsEmulatorReplaced: number;
@@ -103,7 +127,8 @@ function reportBody(o: Observed, a: Assessment, now: Date): Report {
   const fp = o.fingerprint;
   const dirPaths = new Set(fp.dirs.map((d) => d.path));
   const refused = refusedModules(fp);
-  const isRefused = (dir: string, name: string) => refused?.some((m) => m.dir === dir && m.name === name) ?? false;
+  const leftover = leftoverModules(fp);
+  const isIn = (list: { dir: string; name: string }[] | null, dir: string, name: string) => list?.some((m) => m.dir === dir && m.name === name) ?? false;
   return {
     tool: 'qemu-modwatch',
     version: VERSION,
@@ -123,7 +148,8 @@ function reportBody(o: Observed, a: Assessment, now: Date): Report {
       moduleCount: d.modules.length,
       error: d.error,
       modules: d.modules.map((m) => ({
-        name: m.name, size: m.size, buildId: m.buildId, stamp: m.stamp, sha256: m.sha256, refused: isRefused(d.path, m.name), error: m.error,
+        name: m.name, size: m.size, buildId: m.buildId, stamp: m.stamp, sha256: m.sha256,
+        refused: isIn(refused, d.path, m.name), leftover: isIn(leftover, d.path, m.name), error: m.error,
       })),
     })),
     missingDirs: fp.missingDirs,
@@ -137,6 +163,10 @@ function reportBody(o: Observed, a: Assessment, now: Date): Report {
         target: e.target,
         moduleDir: e.moduleDir,
         usesModuleDirs: usage.sure ? [...usage.dirs].filter((d) => dirPaths.has(d)).sort() : null,
+        version: e.version,
+        packageVersion: e.pkgVersion,
+        upgradeCopyDir: upgradeDirOf(e),
+        moduleTableEntries: e.modinfo?.length ?? null,
         error: e.error,
       };
     }),
@@ -147,6 +177,8 @@ function reportBody(o: Observed, a: Assessment, now: Date): Report {
       buildIdBefore: c.before?.buildId ?? null,
       buildIdAfter: c.after?.buildId ?? null,
     })),
+    upgradeCopyChanges: o.comparison.copyChanges.map((c) => ({ dir: c.dir, module: c.name, kind: c.kind })),
+    emulatorChanges: o.comparison.emulatorChanges.map((e) => ({ path: e.path, kind: e.kind, stampBefore: e.stampBefore, stampAfter: e.stampAfter })),
     cache: {
       dir: o.cache.dir,
       exists: o.cache.exists,
@@ -179,6 +211,8 @@ function reportBody(o: Observed, a: Assessment, now: Date): Report {
       atRisk: g.atRisk,
       modulesAtRisk: g.modules,
       servedByUpgradeCopy: g.servedByUpgradeCopy,
+      upgradeCopyDir: g.upgradeCopyDir,
+      refusalAborts: g.refusalAborts,
       loadedModules: g.loaded,
       error: g.error,
     })),
@@ -189,6 +223,7 @@ function reportBody(o: Observed, a: Assessment, now: Date): Report {
       staleCacheEntries: a.staleness.filter((s) => s.stale).length,
       staleCacheEntriesServed: a.staleness.filter((s) => s.stale && !s.libvirtNotices).length,
       refusedModules: refused?.length ?? 0,
+      leftoverModules: leftover?.length ?? 0,
       guests: a.guests.length,
       guestsAtRisk: a.guests.filter((g) => g.atRisk).length,
       guestsEmulatorReplaced: a.guests.filter((g) => g.emulatorState === 'replaced' || g.emulatorState === 'deleted').length,

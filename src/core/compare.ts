@@ -26,7 +26,15 @@ export interface EmulatorChange {
 
 export interface Comparison {
   hasBaseline: boolean;
+  /** Changes of modules: what emulators load from their module directories. */
   changes: ModuleChange[];
+  /**
+   * Changes among the upgrade copies under /var/run/qemu: old builds kept
+   * for running guests (Debian's prerm makes them, a reboot empties /run).
+   * They are no module of an installed emulator, so they invalidate and
+   * warn about nothing by themselves.
+   */
+  copyChanges: ModuleChange[];
   emulatorChanges: EmulatorChange[];
 }
 
@@ -51,14 +59,18 @@ export function isInvalidating(c: ModuleChange): boolean {
 }
 
 export function compareFingerprints(baseline: Fingerprint | null, now: Fingerprint): Comparison {
-  if (!baseline) return { hasBaseline: false, changes: [], emulatorChanges: [] };
+  if (!baseline) return { hasBaseline: false, changes: [], copyChanges: [], emulatorChanges: [] };
   const changes: ModuleChange[] = [];
+  const copyChanges: ModuleChange[] = [];
   const before = new Map(baseline.dirs.map((d) => [d.path, d]));
   const after = new Map(now.dirs.map((d) => [d.path, d]));
   for (const path of new Set([...before.keys(), ...after.keys()])) {
-    changes.push(...compareDir(path, before.get(path), after.get(path)));
+    const b = before.get(path);
+    const a = after.get(path);
+    const isCopy = (a ?? b)?.source === 'upgrade';
+    (isCopy ? copyChanges : changes).push(...compareDir(path, b, a));
   }
-  return { hasBaseline: true, changes, emulatorChanges: compareEmulators(baseline.emulators, now.emulators) };
+  return { hasBaseline: true, changes, copyChanges, emulatorChanges: compareEmulators(baseline.emulators, now.emulators) };
 }
 
 function compareDir(dir: string, before: DirRecord | undefined, after: DirRecord | undefined): ModuleChange[] {

@@ -1,7 +1,8 @@
-import { isInvalidating, isRacy, type Comparison } from './compare';
+import { isInvalidating, isRacy, type Comparison, type ModuleChange } from './compare';
 import { assessGuests, guestLabel, type GuestRisk } from './guests';
-import { assessEntry, emulatorsAffected, type Staleness } from './stale';
-import type { CacheView, Fingerprint, GuestRecord } from './types';
+import { targetOf, wouldLoad } from './qemu-rules';
+import { assessEntry, dirsUsedBy, emulatorsAffected, type Staleness } from './stale';
+import type { CacheView, DirRecord, Fingerprint, GuestRecord } from './types';
 
 // decide: from what was observed and compared to findings (what to say)
 // and a plan (what to do). Pure; every way in (check, hooks, refresh)
@@ -30,13 +31,16 @@ export type FindingCode =
   | 'wrapper-unresolved'
   | 'guest-at-risk'
   | 'guest-emulator-replaced'
-  | 'guest-unchecked';
+  | 'guest-unchecked'
+  | 'upgrade-copy-changed'
+  | 'leftover-module';
 
 /** Every code, for outputs that list all of them (metrics keep a series per code). */
 export const FINDING_CODES: FindingCode[] = [
   'no-qemu', 'no-baseline', 'corrupt-state', 'module-changed', 'module-metadata', 'emulator-changed', 'stale-cache-entry',
   'stamp-mismatch', 'no-stamp-check', 'unreadable-module', 'unreadable-dir', 'missing-dir', 'unreadable-cache-entry',
   'cache-dir-problem', 'wrapper-unresolved', 'guest-at-risk', 'guest-emulator-replaced', 'guest-unchecked',
+  'upgrade-copy-changed', 'leftover-module',
 ];
 
 export interface Finding {
@@ -56,6 +60,8 @@ export interface Observation {
   libvirtModdir: string | null;
   /** Running QEMU processes; null when not looked for (the hooks do not). */
   guests: GuestRecord[] | null;
+  /** Module directories only running guests use (beside a binary from another prefix): not part of the fingerprint. */
+  guestDirs: DirRecord[];
 }
 
 export interface Assessment {
@@ -89,6 +95,10 @@ export function assess(o: Observation): Assessment {
       add('WARNING', 'module-changed', `${c.dir}/${c.name} ${c.kind}`);
     }
   }
+  for (const [dir, kinds] of groupByDir(o.comparison.copyChanges)) {
+    const what = [...kinds].map(([kind, names]) => `${names.length} ${kind}`).join(', ');
+    add('OK', 'upgrade-copy-changed', `upgrade copies in ${dir}: ${what} (kept for running guests of an older build; no installed emulator loads them)`);
+  }
   for (const e of o.comparison.emulatorChanges) {
     add('OK', 'emulator-changed', `emulator ${e.path} ${e.kind}${e.kind === 'rebuilt' ? ` (stamp ${short(e.stampBefore)} -> ${short(e.stampAfter)})` : ''}`);
   }
@@ -114,7 +124,7 @@ export function assess(o: Observation): Assessment {
       : "libvirt keeps serving it until it is invalidated ('qemu-modwatch refresh')";
     add('WARNING', 'stale-cache-entry', `cache entry for ${s.emulator} is stale: ${s.reasons[0]}; ${libvirt}`);
   }
-  const guests = o.guests ? assessGuests(o.guests, fp) : [];
+  const guests = o.guests ? assessGuests(o.guests, fp, o.guestDirs) : [];
   findings.push(...guestFindings(guests));
 
   const affected = emulatorsAffected(o.comparison, fp, o.cache.entries.flatMap((e) => (e.emulator ? [e.emulator] : [])));
@@ -141,11 +151,10 @@ function guestFindings(guests: GuestRisk[]): Finding[] {
       out.push({ level: 'WARNING', code: 'guest-emulator-replaced', message: `${who} runs ${g.emulator}, which ${what} since it started${stamps}` });
     }
     if (g.atRisk) {
-      const names = g.modules.map((m) => m.name).join(', ');
       out.push({
         level: 'WARNING',
         code: 'guest-at-risk',
-        message: `${who} will fail to load ${names}: not from its build ${short(g.stamp)}; restart or migrate it`,
+        message: `${who} will fail to load ${fewOf(g.modules.map((m) => m.name))}: not from its build ${short(g.stamp)}; ${consequence(g)}; restart or migrate it`,
       });
     } else if (g.atRisk === null) {
       out.push({ level: 'OK', code: 'guest-unchecked', message: `${who}: ${g.error ?? 'its build stamp is unknown'}; its modules were not checked` });
@@ -154,22 +163,56 @@ function guestFindings(guests: GuestRisk[]): Finding[] {
   return out;
 }
 
-/**
- * Modules QEMU will refuse ("Only modules from the same build can be
- * loaded"): a stamp none of the host's emulators has. Upgrade copies are
- * left out, they are kept for older running guests on purpose. null when
- * no emulator's stamp is known, so nothing can be said.
- */
-export function refusedModules(fp: Fingerprint): { dir: string; name: string; stamp: string | null }[] | null {
-  const stamps = emulatorStamps(fp);
-  if (stamps.size === 0) return null;
-  return fp.dirs
-    .filter((d) => d.source !== 'upgrade')
-    .flatMap((d) => d.modules.filter((m) => !m.error && (!m.stamp || !stamps.has(m.stamp))).map((m) => ({ dir: d.path, name: m.name, stamp: m.stamp })));
+export interface ModuleVerdict {
+  dir: string;
+  name: string;
+  stamp: string | null;
+  /** The emulators that would load it and refuse it (another build); empty for a leftover. */
+  refusedBy: { path: string; stamp: string }[];
 }
 
-function emulatorStamps(fp: Fingerprint): Set<string> {
-  return new Set(fp.emulators.flatMap((e) => (e.kind === 'elf' && e.stamp ? [e.stamp] : [])));
+/**
+ * Modules QEMU will refuse ("Only modules from the same build can be
+ * loaded"): one that an installed emulator loads (it is in that build's
+ * module table, for its target, in a directory it searches) carrying
+ * another stamp than that emulator's. Upgrade copies are left out, they
+ * are kept for older running guests on purpose. null when no emulator's
+ * stamp is known, so nothing can be said.
+ */
+export function refusedModules(fp: Fingerprint): ModuleVerdict[] | null {
+  const v = moduleVerdicts(fp);
+  return v && v.filter((m) => m.refusedBy.length > 0);
+}
+
+/**
+ * Modules of a build no installed emulator has, that no installed
+ * emulator loads either (an s390x module with no s390x emulator, a
+ * module an upgrade left behind): nothing refuses them, nothing needs
+ * them. null as for refusedModules.
+ */
+export function leftoverModules(fp: Fingerprint): ModuleVerdict[] | null {
+  const v = moduleVerdicts(fp);
+  return v && v.filter((m) => m.refusedBy.length === 0);
+}
+
+function moduleVerdicts(fp: Fingerprint): ModuleVerdict[] | null {
+  const loaders = fp.emulators.filter((e): e is typeof e & { stamp: string } => e.kind === 'elf' && e.stamp !== null);
+  if (loaders.length === 0) return null;
+  const stamps = new Set(loaders.map((e) => e.stamp));
+  const usage = new Map(loaders.map((e) => [e.path, dirsUsedBy(e.path, fp).dirs]));
+  const out: ModuleVerdict[] = [];
+  for (const d of fp.dirs) {
+    if (d.source === 'upgrade') continue;
+    for (const m of d.modules) {
+      if (m.error) continue;
+      const users = loaders.filter((e) => usage.get(e.path)!.has(d.path) && wouldLoad(e, targetOf(e.path), m.name) !== false);
+      const refusedBy = users.filter((e) => e.stamp !== m.stamp).map((e) => ({ path: e.path, stamp: e.stamp }));
+      if (refusedBy.length > 0 || (users.length === 0 && !(m.stamp && stamps.has(m.stamp)))) {
+        out.push({ dir: d.path, name: m.name, stamp: m.stamp, refusedBy });
+      }
+    }
+  }
+  return out;
 }
 
 function stampFindings(fp: Fingerprint): Finding[] {
@@ -178,17 +221,25 @@ function stampFindings(fp: Fingerprint): Finding[] {
     const any = fp.dirs.some((d) => d.source !== 'upgrade' && d.modules.length > 0);
     return any ? [{ level: 'OK', code: 'no-stamp-check', message: 'no emulator with a build stamp found; module stamps not checked' }] : [];
   }
-  const have = [...emulatorStamps(fp)].map(short).join(', ');
-  return refused.map((m) => ({
-    level: 'CRITICAL' as const,
-    code: 'stamp-mismatch' as const,
-    message: `QEMU will refuse to load ${m.name} in ${m.dir} (${m.stamp ? `stamp ${short(m.stamp)}` : 'no build stamp'}, emulator has ${have})`,
-  }));
+  const stampText = (s: string | null) => (s ? `stamp ${short(s)}` : 'no build stamp');
+  return [
+    ...refused.map((m) => ({
+      level: 'CRITICAL' as const,
+      code: 'stamp-mismatch' as const,
+      message: `QEMU will refuse to load ${m.name} in ${m.dir} (${stampText(m.stamp)}, emulator has ${[...new Set(m.refusedBy.map((e) => short(e.stamp)))].join(', ')})`,
+    })),
+    ...(leftoverModules(fp) ?? []).map((m) => ({
+      level: 'WARNING' as const,
+      code: 'leftover-module' as const,
+      message: `${m.dir}/${m.name} is not from an installed emulator's build (${stampText(m.stamp)}), and no installed emulator loads it: a leftover`,
+    })),
+  ];
 }
 
 function differs(o: Observation): boolean {
   if (!o.baseline) return true;
-  if (o.comparison.changes.length > 0 || o.comparison.emulatorChanges.length > 0) return true;
+  const c = o.comparison;
+  if (c.changes.length > 0 || c.copyChanges.length > 0 || c.emulatorChanges.length > 0) return true;
   const dirs = (fp: Fingerprint) => fp.dirs.map((d) => d.path).join('\n') + '\0' + fp.missingDirs.join('\n');
   if (dirs(o.baseline) !== dirs(o.fingerprint)) return true;
   // Records too close to their scan to trust are read again by every run
@@ -202,6 +253,30 @@ function differs(o: Observation): boolean {
     const b = before.get(e.path);
     return b !== undefined && (b.ctimeNs !== e.ctimeNs || b.mtimeNs !== e.mtimeNs || b.ino !== e.ino || b.size !== e.size);
   });
+}
+
+/** Changes by directory, then by kind, in the order they came. */
+export function groupByDir(changes: ModuleChange[]): Map<string, Map<string, string[]>> {
+  const out = new Map<string, Map<string, string[]>>();
+  for (const c of changes) {
+    const kinds = out.get(c.dir) ?? new Map<string, string[]>();
+    out.set(c.dir, kinds);
+    kinds.set(c.kind, [...(kinds.get(c.kind) ?? []), c.name]);
+  }
+  return out;
+}
+
+/** What a refused module does to a guest: the hot-plug fails, and where QEMU aborts on the next load, the guest may die. */
+function consequence(g: GuestRisk): string {
+  if (g.refusalAborts) return 'its QEMU aborts on the module load after a refused one, so a hot-plug can kill the guest';
+  return 'a hot-plug that needs one fails, and whether its QEMU survives that is not known for its version';
+}
+
+const FEW = 3;
+
+/** The first few names of a list that can be long (a whole upgrade), and how many more. */
+export function fewOf(names: string[]): string {
+  return names.length <= FEW + 1 ? names.join(', ') : `${names.slice(0, FEW).join(', ')} and ${names.length - FEW} more`;
 }
 
 export function hasInvalidatingChanges(c: Comparison): boolean {

@@ -1,3 +1,4 @@
+import { abortsAfterRefusal, relocatedModuleDir, targetOf, upgradeDirOf, wouldLoad } from './qemu-rules';
 import type { DirRecord, Fingerprint, GuestRecord, ModuleRecord } from './types';
 
 // Running guests whose later module loads will fail. A running QEMU keeps
@@ -12,9 +13,9 @@ export interface ModuleAtRisk {
   file: string;
   stamp: string | null;
   /**
-   * An upgrade copy (/var/run/qemu/<version>) with the guest's stamp that a
-   * file earlier in the search order hides: QEMU 7.2 and later stop at the
-   * first file that exists, older ones go on to the copy.
+   * The guest's own upgrade copy (/var/run/qemu/<its version>) of the
+   * module, with its stamp, that the file earlier in the search order
+   * hides: QEMU stops at the first file that exists.
    */
   shadowedCopy: string | null;
 }
@@ -36,17 +37,23 @@ export interface GuestRisk {
   modules: ModuleAtRisk[];
   /** Later loads that an upgrade copy of its build serves. */
   servedByUpgradeCopy: { name: string; file: string }[];
+  /** The one upgrade-copy directory its QEMU looks in; null when it has none or its version is unknown. */
+  upgradeCopyDir: string | null;
+  /** Whether its QEMU aborts on the module load after a refused one (so a failing hot-plug can kill the guest); null: not known for its version. */
+  refusalAborts: boolean | null;
   loaded: string[];
   error: string | null;
 }
 
-export function assessGuests(guests: GuestRecord[], fp: Fingerprint): GuestRisk[] {
-  return guests.map((g) => assessGuest(g, fp));
+/** extraDirs: module directories only guests use (beside a binary from another prefix), scanned for them. */
+export function assessGuests(guests: GuestRecord[], fp: Fingerprint, extraDirs: DirRecord[] = []): GuestRisk[] {
+  return guests.map((g) => assessGuest(g, fp, extraDirs));
 }
 
-export function assessGuest(g: GuestRecord, fp: Fingerprint): GuestRisk {
+export function assessGuest(g: GuestRecord, fp: Fingerprint, extraDirs: DirRecord[] = []): GuestRisk {
   const stamp = g.running?.stamp ?? null;
-  const { dirs, sure } = searchOrder(g, fp);
+  const { dirs, sure } = searchOrder(g, [...fp.dirs, ...extraDirs]);
+  const upgradeCopyDir = g.running ? upgradeDirOf(g.running) : null;
   const out: GuestRisk = {
     pid: g.pid,
     domain: g.domain,
@@ -60,14 +67,18 @@ export function assessGuest(g: GuestRecord, fp: Fingerprint): GuestRisk {
     atRisk: null,
     modules: [],
     servedByUpgradeCopy: [],
+    upgradeCopyDir,
+    refusalAborts: abortsAfterRefusal(g.running?.version ?? null),
     loaded: [...g.loaded].sort(),
     error: g.error,
   };
-  if (!g.running || g.running.kind !== 'elf' || !stamp) return out;
+  const running = g.running;
+  if (!running || running.kind !== 'elf' || !stamp) return out;
   const loaded = new Set(g.loaded);
+  const target = targetOf(g.exe);
   const names = [...new Set(dirs.flatMap((d) => d.modules.map((m) => m.name)))].sort();
   for (const name of names) {
-    if (loaded.has(name)) continue;
+    if (loaded.has(name) || wouldLoad(running, target, name) === false) continue;
     const found = firstFound(dirs, name);
     if (!found || found.module.error) continue; // unreadable modules are a finding of their own
     const file = `${found.dir.path}/${name}`;
@@ -76,7 +87,7 @@ export function assessGuest(g: GuestRecord, fp: Fingerprint): GuestRisk {
       continue;
     }
     const later = dirs.slice(dirs.indexOf(found.dir) + 1);
-    const copy = later.find((d) => d.source === 'upgrade' && d.modules.some((m) => m.name === name && m.stamp === stamp));
+    const copy = later.find((d) => d.path === upgradeCopyDir && d.modules.some((m) => m.name === name && m.stamp === stamp));
     out.modules.push({ name, file, stamp: found.module.stamp, shadowedCopy: copy ? `${copy.path}/${name}` : null });
   }
   out.atRisk = out.modules.length > 0;
@@ -85,26 +96,32 @@ export function assessGuest(g: GuestRecord, fp: Fingerprint): GuestRisk {
 
 /**
  * The guest's search order, as QEMU builds it: QEMU_MODULE_DIR from its
- * environment, its compiled-in directory, then the upgrade copy of its own
- * build. A binary that names none of the scanned directories gets all the
- * non-upgrade ones: flagging too much is safer than missing a guest.
+ * environment, its compiled-in directory as relocated by where its binary
+ * runs from, then the one upgrade copy of its own build. A binary that
+ * names none of the scanned directories gets all the non-upgrade ones:
+ * flagging too much is safer than missing a guest.
  */
-function searchOrder(g: GuestRecord, fp: Fingerprint): { dirs: DirRecord[]; sure: boolean } {
-  const byPath = new Map(fp.dirs.map((d) => [d.path, d]));
+function searchOrder(g: GuestRecord, scanned: DirRecord[]): { dirs: DirRecord[]; sure: boolean } {
+  const byPath = new Map(scanned.map((d) => [d.path, d]));
   const out: DirRecord[] = [];
   const add = (d: DirRecord | undefined) => {
     if (d && !out.includes(d)) out.push(d);
   };
   if (g.moduleDirEnv) add(byPath.get(g.moduleDirEnv));
-  const compiled = (g.running?.dirsInBinary ?? []).map((p) => byPath.get(p)).filter((d): d is DirRecord => !!d && d.source !== 'upgrade');
+  const compiled = guestModuleDirs(g).map((p) => byPath.get(p)).filter((d): d is DirRecord => !!d && d.source !== 'upgrade');
   const sure = compiled.length > 0 || out.length > 0;
   if (sure) compiled.forEach(add);
-  else fp.dirs.filter((d) => d.source !== 'upgrade').forEach(add);
-  const stamp = g.running?.stamp;
-  if (stamp && g.running?.usesUpgradeDirs) {
-    fp.dirs.filter((d) => d.source === 'upgrade' && d.modules.some((m) => m.stamp === stamp)).forEach(add);
-  }
+  else scanned.filter((d) => d.source !== 'upgrade').forEach(add);
+  const own = g.running ? upgradeDirOf(g.running) : null;
+  if (own) add(byPath.get(own));
   return { dirs: out, sure };
+}
+
+/** The module directories a guest's QEMU searches besides QEMU_MODULE_DIR: its compiled-in ones, relocated by where it runs from. */
+export function guestModuleDirs(g: GuestRecord): string[] {
+  const r = g.running;
+  if (!r) return [];
+  return r.dirsInBinary.map((d) => (g.exe ? relocatedModuleDir(g.exe, d, r.version) ?? d : d));
 }
 
 function firstFound(dirs: DirRecord[], name: string): { dir: DirRecord; module: ModuleRecord } | null {

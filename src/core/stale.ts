@@ -1,4 +1,5 @@
 import { isInvalidating, type Comparison } from './compare';
+import { upgradeDirOf } from './qemu-rules';
 import type { CacheEntry, DirRecord, Fingerprint } from './types';
 
 // Which module directories each emulator loads from, and which libvirt
@@ -12,8 +13,8 @@ export interface DirUsage {
 
 /**
  * An emulator loads from the module directories compiled into it, from the
- * QEMU_MODULE_DIR its wrapper sets, and from the upgrade copies of its own
- * build. Directories the admin listed (or QEMU_MODULE_DIR of whoever runs
+ * QEMU_MODULE_DIR its wrapper sets, and from the one upgrade-copy
+ * directory named by its own package version. Directories the admin listed (or QEMU_MODULE_DIR of whoever runs
  * us) may be used by any emulator. When the binary says nothing we know
  * of, assume all directories: invalidating too much costs a re-probe,
  * too little costs a broken guest.
@@ -35,9 +36,9 @@ export function dirsUsedBy(emulatorPath: string, fp: Fingerprint, depth = 0): Di
   // concerns it.
   if (!e.stamp && !e.usesUpgradeDirs) return { dirs: new Set(), sure: true };
   const dirs = new Set<string>();
+  const ownCopies = upgradeDirOf(e);
   for (const d of fp.dirs) {
-    if (e.dirsInBinary.includes(d.path)) dirs.add(d.path);
-    else if (d.source === 'upgrade' && e.usesUpgradeDirs && e.stamp && d.modules.some((m) => m.stamp === e.stamp)) dirs.add(d.path);
+    if (e.dirsInBinary.includes(d.path) || (d.source === 'upgrade' && d.path === ownCopies)) dirs.add(d.path);
   }
   if (dirs.size === 0) return all;
   // A compiled-in directory that has since vanished still counts as used.

@@ -24,8 +24,8 @@ export interface ModuleRecord extends StatTuple {
   error: string | null;
 }
 
-/** Where a module directory came from, in the order QEMU would consult them. */
-export type DirSource = 'env' | 'default' | 'upgrade' | 'config' | 'wrapper';
+/** Where a module directory came from, in the order QEMU would consult them; guest: only a running guest uses it. */
+export type DirSource = 'env' | 'default' | 'upgrade' | 'config' | 'wrapper' | 'guest';
 
 export interface DirRecord {
   /** Path as the system sees it (never prefixed with --root). */
@@ -39,19 +39,25 @@ export interface DirRecord {
 }
 
 export type EmulatorKind = 'elf' | 'wrapper' | 'other' | 'missing';
-export type EmulatorSource = 'path' | 'cache' | 'config' | 'domain' | 'wrapper';
 
-export interface EmulatorRecord extends StatTuple {
-  path: string;
-  source: EmulatorSource;
+/** One entry of the module table an emulator binary carries (QEMU's modinfo). */
+export interface ModuleInfo {
+  /** The module's name without `.so`: hw-display-qxl. */
+  name: string;
+  /** The one target that may load it (accel-tcg-i386: i386); null for any. */
+  arch: string | null;
+}
+
+/** A binary of which nothing could be read. */
+export function noFacts(kind: EmulatorKind): BinaryFacts {
+  return { kind, stamp: null, dirsInBinary: [], usesUpgradeDirs: false, version: null, pkgVersion: null, modinfo: null };
+}
+
+/** What an emulator binary says about itself, read without running it. */
+export interface BinaryFacts {
   kind: EmulatorKind;
-  mode: number;
   /** QEMU build stamp found inside the binary. */
   stamp: string | null;
-  /** For a shell wrapper: the binary it execs, when that path is literal. */
-  target: string | null;
-  /** For a shell wrapper: a QEMU_MODULE_DIR it sets, when literal. */
-  moduleDir: string | null;
   /**
    * Module directory paths that appear inside the binary (QEMU's compiled-in
    * CONFIG_QEMU_MODDIR), plus the upgrade-copy template when present.
@@ -59,6 +65,23 @@ export interface EmulatorRecord extends StatTuple {
   dirsInBinary: string[];
   /** True when the binary knows the /var/run/qemu/<version> upgrade copies. */
   usesUpgradeDirs: boolean;
+  /** QEMU's version, 7.2.22; null when the binary does not say. */
+  version: string | null;
+  /** The distro's package version QEMU was built as (QEMU_PKGVERSION), "Debian 1:7.2+dfsg-7+deb12u18+b3"; '' when built without one. */
+  pkgVersion: string | null;
+  /** The modules this build knows, with their target; null when the binary has no table we can read. */
+  modinfo: ModuleInfo[] | null;
+}
+export type EmulatorSource = 'path' | 'cache' | 'config' | 'domain' | 'wrapper';
+
+export interface EmulatorRecord extends StatTuple, BinaryFacts {
+  path: string;
+  source: EmulatorSource;
+  mode: number;
+  /** For a shell wrapper: the binary it execs, when that path is literal. */
+  target: string | null;
+  /** For a shell wrapper: a QEMU_MODULE_DIR it sets, when literal. */
+  moduleDir: string | null;
   error: string | null;
 }
 
@@ -91,12 +114,7 @@ export interface CacheView {
 }
 
 /** What the running binary of a guest says about itself (read through /proc/PID/exe). */
-export interface RunningBinary {
-  kind: EmulatorKind;
-  stamp: string | null;
-  dirsInBinary: string[];
-  usesUpgradeDirs: boolean;
-}
+export type RunningBinary = BinaryFacts;
 
 /**
  * A running QEMU process, as observed. Paths are system paths (as seen

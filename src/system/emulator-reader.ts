@@ -1,15 +1,12 @@
 import * as fs from 'node:fs';
-import type { EmulatorKind } from '../core/types';
+import { noFacts, type BinaryFacts } from '../core/types';
+import { readModinfo } from './modinfo';
 
 // What an emulator file tells us without running it: its QEMU build stamp
 // (the string QEMU compares every module's `qemu_stamp_<hex>` symbol
 // against) and the module directories compiled into it.
 
-export interface EmulatorContents {
-  kind: EmulatorKind;
-  stamp: string | null;
-  dirsInBinary: string[];
-  usesUpgradeDirs: boolean;
+export interface EmulatorContents extends BinaryFacts {
   target: string | null;
   moduleDir: string | null;
 }
@@ -22,18 +19,21 @@ const MAX_SCRIPT_BYTES = 64 * 1024;
 const STAMP_PREFIX = Buffer.from('qemu_stamp_');
 const QEMU_DIR_SUFFIX = Buffer.from('/qemu\0');
 const UPGRADE_TEMPLATES = [Buffer.from('/var/run/qemu/'), Buffer.from('/run/qemu/')];
+/** QEMU's -version text: "QEMU emulator version " QEMU_FULL_VERSION, that is "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)". */
+const VERSION_PREFIX = Buffer.from('QEMU emulator version ');
 
 export function readEmulator(fd: number, size: number): EmulatorContents {
   const head = Buffer.alloc(4);
   const n = fs.readSync(fd, head, 0, 4, 0);
   if (n >= 2 && head[0] === 0x23 && head[1] === 0x21) return readWrapper(fd, size);
   if (n === 4 && head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) return scanBinary(fd, size);
-  return { kind: 'other', stamp: null, dirsInBinary: [], usesUpgradeDirs: false, target: null, moduleDir: null };
+  return { ...noFacts('other'), target: null, moduleDir: null };
 }
 
 function scanBinary(fd: number, size: number): EmulatorContents {
   if (size > MAX_EMULATOR_BYTES) throw new Error('larger than 1 GiB');
   let stamp: string | null = null;
+  let full: { version: string; pkgVersion: string } | null = null;
   const dirs = new Set<string>();
   let usesUpgradeDirs = false;
   const buf = Buffer.allocUnsafe(CHUNK + OVERLAP);
@@ -45,12 +45,33 @@ function scanBinary(fd: number, size: number): EmulatorContents {
     pos += n;
     const view = buf.subarray(0, carried + n);
     stamp ??= findStamp(view);
+    full ??= findVersion(view);
     for (const d of findQemuDirs(view)) dirs.add(d);
     usesUpgradeDirs ||= UPGRADE_TEMPLATES.some((t) => view.indexOf(t) >= 0);
     carried = Math.min(OVERLAP, view.length);
     view.copy(buf, 0, view.length - carried);
   }
-  return { kind: 'elf', stamp, dirsInBinary: [...dirs].sort(), usesUpgradeDirs, target: null, moduleDir: null };
+  let modinfo: BinaryFacts['modinfo'] = null;
+  try {
+    modinfo = readModinfo(fd, size)?.map((m) => ({ name: m.name, arch: m.arch })) ?? null;
+  } catch {
+    // A table we cannot read is a table we do not know: every module counts, as before.
+  }
+  return {
+    kind: 'elf', stamp, dirsInBinary: [...dirs].sort(), usesUpgradeDirs, version: full?.version ?? null, pkgVersion: full?.pkgVersion ?? null, modinfo,
+    target: null, moduleDir: null,
+  };
+}
+
+/** "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)" after the -version prefix, up to the end of its line. */
+function findVersion(view: Buffer): { version: string; pkgVersion: string } | null {
+  const i = view.indexOf(VERSION_PREFIX);
+  if (i < 0) return null;
+  const start = i + VERSION_PREFIX.length;
+  let end = start;
+  while (end < view.length && end - start < 256 && view[end] !== 0 && view[end] !== 0x0a) end++;
+  const m = /^(\d+\.\d+\.\d+)(?: \((.*)\))?$/.exec(view.toString('latin1', start, end));
+  return m ? { version: m[1]!, pkgVersion: m[2] ?? '' } : null;
 }
 
 function findStamp(view: Buffer): string | null {
@@ -89,7 +110,7 @@ function readWrapper(fd: number, size: number): EmulatorContents {
   const buf = Buffer.alloc(Math.min(size, MAX_SCRIPT_BYTES));
   const n = fs.readSync(fd, buf, 0, buf.length, 0);
   const script = parseWrapperScript(buf.subarray(0, n).toString('utf8'));
-  return { kind: 'wrapper', stamp: null, dirsInBinary: [], usesUpgradeDirs: false, ...script };
+  return { ...noFacts('wrapper'), ...script };
 }
 
 /**

@@ -7,7 +7,8 @@ import type { Config } from './config';
 import type { Paths } from './paths';
 import { stateFiles } from './paths';
 import { scanGuests } from './processes';
-import { takeFingerprint } from './scan';
+import { scanModuleDirs, takeFingerprint } from './scan';
+import { guestModuleDirs } from '../core/guests';
 import { loadState, type LoadedState } from './state-store';
 
 export interface Context {
@@ -45,8 +46,11 @@ export function observe(ctx: Context, extraEmulators: { path: string; source: Em
   });
   const libvirtModdir = ctx.config.libvirtModdir ?? fingerprint.dirs.find((d) => d.source === 'default')?.path ?? null;
   const guests = opts.guests ? scanGuests(ctx.paths, fingerprint) : null;
+  const scanned = new Set(fingerprint.dirs.map((d) => d.path));
+  const guestDirPaths = (guests?.guests ?? []).flatMap((g) => [...(g.moduleDirEnv ? [g.moduleDirEnv] : []), ...guestModuleDirs(g)]);
   return {
     guests: guests?.guests ?? null,
+    guestDirs: scanModuleDirs(ctx.paths, ctx.config, guestDirPaths.filter((p) => !scanned.has(p))),
     guestsChecked: guests?.checked ?? false,
     cacheMemo,
     loaded,

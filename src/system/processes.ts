@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { domainFromArgs, looksLikeEmulator, parseExeLink } from '../core/guests';
-import type { EmulatorRecord, Fingerprint, GuestRecord, RunningBinary } from '../core/types';
+import { noFacts, type BinaryFacts, type Fingerprint, type GuestRecord, type RunningBinary } from '../core/types';
 import { readEmulator } from './emulator-reader';
 import { errText, openRegular, statOrNull } from './file-info';
 import { PROC_DIR, UPGRADE_PARENT, type Paths } from './paths';
@@ -98,7 +98,7 @@ function readGuest(paths: Paths, pid: number, domain: string | null, sources: ('
       g.onDisk = binaries.read(paths.host(g.exe));
     } catch (e) {
       g.error ??= `cannot read ${g.exe}: ${errText(e)}`;
-      g.onDisk = { kind: 'other', stamp: null, dirsInBinary: [], usesUpgradeDirs: false };
+      g.onDisk = noFacts('other');
     }
   }
   const env = readProcFile(proc('environ'), MAX_ENVIRON);
@@ -212,7 +212,7 @@ class BinaryCache {
       if (e.kind === 'missing' || e.error) continue;
       const st = statOrNull(paths.host(e.path));
       if (st && st.ino.toString() === e.ino && st.dev.toString() === e.dev && st.ctimeNs.toString() === e.ctimeNs) {
-        this.byFile.set(key(st), fromRecord(e));
+        this.byFile.set(key(st), facts(e));
       }
     }
   }
@@ -223,8 +223,7 @@ class BinaryCache {
       const k = key(st);
       const known = this.byFile.get(k);
       if (known) return known;
-      const c = readEmulator(fd, Number(st.size));
-      const rec: RunningBinary = { kind: c.kind, stamp: c.stamp, dirsInBinary: c.dirsInBinary, usesUpgradeDirs: c.usesUpgradeDirs };
+      const rec = facts(readEmulator(fd, Number(st.size)));
       this.byFile.set(k, rec);
       return rec;
     } finally {
@@ -237,6 +236,9 @@ function key(st: fs.BigIntStats): string {
   return `${st.dev}:${st.ino}:${st.ctimeNs}`;
 }
 
-function fromRecord(e: EmulatorRecord): RunningBinary {
-  return { kind: e.kind, stamp: e.stamp, dirsInBinary: e.dirsInBinary, usesUpgradeDirs: e.usesUpgradeDirs };
+/** The facts of a binary, without what else a record holds. */
+function facts(e: BinaryFacts): RunningBinary {
+  return {
+    kind: e.kind, stamp: e.stamp, dirsInBinary: e.dirsInBinary, usesUpgradeDirs: e.usesUpgradeDirs, version: e.version, pkgVersion: e.pkgVersion, modinfo: e.modinfo,
+  };
 }

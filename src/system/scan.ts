@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { RACY_MARGIN_NS } from '../core/compare';
-import type { DirRecord, DirSource, EmulatorRecord, EmulatorSource, Fingerprint, ModuleRecord } from '../core/types';
+import { noFacts, type DirRecord, type DirSource, type EmulatorRecord, type EmulatorSource, type Fingerprint, type ModuleRecord } from '../core/types';
 import type { Config } from './config';
 import { readElfInfo } from './elf';
 import { readEmulator } from './emulator-reader';
@@ -53,6 +53,20 @@ export function takeFingerprint(input: ScanInput): Fingerprint {
     dirs.push(scanDir(paths, c, st, baselineDirs.get(c.path), config.contentHash, racyAfterNs));
   }
   return { takenAtNs, dirs, emulators, missingDirs: [...new Set(missingDirs)] };
+}
+
+/**
+ * Module directories outside the fingerprint (those only a running guest
+ * uses): scanned the same way, without a baseline, left out of what is
+ * compared and recorded.
+ */
+export function scanModuleDirs(paths: Paths, config: Config, dirPaths: string[]): DirRecord[] {
+  const out: DirRecord[] = [];
+  for (const p of [...new Set(dirPaths)]) {
+    const st = statOrNull(paths.host(p));
+    if (st?.isDirectory()) out.push(scanDir(paths, { path: p, source: 'guest' }, st, undefined, config.contentHash, null));
+  }
+  return out;
 }
 
 /** Module directories in the order QEMU consults them, then the ones only the admin knows. */
@@ -178,10 +192,10 @@ function scanEmulators(input: ScanInput): EmulatorRecord[] {
 }
 
 function scanEmulator(file: string, p: string, source: EmulatorSource, before: EmulatorRecord | undefined): EmulatorRecord {
-  const empty = { stamp: null, target: null, moduleDir: null, dirsInBinary: [], usesUpgradeDirs: false };
+  const empty = { target: null, moduleDir: null };
   const st = statOrNull(file);
   if (!st) {
-    return { path: p, source, kind: 'missing', mode: 0, size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0', ...empty, error: null };
+    return { path: p, source, mode: 0, size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0', ...noFacts('missing'), ...empty, error: null };
   }
   const tuple = statTuple(st);
   const mode = Number(st.mode & 0o7777n);
@@ -194,7 +208,7 @@ function scanEmulator(file: string, p: string, source: EmulatorSource, before: E
       fs.closeSync(fd);
     }
   } catch (e) {
-    return { path: p, source, kind: 'other', mode, ...tuple, ...empty, error: errText(e) };
+    return { path: p, source, mode, ...tuple, ...noFacts('other'), ...empty, error: errText(e) };
   }
 }
 
@@ -208,6 +222,9 @@ function reusable(e: EmulatorRecord): boolean {
   const str = (v: unknown) => v === null || typeof v === 'string';
   return (
     ['elf', 'wrapper', 'other'].includes(e.kind) && str(e.stamp) && str(e.target) && str(e.moduleDir) && str(e.error) &&
-    typeof e.usesUpgradeDirs === 'boolean' && Array.isArray(e.dirsInBinary) && e.dirsInBinary.every((d) => typeof d === 'string')
+    typeof e.usesUpgradeDirs === 'boolean' && Array.isArray(e.dirsInBinary) && e.dirsInBinary.every((d) => typeof d === 'string') &&
+    // Baselines from before these were read have none: read the binary again.
+    str(e.version) && str(e.pkgVersion) &&
+    (e.modinfo === null || (Array.isArray(e.modinfo) && e.modinfo.every((m) => m !== null && typeof m === 'object' && typeof m.name === 'string' && str(m.arch))))
   );
 }

@@ -46,6 +46,19 @@ const scenarios: Scenario[] = [
     },
   },
   {
+    name: 'an upgrade copy gone (a reboot), an old module only another target would load',
+    codes: ['upgrade-copy-changed', 'leftover-module'],
+    make: (t) => {
+      const s = sysroot(t);
+      s.addModule('/var/run/qemu/Debian_1_7.1', 'block-rbd.so', { stamp: OTHER });
+      s.run(['accept']);
+      fs.rmSync(s.host('/var/run/qemu/Debian_1_7.1'), { recursive: true });
+      // No aarch64 emulator is installed: nothing loads it, nothing refuses it.
+      s.addModule('/usr/lib/aarch64-linux-gnu/qemu', 'hw-display-virtio-gpu.so', { stamp: OTHER });
+      return s;
+    },
+  },
+  {
     name: 'stale entries: one libvirt re-probes, one it keeps serving',
     codes: ['stale-cache-entry'],
     make: (t) => {

@@ -8,6 +8,8 @@ import type { CacheEntry, DirRecord, EmulatorRecord, Fingerprint, ModuleRecord }
 // The pure core on hand-made fingerprints: no files involved.
 
 const S = 'a'.repeat(40);
+/** QEMU_PKGVERSION of the emulators here: their upgrade copies are /var/run/qemu/cur. */
+const PKG = 'cur';
 const SEC = 1_000_000_000n;
 const ns = (seconds: number) => (BigInt(seconds) * SEC).toString();
 
@@ -20,7 +22,7 @@ function dir(path: string, modules: ModuleRecord[], over: Partial<DirRecord> = {
 function emu(path: string, over: Partial<EmulatorRecord> = {}): EmulatorRecord {
   return {
     path, source: 'path', kind: 'elf', mode: 0o755, size: 10, mtimeNs: ns(50), ctimeNs: ns(50), ino: '9', dev: '1',
-    stamp: S, target: null, moduleDir: null, dirsInBinary: [X86], usesUpgradeDirs: true, error: null, ...over,
+    stamp: S, target: null, moduleDir: null, dirsInBinary: [X86], usesUpgradeDirs: true, version: '7.2.0', pkgVersion: PKG, modinfo: null, error: null, ...over,
   };
 }
 function fp(dirs: DirRecord[], emulators: EmulatorRecord[], takenAt = 200): Fingerprint {
@@ -53,7 +55,7 @@ t.test('moduleChangeKind: content decides, stat data alone never does', async (t
 
 t.test('compareFingerprints: per directory; an unreadable directory says nothing', async (t) => {
   const before = fp([dir(X86, [mod('a.so'), mod('b.so')])], [emu(QX)]);
-  t.same(compareFingerprints(null, before), { hasBaseline: false, changes: [], emulatorChanges: [] });
+  t.same(compareFingerprints(null, before), { hasBaseline: false, changes: [], copyChanges: [], emulatorChanges: [] });
   const after = fp([dir(X86, [mod('b.so'), mod('c.so')])], [emu(QX, { stamp: 'c'.repeat(40) })]);
   const c = compareFingerprints(before, after);
   t.same(c.changes.map((x) => [x.name, x.kind]), [['a.so', 'removed'], ['c.so', 'added']]);
@@ -79,7 +81,7 @@ t.test('dirsUsedBy: compiled-in, wrapper, upgrade copies of its own build, unsur
       emu(QA, { dirsInBinary: [ARM] }),
       emu('/usr/bin/qemu-wrap', { kind: 'wrapper', target: QX, moduleDir: '/srv/wrapped', stamp: null, dirsInBinary: [] }),
       emu('/usr/bin/qemu-opaque', { kind: 'wrapper', target: null, stamp: null, dirsInBinary: [] }),
-      emu('/usr/bin/qemu-old', { dirsInBinary: ['/nowhere/qemu'], usesUpgradeDirs: false }),
+      emu('/usr/bin/qemu-old', { dirsInBinary: ['/nowhere/qemu'], usesUpgradeDirs: false, version: '7.2.0', pkgVersion: PKG, modinfo: null }),
     ],
   );
   const used = (p: string) => {
@@ -92,7 +94,7 @@ t.test('dirsUsedBy: compiled-in, wrapper, upgrade copies of its own build, unsur
   t.equal(used('/usr/bin/qemu-opaque').sure, false);
   t.equal(used('/usr/bin/qemu-old').sure, false);
   t.equal(used('/not/known').sure, false);
-  const noModules = fp(f.dirs, [emu('/usr/bin/qemu-system-x86_64-microvm', { stamp: null, dirsInBinary: ['/usr/share/qemu'], usesUpgradeDirs: false })]);
+  const noModules = fp(f.dirs, [emu('/usr/bin/qemu-system-x86_64-microvm', { stamp: null, dirsInBinary: ['/usr/share/qemu'], usesUpgradeDirs: false, version: '7.2.0', pkgVersion: PKG, modinfo: null })]);
   t.same(dirsUsedBy('/usr/bin/qemu-system-x86_64-microvm', noModules), { dirs: new Set(), sure: true }, 'built without modules: uses none');
 });
 
@@ -137,7 +139,7 @@ function observation(over: Partial<Observation>): Observation {
   const f = fp([dir(X86, [mod('a.so')])], [emu(QX)]);
   return {
     fingerprint: f, baseline: f, state: { kind: 'ok' }, comparison: compareFingerprints(f, f),
-    cache: { dir: '/var/cache/libvirt/qemu/capabilities', exists: true, entries: [], error: null }, libvirtModdir: X86, guests: null,
+    cache: { dir: '/var/cache/libvirt/qemu/capabilities', exists: true, entries: [], error: null }, libvirtModdir: X86, guests: null, guestDirs: [],
     ...over,
   } as Observation;
 }
@@ -184,4 +186,33 @@ t.test('assess: statuses, findings, what to invalidate', async (t) => {
 t.test('escapeControl', async (t) => {
   t.equal(escapeControl('a\nb\x1b[31m\\'), 'a\\x0ab\\x1b[31m\\\\');
   t.equal(escapeControl('plain-name_1.so'), 'plain-name_1.so');
+});
+
+t.test('refused or leftover: by the emulators that would load the module', async (t) => {
+  const OTHER = 'e'.repeat(40);
+  const modinfo = [{ name: 'hw-display-qxl', arch: null }, { name: 'accel-tcg-i386', arch: 'i386' }];
+  const f = fp(
+    [dir(X86, [mod('hw-display-qxl.so', { stamp: OTHER }), mod('accel-tcg-i386.so', { stamp: OTHER }), mod('hw-s390x-virtio-gpu-ccw.so', { stamp: OTHER }), mod('ok.so')]), dir(ARM, [mod('b.so', { stamp: OTHER })])],
+    [emu(QX, { modinfo: [...modinfo, { name: 'ok', arch: null }] })],
+  );
+  t.same(refusedModules(f)!.map((m) => [m.name, m.refusedBy.map((e) => e.path)]), [['hw-display-qxl.so', [QX]]], 'only what the x86_64 emulator would load');
+  const o = assess({ fingerprint: f, baseline: f, state: { kind: 'ok' }, comparison: compareFingerprints(f, f), cache: { dir: '/c', exists: true, entries: [], error: null }, libvirtModdir: X86, guests: null, guestDirs: [] });
+  const leftovers = o.findings.filter((x) => x.code === 'leftover-module').map((x) => x.message);
+  t.same(leftovers.length, 3, `another target, not in its table, a directory no emulator uses: ${leftovers.join(' | ')}`);
+  t.equal(o.findings.filter((x) => x.code === 'leftover-module').every((x) => x.level === 'WARNING'), true, 'a leftover is a WARNING, not CRITICAL');
+  t.equal(o.status, 'CRITICAL', 'qxl is refused');
+});
+
+t.test('upgrade copies that come and go are no module change', async (t) => {
+  const copy = dir('/var/run/qemu/Debian_1_7.2', [mod('block-rbd.so', { stamp: 'd'.repeat(40) })], { source: 'upgrade' });
+  const before = fp([dir(X86, [mod('a.so')]), copy], [emu(QX)]);
+  const after = fp([dir(X86, [mod('a.so')])], [emu(QX)], 300);
+  const c = compareFingerprints(before, after);
+  t.same(c.changes, [], 'a reboot emptied /run: no module changed');
+  t.same(c.copyChanges.map((x) => [x.dir, x.name, x.kind]), [['/var/run/qemu/Debian_1_7.2', 'block-rbd.so', 'removed']]);
+  const a = assess({ fingerprint: after, baseline: before, state: { kind: 'ok' }, comparison: c, cache: { dir: '/c', exists: true, entries: [entry(QX, 150)], error: null }, libvirtModdir: X86, guests: null, guestDirs: [] });
+  t.equal(a.status, 'OK', 'nothing to warn about');
+  t.same(a.invalidate, [], 'nothing invalidated');
+  t.match(a.findings.find((x) => x.code === 'upgrade-copy-changed')?.message ?? '', /upgrade copies in \/var\/run\/qemu\/Debian_1_7.2: 1 removed/);
+  t.equal(a.differs, true, 'but recorded, so the next run does not report it again');
 });

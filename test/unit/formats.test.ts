@@ -23,7 +23,8 @@ t.test('perfdata follows the guidelines', async (t) => {
 });
 
 t.test('the status line: short summary, no pipe in text, details after', async (t) => {
-  const many = Array.from({ length: 60 }, (_, i) => ({ level: 'WARNING' as const, code: 'module-changed' as const, message: `module ${i} | replaced\nagain` }));
+  // A kind of finding that is never summed up: each stays a line of its own.
+  const many = Array.from({ length: 60 }, (_, i) => ({ level: 'WARNING' as const, code: 'unreadable-module' as const, message: `module ${i} | replaced\nagain` }));
   const out = formatNagios(report(many));
   const n = parseNagios(out);
   t.equal(n.status, 'WARNING');
@@ -32,6 +33,10 @@ t.test('the status line: short summary, no pipe in text, details after', async (
   t.match(n.details[50], /^\.\.\. and 11 more$/);
   t.match(n.details[0], /^WARNING: module 0 \/ replaced\\x0aagain$/);
   t.equal(n.perf.modules!.value, 3);
+  // One upgrade: its per-module findings are one detail line.
+  const upgrade = Array.from({ length: 37 }, (_, i) => ({ level: 'WARNING' as const, code: 'module-changed' as const, message: `m${i}.so replaced` }));
+  const u = parseNagios(formatNagios(report(upgrade)));
+  t.same(u.details.filter((d) => d.startsWith('WARNING')), ["WARNING: 37 modules changed since the baseline ('qemu-modwatch --check --verbose' lists them)"]);
   const long = nagiosFailure('x'.repeat(200));
   t.match(long, /^QEMU-MODWATCH UNKNOWN - x{76}\.\.\.\n$/);
 });
