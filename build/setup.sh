@@ -23,5 +23,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The real-package tests download two QEMU builds of this release
+# (apt-get download): apt must know them.
+if [ "$(apt-cache madison qemu-system-x86 2>/dev/null | wc -l)" -lt 2 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+fi
+
 npm ci --no-audit --no-fund
 npm run build
