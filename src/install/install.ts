@@ -2,8 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../system/atomic-file';
 import { readCacheView } from '../system/cache-dir';
-import { errText, lstatOrNull, readlinkOrNull, sha256Hex } from '../system/file-info';
-import { CONFIG_FILE, type Paths } from '../system/paths';
+import { errText, listDir, lstatOrNull, readlinkOrNull, sha256Hex, statOrNull } from '../system/file-info';
+import { CONFIG_FILE, MULTIARCH_RE, type Paths } from '../system/paths';
 import { VERSION } from '../version';
 import { dispatcher, shellWord, shippedFile } from './shipped';
 
@@ -225,6 +225,11 @@ function libvirtVersion(paths: Paths): { version: Version | null; text: string }
       if (m) return { version: [Number(m[1]), Number(m[2]), Number(m[3])], text: `${m[0]} (${path.basename(daemon)} --version)` };
     }
   }
+  // An image is never run: its package database, then its library's file name.
+  const fromDpkg = dpkgVersion(paths, LIBVIRT_PACKAGES);
+  if (fromDpkg) return { version: fromDpkg.version, text: `${fromDpkg.version.join('.')} (${fromDpkg.pkg} ${fromDpkg.raw} in its dpkg database)` };
+  const fromLibrary = libraryVersion(paths);
+  if (fromLibrary) return { version: fromLibrary.version, text: `${fromLibrary.version.join('.')} (from ${fromLibrary.file})` };
   // libvirt records its own version in every capabilities cache entry.
   const selfvers = readCacheView(paths).entries.reduce((max, e) => Math.max(max, e.selfvers ?? 0), 0);
   if (selfvers > 0) {
@@ -232,6 +237,50 @@ function libvirtVersion(paths: Paths): { version: Version | null; text: string }
     return { version: v, text: `${v.join('.')} (from its capabilities cache)` };
   }
   return { version: null, text: 'version unknown (assumed 6.5 or later)' };
+}
+
+/** The packages whose version is libvirt's daemon's, in the order Debian and Ubuntu split them. */
+const LIBVIRT_PACKAGES = ['libvirt-daemon', 'libvirt-daemon-system', 'libvirt-daemon-driver-qemu', 'libvirt0'];
+const MAX_STATUS_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The upstream version of the first of `packages` that dpkg's status file
+ * says is installed: "1:6.0.0-0ubuntu8" -> 6.0.0.
+ */
+function dpkgVersion(paths: Paths, packages: string[]): { pkg: string; raw: string; version: Version } | null {
+  let text: string;
+  try {
+    const file = paths.host('/var/lib/dpkg/status');
+    if ((statOrNull(file)?.size ?? 0n) > BigInt(MAX_STATUS_BYTES)) return null;
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  const installed = new Map<string, string>();
+  for (const stanza of text.split(/\n\s*\n/)) {
+    const field = (name: string) => new RegExp(`^${name}: *(.*)$`, 'mi').exec(stanza)?.[1]?.trim();
+    const pkg = field('Package');
+    const version = field('Version');
+    if (pkg && version && packages.includes(pkg) && /^install ok installed$/.test(field('Status') ?? '')) installed.set(pkg, version);
+  }
+  for (const pkg of packages) {
+    const raw = installed.get(pkg);
+    const m = raw ? /^(?:\d+:)?(\d+)\.(\d+)\.(\d+)/.exec(raw) : null;
+    if (raw && m) return { pkg, raw, version: [Number(m[1]), Number(m[2]), Number(m[3])] };
+  }
+  return null;
+}
+
+/** libvirt names its library by its version: libvirt.so.0.6000.0 is 6.0.0, libvirt.so.0.11003.0 is 11.3.0 (rpm images too). */
+function libraryVersion(paths: Paths): { file: string; version: Version } | null {
+  const dirs = ['/usr/lib64', '/usr/lib', ...listDir(paths.host('/usr/lib')).filter((n) => MULTIARCH_RE.test(n)).map((n) => `/usr/lib/${n}`)];
+  for (const dir of dirs) {
+    for (const name of listDir(paths.host(dir))) {
+      const m = /^libvirt\.so\.0\.(\d+)\.(\d+)$/.exec(name);
+      if (m) return { file: `${dir}/${name}`, version: [Math.floor(Number(m[1]) / 1000), Number(m[1]) % 1000, Number(m[2])] };
+    }
+  }
+  return null;
 }
 
 function older(a: Version, b: Version): boolean {

@@ -1,7 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
+import { inCI } from '../fixtures/ci';
 import { BARE_ENV } from '../fixtures/hooks';
 import { EXE, Sysroot, sysroot, TOP } from '../fixtures/sysroot';
 
@@ -156,4 +158,44 @@ t.test('uninstall removes exactly what install placed; --purge also config and s
   t.equal(p.code, 0, p.stderr);
   t.notOk(fs.existsSync(s.host('/etc/qemu-modwatch.conf')));
   t.notOk(fs.existsSync(s.host('/var/lib/qemu-modwatch')));
+});
+
+t.test("an image's libvirt version comes from its dpkg database: 6.0 gets the single hook files", async (t) => {
+  const s = sysroot(t, new Sysroot());
+  // As Ubuntu 20.04 has it (its libvirt runs no .d drop-ins); an older, removed libvirt0 does not count.
+  s.write(
+    '/var/lib/dpkg/status',
+    [
+      'Package: libvirt0\nStatus: deinstall ok config-files\nVersion: 9.0.0-4\n',
+      'Package: libvirt-daemon\nStatus: install ok installed\nArchitecture: amd64\nVersion: 6.0.0-0ubuntu8\n',
+      'Package: qemu-system-x86\nStatus: install ok installed\nVersion: 1:4.2-3ubuntu6\n',
+    ].join('\n'),
+  );
+  const admin = '#!/bin/sh\nexit 0\n';
+  s.write('/etc/libvirt/hooks/qemu', admin, 0o755);
+  const refused = s.run(['install']);
+  t.equal(refused.code, 1, 'its own single hook is not replaced without --chain');
+  const r = s.run(['install', '--chain']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /libvirt 6\.0\.0 \(libvirt-daemon 6\.0\.0-0ubuntu8 in its dpkg database\): single hook files/);
+  t.notOk(fs.existsSync(s.host('/etc/libvirt/hooks/qemu.d')), 'no drop-in directory libvirt 6.0 would never run');
+  t.equal(fs.readFileSync(s.host('/etc/libvirt/hooks/qemu.before-qemu-modwatch'), 'utf8'), admin, "the admin's hook kept, and run first");
+});
+
+t.test("an image without a dpkg database: the version from libvirt's library, here a real libvirt0 package", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-libvirt0-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dl = spawnSync('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', 'libvirt0'], { cwd: dir, encoding: 'utf8' });
+  const deb = fs.readdirSync(dir).find((n) => n.endsWith('.deb'));
+  if (dl.status !== 0 || !deb) {
+    if (inCI()) t.fail(`apt-get download libvirt0 failed under CI: ${dl.stderr}`);
+    else t.comment(`skipped: apt-get download libvirt0: ${dl.stderr.trim()}`);
+    return;
+  }
+  const s = sysroot(t, new Sysroot());
+  t.equal(spawnSync('dpkg-deb', ['-x', path.join(dir, deb), s.root]).status, 0, 'unpacked, not installed');
+  const upstream = /^(?:\d+:)?(\d+\.\d+\.\d+)/.exec(spawnSync('dpkg-deb', ['-f', path.join(dir, deb), 'Version'], { encoding: 'utf8' }).stdout.trim())?.[1];
+  const r = s.run(['install', '--dry-run']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, new RegExp(`libvirt ${upstream!.replace(/\./g, '\\.')} \\(from /usr/lib/x86_64-linux-gnu/libvirt\\.so\\.0\\.\\d+\\.\\d+\\): drop-ins`), `the package says ${upstream}`);
 });

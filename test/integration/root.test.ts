@@ -48,3 +48,20 @@ t.test('merged /usr with /lib -> usr/lib and /usr/lib64 -> lib: one module direc
   t.same(report.moduleDirs.map((d: any) => d.path), ['/usr/lib64/qemu'], 'the directory once, by the first name QEMU would use');
   t.same(report.moduleDirs[0]?.modules.map((m: any) => m.name), ['hw-display-qxl.so']);
 });
+
+t.test('a RHEL image: /usr/libexec/qemu-kvm and /usr/lib64/qemu, /bin -> usr/bin', async (t) => {
+  const s = new Sysroot();
+  t.teardown(() => s.cleanup());
+  s.addEmulator('/usr/libexec/qemu-kvm', { stamp: s.stamp, dirs: ['/usr/lib64/qemu'] });
+  s.addModule('/usr/lib64/qemu', 'hw-display-virtio-gpu.so');
+  s.addModule('/usr/lib64/qemu', 'hw-usb-host.so', { stamp: 'ab'.repeat(20) });
+  s.mkdir('/usr/bin');
+  fs.symlinkSync('usr/bin', s.host('/bin'));
+  const { report } = s.json();
+  const kvm = report.emulators.find((e: any) => e.path === '/usr/libexec/qemu-kvm');
+  t.same(kvm?.usesModuleDirs, ['/usr/lib64/qemu'], 'its own module directory');
+  t.same(
+    report.findings.filter((f: any) => f.code === 'stamp-mismatch').map((f: any) => f.message),
+    [`QEMU will refuse to load hw-usb-host.so in /usr/lib64/qemu (stamp abababababab, emulator has ${s.stamp.slice(0, 12)})`],
+  );
+});
