@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import t from 'tap';
 import { addGuest } from '../fixtures/guests';
-import { checkAllFormats } from '../fixtures/outputs';
+import { checkAllFormats, value } from '../fixtures/outputs';
 import { EMULATOR, MODDIR, Sysroot, sysroot } from '../fixtures/sysroot';
 
 // Running guests, read from a faked /proc and libvirt's pid files under
@@ -57,7 +57,7 @@ t.test('after an upgrade: guests on the old build are at risk and run a replaced
   const s = sysroot(t);
   addGuest(s, { pid: 100, domain: 'web01', mapped: [`${MODDIR}/hw-usb-redirect.so`, '/usr/lib/x86_64-linux-gnu/libc.so.6'] });
   upgrade(s);
-  const { report, code, text, nagios } = checkAllFormats(s);
+  const { report, code, text, nagios, prom, nagiosRaw } = checkAllFormats(s);
   t.equal(code, 1, 'WARNING');
   const g = byPid(report)[100];
   t.equal(g.emulatorState, 'replaced');
@@ -73,6 +73,11 @@ t.test('after an upgrade: guests on the old build are at risk and run a replaced
   t.match(report.advice.join('\n'), /Restart or migrate this guest to run the installed QEMU build: web01\./);
   t.equal(nagios.perf.guests_at_risk!.value, 1);
   t.equal(nagios.perf.guests_emulator_replaced!.value, 1);
+  // Its QEMU (7.2) aborts on the load after a refused module: every format says so.
+  t.equal(g.refusalAborts, true, 'json');
+  t.match(text, /would fail; a hot-plug can kill it/, 'text');
+  t.match(nagiosRaw, /a hot-plug can kill the guest/, 'nagios');
+  t.equal(value(prom.samples, 'qemu_modwatch_guests_at_risk_of_abort'), 1, 'prometheus');
 });
 
 t.test("upgrade copies under /var/run/qemu serve a guest's build, unless shadowed", async (t) => {
