@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { groupByDirAndKind } from '../core/compare';
 import { fewOf, short } from '../core/decide';
 import { escapeControl as esc } from '../core/text';
 import type { Report } from './report';
@@ -38,7 +39,7 @@ export function formatText(r: Report, opts: TextOptions = {}): string {
     if (r.changes.length === 0 && r.emulatorChanges.length === 0 && r.upgradeCopyChanges.length === 0) out.push('  none');
     for (const e of r.emulatorChanges) out.push(`  ${emulatorChange(r, e)}`);
     out.push(...table(changeRows(r, verbose)));
-    for (const [dir, kinds] of byDirAndKind(r.upgradeCopyChanges)) {
+    for (const [dir, kinds] of groupByDirAndKind(named(r.upgradeCopyChanges))) {
       const what = [...kinds].map(([kind, names]) => `${names.length} ${kind}`).join(', ');
       out.push(`  upgrade copies in ${esc(dir)}: ${what} (for running guests of an older build; no installed emulator loads them)`);
     }
@@ -101,7 +102,7 @@ function emulatorChange(r: Report, e: Report['emulatorChanges'][number]): string
 /** One row a module, or one row a directory and kind where there are many and --verbose is not given. */
 function changeRows(r: Report, verbose: boolean): string[][] {
   const rows: string[][] = [];
-  for (const [dir, kinds] of byDirAndKind(r.changes)) {
+  for (const [dir, kinds] of groupByDirAndKind(named(r.changes))) {
     for (const [kind, names] of kinds) {
       if (verbose || names.length <= LISTED) {
         for (const c of r.changes.filter((x) => x.dir === dir && x.kind === kind)) rows.push([kind, esc(path.join(c.dir, c.module)), buildIds(c)]);
@@ -113,15 +114,8 @@ function changeRows(r: Report, verbose: boolean): string[][] {
   return rows;
 }
 
-function byDirAndKind(changes: { dir: string; module: string; kind: string }[]): Map<string, Map<string, string[]>> {
-  const out = new Map<string, Map<string, string[]>>();
-  for (const c of changes) {
-    const kinds = out.get(c.dir) ?? new Map<string, string[]>();
-    out.set(c.dir, kinds);
-    kinds.set(c.kind, [...(kinds.get(c.kind) ?? []), c.module]);
-  }
-  return out;
-}
+/** The report's changes as the core groups them (its `module` is the core's `name`). */
+const named = (changes: { dir: string; kind: string; module: string }[]) => changes.map((c) => ({ dir: c.dir, kind: c.kind, name: c.module }));
 
 /**
  * The findings to show, the OK ones left out. Without --verbose, the

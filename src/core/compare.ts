@@ -54,6 +54,17 @@ export function isRacy(file: { ctimeNs: string; mtimeNs: string }, takenAtNs: st
   return BigInt(file.ctimeNs) >= after || BigInt(file.mtimeNs) >= after;
 }
 
+/** Module names by directory, then by kind of change, in the order they came: a whole upgrade told in a line a directory. */
+export function groupByDirAndKind(changes: { dir: string; kind: string; name: string }[]): Map<string, Map<string, string[]>> {
+  const out = new Map<string, Map<string, string[]>>();
+  for (const c of changes) {
+    const kinds = out.get(c.dir) ?? new Map<string, string[]>();
+    out.set(c.dir, kinds);
+    kinds.set(c.kind, [...(kinds.get(c.kind) ?? []), c.name]);
+  }
+  return out;
+}
+
 export function isInvalidating(c: ModuleChange): boolean {
   return c.kind !== 'metadata';
 }

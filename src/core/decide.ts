@@ -1,4 +1,4 @@
-import { isInvalidating, isRacy, type Comparison, type ModuleChange } from './compare';
+import { groupByDirAndKind, isInvalidating, isRacy, type Comparison } from './compare';
 import { assessGuests, guestLabel, type GuestRisk } from './guests';
 import { targetOf, wouldLoad } from './qemu-rules';
 import { assessEntry, dirsUsedBy, emulatorsAffected, type Staleness } from './stale';
@@ -95,7 +95,7 @@ export function assess(o: Observation): Assessment {
       add('WARNING', 'module-changed', `${c.dir}/${c.name} ${c.kind}`);
     }
   }
-  for (const [dir, kinds] of groupByDir(o.comparison.copyChanges)) {
+  for (const [dir, kinds] of groupByDirAndKind(o.comparison.copyChanges)) {
     const what = [...kinds].map(([kind, names]) => `${names.length} ${kind}`).join(', ');
     add('OK', 'upgrade-copy-changed', `upgrade copies in ${dir}: ${what} (kept for running guests of an older build; no installed emulator loads them)`);
   }
@@ -253,17 +253,6 @@ function differs(o: Observation): boolean {
     const b = before.get(e.path);
     return b !== undefined && (b.ctimeNs !== e.ctimeNs || b.mtimeNs !== e.mtimeNs || b.ino !== e.ino || b.size !== e.size);
   });
-}
-
-/** Changes by directory, then by kind, in the order they came. */
-export function groupByDir(changes: ModuleChange[]): Map<string, Map<string, string[]>> {
-  const out = new Map<string, Map<string, string[]>>();
-  for (const c of changes) {
-    const kinds = out.get(c.dir) ?? new Map<string, string[]>();
-    out.set(c.dir, kinds);
-    kinds.set(c.kind, [...(kinds.get(c.kind) ?? []), c.name]);
-  }
-  return out;
 }
 
 /** What a refused module does to a guest: the hot-plug fails, and where QEMU aborts on the next load, the guest may die. */

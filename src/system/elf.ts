@@ -182,8 +182,9 @@ function readRegion(ctx: Context, offset: bigint, size: bigint, what: string): B
   return readExact(ctx.fd, Number(offset), len, what);
 }
 
-function readExact(fd: number, position: number, length: number, what: string): Buffer {
-  const buf = Buffer.alloc(length);
+/** Exactly `length` bytes at `position` (into `into` when given), or an ElfError naming `what`. */
+export function readExact(fd: number, position: number, length: number, what: string, into?: Buffer): Buffer {
+  const buf = into ?? Buffer.alloc(length);
   let done = 0;
   while (done < length) {
     let n: number;

@@ -1,9 +1,8 @@
 // Bounded reader of the module table (`qemu_modinfo[]`) built into a QEMU
 // emulator ELF file: which module provides which QOM types, for which target.
 
-import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { ElfError } from './elf';
+import { ElfError, readExact } from './elf';
 
 // The emulator is never run, so its pointers are resolved the way the
 // dynamic loader would: from RELATIVE relocations (PIE) or from the bytes in
@@ -212,24 +211,6 @@ function readRegion(ctx: Context, offset: number, size: number, what: string): B
   if (size > MAX_REGION_BYTES) throw new ElfError(`${what} size ${size} exceeds limit`);
   charge(ctx, offset, size, what);
   return readExact(ctx.fd, offset, size, what);
-}
-
-function readExact(fd: number, position: number, length: number, what: string, into?: Buffer): Buffer {
-  const buf = into ?? Buffer.alloc(length);
-  let done = 0;
-  while (done < length) {
-    let n: number;
-    try {
-      n = fs.readSync(fd, buf, done, length - done, position + done);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
-      throw new ElfError(`read error (${code}) in ${what}`, { cause: err });
-    }
-    // The file shrank after the caller measured it.
-    if (n === 0) throw new ElfError(`truncated ${what}`);
-    done += n;
-  }
-  return buf;
 }
 
 /** The file block holding `offset`, cut short at the end of the file. */

@@ -8,31 +8,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { inCI } from '../fixtures/ci';
-import { extractBuild, minimalEnv, pickTwoBuilds, startQmp, type BuildTree, type Qmp, PACKAGES } from '../fixtures/qemu-builds';
+import { minimalEnv, PACKAGES, startQmp, twoBuilds, type BuildTree, type Qmp } from '../fixtures/qemu-builds';
 import { e2eSkip, useEnv, type Env } from './harness';
 import { BUILT_EXE } from './modwatch';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-upgrade-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function prepare(): { newer: BuildTree; older: BuildTree } | string {
-  const picked = pickTwoBuilds();
-  if ('reason' in picked) return picked.reason;
-  try {
-    return { newer: extractBuild(picked.builds[0], path.join(tmp, 'newer')), older: extractBuild(picked.builds[1], path.join(tmp, 'older')) };
-  } catch (e) {
-    return `cannot download the builds: ${(e as Error).message}`;
-  }
-}
-
-const harnessSkip = e2eSkip(t);
-const ready = harnessSkip ? harnessSkip : prepare();
+const ready = twoBuilds(t, tmp, e2eSkip(t));
 const skip = typeof ready === 'string' ? ready : false;
-if (skip && !harnessSkip) {
-  if (inCI()) t.fail(`real QEMU builds are needed under CI: ${skip}`);
-  else t.comment(`upgrade test skipped: ${skip}`);
-}
 const { newer, older } = typeof ready === 'string' ? ({} as { newer: BuildTree; older: BuildTree }) : ready;
 const COPY_PARENT = '/var/run/qemu';
 

@@ -6,36 +6,19 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { inCI } from '../fixtures/ci';
-import { extractBuild, minimalEnv, pickTwoBuilds, qemuLoads, relocatedModuleDir, startQmp, type BuildTree, type QmpAnswer } from '../fixtures/qemu-builds';
+import { minimalEnv, qemuLoads, relocatedModuleDir, startQmp, twoBuilds, type BuildTree, type QmpAnswer } from '../fixtures/qemu-builds';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-builds-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** Both builds, unpacked once for the whole file; a reason when that cannot be done here. */
-function prepare(): { a: BuildTree; b: BuildTree; ms: number } | string {
-  const picked = pickTwoBuilds();
-  if ('reason' in picked) return picked.reason;
-  const t0 = performance.now();
-  try {
-    const a = extractBuild(picked.builds[0], path.join(tmp, 'a'));
-    const b = extractBuild(picked.builds[1], path.join(tmp, 'b'));
-    return { a, b, ms: Math.round(performance.now() - t0) };
-  } catch (e) {
-    return `cannot download or unpack the builds: ${(e as Error).message}`;
-  }
-}
-
-const ready = prepare();
+const t0 = performance.now();
+const ready = twoBuilds(t, tmp);
+const ms = Math.round(performance.now() - t0);
 const skip = typeof ready === 'string' ? ready : false;
-if (skip) {
-  if (inCI()) t.fail(`real QEMU builds are needed under CI: ${skip}`);
-  else t.comment(`real QEMU build tests skipped: ${skip}`);
-}
-const { a, b } = typeof ready === 'string' ? ({} as { a: BuildTree; b: BuildTree }) : ready;
+const { newer: a, older: b } = typeof ready === 'string' ? ({} as { newer: BuildTree; older: BuildTree }) : ready;
 
 t.test('two builds: different stamps, the same modules', { skip }, async (t) => {
-  if (typeof ready !== 'string') t.comment(`download and unpack of both builds: ${ready.ms} ms`);
+  t.comment(`download and unpack of both builds: ${ms} ms`);
   for (const build of [a, b]) {
     t.match(build.stamp, /^[0-9a-f]{40}$/);
     t.equal(build.root, path.dirname(path.dirname(path.dirname(build.emulator))));

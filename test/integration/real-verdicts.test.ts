@@ -7,35 +7,19 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { inCI } from '../fixtures/ci';
 import { bindRealProc } from '../fixtures/guests';
 import {
-  MODULE_SUBDIR, extractBuild, minimalEnv, pickTwoBuilds, qemuLoads, readModinfo, startQmp, type BuildTree, type Qmp,
+  MODULE_SUBDIR, minimalEnv, qemuLoads, readModinfo, startQmp, twoBuilds, type BuildTree, type Qmp,
 } from '../fixtures/qemu-builds';
 import { EXE, Sysroot } from '../fixtures/sysroot';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-verdicts-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function prepare(): { a: BuildTree; b: BuildTree } | string {
-  if (process.getuid?.() !== 0) return 'not root (mount namespaces for the upgrade-copy and guest cases)';
-  const picked = pickTwoBuilds();
-  if ('reason' in picked) return picked.reason;
-  try {
-    return { a: extractBuild(picked.builds[0], path.join(tmp, 'a')), b: extractBuild(picked.builds[1], path.join(tmp, 'b')) };
-  } catch (e) {
-    return `cannot download or unpack the builds: ${(e as Error).message}`;
-  }
-}
-
-const ready = prepare();
+const ready = twoBuilds(t, tmp, process.getuid?.() !== 0 && 'not root (mount namespaces for the upgrade-copy and guest cases)');
 const skip = typeof ready === 'string' ? ready : false;
-if (skip) {
-  if (inCI()) t.fail(`real QEMU builds are needed under CI: ${skip}`);
-  else t.comment(`real QEMU verdict tests skipped: ${skip}`);
-}
 // A: the newer build (the host's release), B: the older.
-const { a, b } = typeof ready === 'string' ? ({} as { a: BuildTree; b: BuildTree }) : ready;
+const { newer: a, older: b } = typeof ready === 'string' ? ({} as { newer: BuildTree; older: BuildTree }) : ready;
 const MODDIR = `/${MODULE_SUBDIR}`;
 /** The ELF emulators of a build that load modules, as system paths. */
 const LOADERS = ['/usr/bin/qemu-system-x86_64', '/usr/libexec/qemu-system-i386'];

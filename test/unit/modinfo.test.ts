@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { ElfError } from '../../src/system/elf';
 import { readModinfo, type ModinfoEntry } from '../../src/system/modinfo';
 import { makeElf } from '../fixtures/elf';
+import { prng } from '../reliability/helpers';
 
 const X86_64 = '/usr/bin/qemu-system-x86_64';
 // Debian's /usr/bin/qemu-system-i386 is a shell wrapper that execs this.
@@ -343,18 +344,6 @@ t.test('truncated copies of qemu-system-x86_64', { skip: skipX86 }, async (t) =>
   }
   fs.rmSync(file);
 });
-
-/** mulberry32: small, seedable, and the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 t.test('random bytes flipped in and around the table', { skip: skipX86 }, async (t) => {
   const l = layoutOf(realX86);
