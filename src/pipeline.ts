@@ -14,14 +14,16 @@ import { log } from './system/log';
 import { observe, type Context, type Observed } from './system/observe';
 import { stateFiles } from './system/paths';
 import { writeState } from './system/state-store';
+import { daemonKind } from './hook/daemons';
 import { VERSION } from './version';
 
 // observe -> compare -> decide -> act, for the hooks and `refresh`. One
 // run at a time (state lock), so fifty hooks at once act on a change once.
 
 export type Trigger =
-  | { kind: 'daemon-start' }
-  | { kind: 'daemon-reload' }
+  /** daemon: the libvirt daemon starting, as its process names it; null when it could not be told. */
+  | { kind: 'daemon-start'; daemon: string | null }
+  | { kind: 'daemon-reload'; daemon: string | null }
   | { kind: 'qemu'; op: 'prepare' | 'migrate' | 'restore'; domain: string | null; emulator: string | null }
   | { kind: 'refresh' };
 
@@ -129,7 +131,12 @@ function act(ctx: Context, trigger: Trigger, run: Run): void {
       return;
     }
     deleteEntries(ctx.paths, toDelete, result.act);
-    if (trigger.kind !== 'daemon-start' && ctx.config.nudge !== 'none') {
+    // A QEMU daemon that is starting loads capabilities after this hook: it
+    // needs no nudge. Any other run (a reload, a guest start, refresh, or a
+    // start by a daemon we cannot name) may leave a running daemon that has
+    // them in memory already.
+    const startingLoadsNext = trigger.kind === 'daemon-start' && daemonKind(trigger.daemon) === 'qemu';
+    if (!startingLoadsNext && ctx.config.nudge !== 'none') {
       const cached = assessment.invalidate.flatMap((e) => (e.emulator ? [e.emulator] : []));
       const known = fp.emulators.filter((e) => e.kind !== 'missing').map((e) => e.path);
       const targets = new Set([...cached, ...emulatorsAffected(observed.comparison, fp, known)]);
@@ -296,6 +303,7 @@ function warning(trigger: Trigger, changes: ModuleChange[], act: ActResult, toDe
     fields.DOMAIN = trigger.domain ?? '';
     fields.EMULATOR = trigger.emulator ?? '';
   }
+  if (trigger.kind === 'daemon-start' || trigger.kind === 'daemon-reload') fields.DAEMON = trigger.daemon ?? '';
   if (notes.length) fields.PROBLEMS = notes.join('; ');
   return { priority: act.errors.length ? ('err' as const) : ('warning' as const), message: `${changeText(changes)}${who}: ${action}${errors}${problemText(notes)}`, fields };
 }

@@ -5,6 +5,7 @@ import type { Context } from '../system/observe';
 import type { Paths } from '../system/paths';
 import { describeTrigger, runPipeline, type Trigger } from '../pipeline';
 import { readDomainXml } from './domain-xml';
+import { daemonKind, hookDaemon } from './daemons';
 import { classifyHook, type Driver } from './invocation';
 
 // Hook mode. Writes nothing to stdout (on migrate and restore libvirt takes
@@ -26,7 +27,15 @@ export async function runHook(driver: Driver, args: string[], setup: HookSetup):
   }
   const op = classifyHook(driver, args);
   if (!op.act) return 0;
-  let trigger: Trigger = op.driver === 'daemon' ? { kind: op.op === 'start' ? 'daemon-start' : 'daemon-reload' } : { kind: 'qemu', op: op.op, domain: op.domain, emulator: null };
+  let trigger: Trigger;
+  if (op.driver === 'daemon') {
+    const daemon = hookDaemon(setup.paths, process.env);
+    // virtnetworkd and its kind hold no QEMU capabilities: a change is left for virtqemud's own hooks to see.
+    if (daemonKind(daemon) === 'other') return 0;
+    trigger = { kind: op.op === 'start' ? 'daemon-start' : 'daemon-reload', daemon };
+  } else {
+    trigger = { kind: 'qemu', op: op.op, domain: op.domain, emulator: null };
+  }
   let fail: FailMode = 'open';
   try {
     // The config first: it says whether a bad domain XML may block the start.
