@@ -3,7 +3,7 @@
 // process of each name (a copy of the shell called virtnetworkd, virtqemud,
 // ...), as libvirt's daemons start it. The real modular daemons are in the
 // end-to-end suite.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
@@ -110,4 +110,37 @@ t.test('every argv libvirt has used for the qemu hook; 10.5+ passes a reason to 
   }
   t.equal(hooks.starts(), 0, 'the dispatcher started the executable for none of them');
   t.ok(s.cacheFiles().includes(entry), 'and nothing was acted on');
+});
+
+t.test('the other orderings: refresh with virtqemud down, then its start; virtqemud and virtnetworkd starting at once', async (t) => {
+  {
+    // A package trigger's refresh while virtqemud is down (idle exit): it acts and records; the next start sees nothing to do.
+    const { s, entry } = changed(t);
+    const hooks = installDispatchers(s);
+    t.equal(s.run(['refresh']).code, 0);
+    t.notOk(s.cacheFiles().includes(entry), 'refresh deleted the stale entry');
+    const recorded = fs.readFileSync(s.statePath(), 'utf8');
+    const r = runAsChildOf(s, 'virtqemud', hooks.daemon, ['-', 'start', '-', 'start']);
+    t.equal(r.code, 0);
+    t.equal(fs.readFileSync(s.statePath(), 'utf8'), recorded, "virtqemud's start after it: nothing left to act on");
+  }
+  {
+    const { s, entry } = changed(t);
+    const hooks = installDispatchers(s);
+    const log = fakeSyslog(s);
+    const both = ['virtnetworkd', 'virtqemud', 'virtstoraged'].map((d) =>
+      new Promise<number | null>((resolve) => {
+        const dir = s.mkdir(`/tmp/daemons/${d}`);
+        const parent = path.join(dir, d);
+        fs.copyFileSync('/bin/sh', parent);
+        fs.chmodSync(parent, 0o755);
+        const c = spawn(parent, ['-c', '"$0" "$@"; exit $?', hooks.daemon, '-', 'start', '-', 'start'], { env: { ...BARE_ENV, ...log.env }, stdio: 'ignore' });
+        c.on('close', resolve);
+      }),
+    );
+    t.same(await Promise.all(both), [0, 0, 0]);
+    t.equal(hooks.starts(), 1, 'only virtqemud started the executable');
+    t.notOk(s.cacheFiles().includes(entry), 'and it acted');
+    t.equal(log.lines().filter((l) => /QEMU modules changed/.test(l)).length, 1, 'once');
+  }
 });
