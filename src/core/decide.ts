@@ -205,7 +205,7 @@ function moduleVerdicts(fp: Fingerprint): ModuleVerdict[] | null {
     if (d.source === 'upgrade') continue;
     for (const m of d.modules) {
       if (m.error) continue;
-      const users = loaders.filter((e) => usage.get(e.path)!.has(d.path) && wouldLoad(e, targetOf(e.path), m.name) !== false);
+      const users = loaders.filter((e) => usage.get(e.path)!.has(d.path) && wouldLoad(e, targetOf(e.fileName), m.name) !== false);
       const refusedBy = users.filter((e) => e.stamp !== m.stamp).map((e) => ({ path: e.path, stamp: e.stamp }));
       if (refusedBy.length > 0 || (users.length === 0 && !(m.stamp && stamps.has(m.stamp)))) {
         out.push({ dir: d.path, name: m.name, stamp: m.stamp, refusedBy });

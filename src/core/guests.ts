@@ -117,12 +117,19 @@ function searchOrder(g: GuestRecord, scanned: DirRecord[]): { dirs: DirRecord[];
   return { dirs: out, sure };
 }
 
-/** The module directories a guest's QEMU searches besides QEMU_MODULE_DIR: its compiled-in ones, relocated by where it runs from. */
+/**
+ * The module directories a guest's QEMU searches besides QEMU_MODULE_DIR:
+ * its compiled-in one, relocated by where it runs from. Of the paths ending
+ * in /qemu its binary names, that is the one in a lib directory
+ * (/usr/share/qemu, /etc/qemu hold its data and config).
+ */
 export function guestModuleDirs(g: GuestRecord): string[] {
   const r = g.running;
   if (!r) return [];
-  return r.dirsInBinary.map((d) => (g.exe ? relocatedModuleDir(g.exe, d, r.version) ?? d : d));
+  return r.dirsInBinary.filter((d) => MODULE_DIR_RE.test(d)).map((d) => (g.exe ? relocatedModuleDir(g.exe, d, r.version) ?? d : d));
 }
+
+const MODULE_DIR_RE = /\/lib(?:64|exec)?(?:\/[^/]+)?\/qemu$/;
 
 function firstFound(dirs: DirRecord[], name: string): { dir: DirRecord; module: ModuleRecord } | null {
   for (const dir of dirs) {

@@ -76,6 +76,12 @@ export type EmulatorSource = 'path' | 'cache' | 'config' | 'domain' | 'wrapper';
 
 export interface EmulatorRecord extends StatTuple, BinaryFacts {
   path: string;
+  /**
+   * The name of the file the path leads to, links followed
+   * (qemu-system-amd64 -> qemu-system-x86_64): it names the target QEMU
+   * was built for.
+   */
+  fileName: string;
   source: EmulatorSource;
   mode: number;
   /** For a shell wrapper: the binary it execs, when that path is literal. */

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { RACY_MARGIN_NS } from '../core/compare';
 import { noFacts, type DirRecord, type DirSource, type EmulatorRecord, type EmulatorSource, type Fingerprint, type ModuleRecord } from '../core/types';
 import type { Config } from './config';
@@ -192,7 +193,7 @@ function scanEmulators(input: ScanInput): EmulatorRecord[] {
 }
 
 function scanEmulator(file: string, p: string, source: EmulatorSource, before: EmulatorRecord | undefined): EmulatorRecord {
-  const empty = { target: null, moduleDir: null };
+  const empty = { target: null, moduleDir: null, fileName: fileNameOf(file, p) };
   const st = statOrNull(file);
   if (!st) {
     return { path: p, source, mode: 0, size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0', ...noFacts('missing'), ...empty, error: null };
@@ -203,12 +204,21 @@ function scanEmulator(file: string, p: string, source: EmulatorSource, before: E
   try {
     const { fd, st: opened } = openRegular(file, { executable: true });
     try {
-      return { path: p, source, mode, ...statTuple(opened), ...readEmulator(fd, Number(opened.size)), error: null };
+      return { path: p, source, mode, fileName: empty.fileName, ...statTuple(opened), ...readEmulator(fd, Number(opened.size)), error: null };
     } finally {
       fs.closeSync(fd);
     }
   } catch (e) {
     return { path: p, source, mode, ...tuple, ...noFacts('other'), ...empty, error: errText(e) };
+  }
+}
+
+/** The name of the file an emulator path leads to; its own name when that cannot be told. */
+function fileNameOf(file: string, p: string): string {
+  try {
+    return path.basename(fs.realpathSync(file));
+  } catch {
+    return path.basename(p);
   }
 }
 
@@ -224,7 +234,7 @@ function reusable(e: EmulatorRecord): boolean {
     ['elf', 'wrapper', 'other'].includes(e.kind) && str(e.stamp) && str(e.target) && str(e.moduleDir) && str(e.error) &&
     typeof e.usesUpgradeDirs === 'boolean' && Array.isArray(e.dirsInBinary) && e.dirsInBinary.every((d) => typeof d === 'string') &&
     // Baselines from before these were read have none: read the binary again.
-    str(e.version) && str(e.pkgVersion) &&
+    str(e.version) && str(e.pkgVersion) && typeof e.fileName === 'string' &&
     (e.modinfo === null || (Array.isArray(e.modinfo) && e.modinfo.every((m) => m !== null && typeof m === 'object' && typeof m.name === 'string' && str(m.arch))))
   );
 }

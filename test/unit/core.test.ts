@@ -21,7 +21,7 @@ function dir(path: string, modules: ModuleRecord[], over: Partial<DirRecord> = {
 }
 function emu(path: string, over: Partial<EmulatorRecord> = {}): EmulatorRecord {
   return {
-    path, source: 'path', kind: 'elf', mode: 0o755, size: 10, mtimeNs: ns(50), ctimeNs: ns(50), ino: '9', dev: '1',
+    path, fileName: path.slice(path.lastIndexOf('/') + 1), source: 'path', kind: 'elf', mode: 0o755, size: 10, mtimeNs: ns(50), ctimeNs: ns(50), ino: '9', dev: '1',
     stamp: S, target: null, moduleDir: null, dirsInBinary: [X86], usesUpgradeDirs: true, version: '7.2.0', pkgVersion: PKG, modinfo: null, error: null, ...over,
   };
 }

@@ -23,7 +23,7 @@ function dir(path: string, source: DirSource, modules: ModuleRecord[], mtimeS = 
 }
 function emu(path: string, stamp: string | null, ctimeS = 50, extra: Partial<EmulatorRecord> = {}): EmulatorRecord {
   return {
-    path, source: 'path', kind: 'elf', mode: 0o755, size: 1, mtimeNs: '1', ctimeNs: (BigInt(ctimeS) * S).toString(), ino: '1', dev: '1',
+    path, fileName: path.slice(path.lastIndexOf('/') + 1), source: 'path', kind: 'elf', mode: 0o755, size: 1, mtimeNs: '1', ctimeNs: (BigInt(ctimeS) * S).toString(), ino: '1', dev: '1',
     stamp, target: null, moduleDir: null, dirsInBinary: [MODDIR], usesUpgradeDirs: true, version: '7.2.0', pkgVersion: PKG, modinfo: null, error: null, ...extra,
   };
 }
