@@ -29,5 +29,8 @@ if [ "$(apt-cache madison qemu-system-x86 2>/dev/null | wc -l)" -lt 2 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
 fi
 
+# libvirt's modular daemons for the end-to-end suite (built once; kept in .stacks/).
+bash build/libvirt-modular.sh
+
 npm ci --no-audit --no-fund
 npm run build

@@ -388,6 +388,14 @@ export interface EnvOptions {
    * host path: use env.exec/writeFile/readFile.
    */
   overlayDirs?: string[];
+  /**
+   * Read-only layers laid over one of overlayDirs (or /etc): the target ->
+   * a directory on the host laid over it, e.g. /usr -> a libvirt built for
+   * the tests. The target's files show through where the layer has none.
+   */
+  layers?: Record<string, string>;
+  /** Config for libvirt's modular daemons too (virtqemud.conf, virtnetworkd.conf, network.conf). */
+  modular?: boolean;
 }
 
 export type VideoModel = 'none' | 'qxl' | 'vga';
@@ -642,12 +650,12 @@ export class Env {
     return path.join(this.dir, 'logs', name);
   }
 
-  private spawnDaemon(bin: string, logName: string): ChildProcess {
+  private spawnDaemon(bin: string, logName: string, daemonArgs: string[] = []): ChildProcess {
     const log = this.logFile(logName);
-    fs.appendFileSync(log, `\n===== [harness] ${new Date().toISOString()} starting ${bin}\n`);
+    fs.appendFileSync(log, `\n===== [harness] ${new Date().toISOString()} starting ${bin} ${daemonArgs.join(' ')}\n`);
     const fd = fs.openSync(log, 'a');
     try {
-      const [cmd = 'nsenter', ...args] = [...this.nsenter(), bin];
+      const [cmd = 'nsenter', ...args] = [...this.nsenter(), bin, ...daemonArgs];
       const child = spawn(cmd, args, {
         stdio: ['ignore', fd, fd],
         detached: true,
@@ -722,6 +730,40 @@ export class Env {
     const ms = since(t0);
     this.timings.libvirtdStarts.push(ms);
     return ms;
+  }
+
+  private readonly modular = new Map<string, ChildProcess>();
+
+  /**
+   * Starts one of libvirt's modular daemons, /usr/sbin/<name> (virtqemud,
+   * virtnetworkd, ...; virtlogd first), as a service manager would, with
+   * `args` (--timeout N for the idle exit); resolves once its socket
+   * exists, and for virtqemud once it answers.
+   */
+  async startModular(name: string, args: string[] = []): Promise<number> {
+    if (this.tornDown) throw new Error('env already torn down');
+    if (this.modularPid(name)) throw new Error(`${name} already running`);
+    await this.startVirtlogd();
+    for (const s of ['sock', 'sock-ro', 'admin-sock']) fs.rmSync(this.hostPath(`/run/libvirt/${name}-${s}`), { force: true });
+    const child = this.spawnDaemon(`/usr/sbin/${name}`, `${name}.out`, args);
+    this.modular.set(name, child);
+    await this.waitSocket(child, `/run/libvirt/${name}-sock`, name, this.logFile(`${name}.out`));
+    if (name === 'virtqemud') {
+      const r = await this.exec([VIRSH, '-c', URI, 'uri'], { allowFail: true, timeout: this.daemonTimeout });
+      if (r.code !== 0) throw new Error(`virtqemud does not answer: ${r.stderr.trim()}\n--- tail of virtqemud.out:\n${tail(this.logFile('virtqemud.out'))}`);
+    }
+    return child.pid!;
+  }
+
+  /** PID of a running modular daemon, or null (not started, stopped, or exited by itself: the idle timeout). */
+  modularPid(name: string): number | null {
+    const c = this.modular.get(name);
+    return c && c.exitCode === null && c.signalCode === null ? (c.pid ?? null) : null;
+  }
+
+  /** Resolves when a modular daemon has exited by itself (its idle timeout), or false after timeoutMs. */
+  async modularExited(name: string, timeoutMs: number): Promise<boolean> {
+    return waitFor(() => this.modularPid(name) === null, timeoutMs, 100);
   }
 
   /** SIGTERM to libvirtd by PID, wait (SIGKILL after `timeoutMs`). Running guests keep running. */
@@ -1060,6 +1102,12 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   }
   fs.writeFileSync(path.join(etcLibvirt, 'qemu.conf'), QEMU_CONF + (opts.qemuConf ? opts.qemuConf + '\n' : ''));
   fs.writeFileSync(path.join(etcLibvirt, 'libvirtd.conf'), opts.libvirtdConf ?? LIBVIRTD_CONF);
+  if (opts.modular) {
+    // The modular daemons read their own files; their logs go to the same debug log.
+    for (const d of ['virtqemud', 'virtnetworkd']) fs.writeFileSync(path.join(etcLibvirt, `${d}.conf`), opts.libvirtdConf ?? LIBVIRTD_CONF);
+    // No firewall tool in the world: the network daemon would refuse to start.
+    fs.appendFileSync(path.join(etcLibvirt, 'network.conf'), 'firewall_backend = "none"\n');
+  }
   const modSrc = path.join(dir, 'mnt', 'qemu-modules');
   const cp = spawnSync('cp', ['-a', '--', `${MODULE_DIR}/.`, modSrc], { encoding: 'utf8' });
   if (cp.status !== 0) throw new Error(`copying ${MODULE_DIR}: ${cp.stderr}`);
@@ -1086,7 +1134,8 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     const base = path.join(dir, 'ovl', String(i));
     fs.mkdirSync(path.join(base, 'upper'), { recursive: true });
     fs.mkdirSync(path.join(base, 'work'), { recursive: true });
-    script.push(...overlayMountLines(o, { upper: path.join(base, 'upper'), work: path.join(base, 'work'), stage: path.join(base, 'stage') }));
+    const lower = opts.layers?.[o];
+    script.push(...overlayMountLines(o, { upper: path.join(base, 'upper'), work: path.join(base, 'work'), stage: path.join(base, 'stage'), ...(lower ? { lower } : {}) }));
   });
   for (const m of mappings) {
     // A mount point is made only where it lands in an overlay's upper dir
