@@ -73,7 +73,13 @@ t.test(`${HOOKS} hooks in parallel while modules change underneath`, async (t) =
   const lines = log.lines().map(fields);
   const acting = lines.filter((f) => /^QEMU modules changed/.test(f.MESSAGE ?? ''));
   const seen = (kind: string, name: string) => acting.some((f) => (f[`QEMU_MODWATCH_${kind.toUpperCase()}`] ?? '').split(' ').includes(`${MODDIR}/${name}`));
-  t.same(changes.filter((c) => !seen(c.kind, c.name)).map((c) => `${c.kind} ${c.name}`), [], `all ${changes.length} changes were logged`);
+  // Seen once in a CI run (one replaced module missing): what the hooks said besides the log tells why, if it happens again.
+  const unlogged = changes.filter((c) => !seen(c.kind, c.name)).map((c) => `${c.kind} ${c.name}`);
+  t.same(unlogged, [], `all ${changes.length} changes were logged`, {
+    stderr: results.map((r) => r.stderr).filter(Boolean),
+    acting: acting.map((f) => ({ replaced: f.QEMU_MODWATCH_REPLACED, added: f.QEMU_MODWATCH_ADDED, removed: f.QEMU_MODWATCH_REMOVED })),
+    raw: unlogged.length ? log.lines().filter((l) => unlogged.some((u) => l.includes(u.split(' ')[1]!))) : [],
+  });
   t.same(lines.filter((f) => !/^QEMU modules changed/.test(f.MESSAGE ?? '')).map((f) => f.MESSAGE), [], 'nothing else was logged');
 
   // Bounded: a run acts only on what changed since the last recorded baseline.
