@@ -193,14 +193,15 @@ function scanEmulators(input: ScanInput): EmulatorRecord[] {
 }
 
 function scanEmulator(file: string, p: string, source: EmulatorSource, before: EmulatorRecord | undefined): EmulatorRecord {
-  const empty = { target: null, moduleDir: null, fileName: fileNameOf(file, p) };
   const st = statOrNull(file);
   if (!st) {
-    return { path: p, source, mode: 0, size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0', ...noFacts('missing'), ...empty, error: null };
+    return { path: p, source, mode: 0, size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0', ...noFacts('missing'), target: null, moduleDir: null, fileName: path.basename(p), error: null };
   }
   const tuple = statTuple(st);
   const mode = Number(st.mode & 0o7777n);
   if (before && before.kind !== 'missing' && sameStat(before, tuple) && reusable(before)) return { ...before, source, mode };
+  // Read only with the binary: the common run reuses the baseline's record.
+  const empty = { target: null, moduleDir: null, fileName: fileNameOf(file, p) };
   try {
     const { fd, st: opened } = openRegular(file, { executable: true });
     try {
