@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { inCI } from '../fixtures/ci';
 import { MODULE_DIR, QEMU, e2eSkip, reprobeSummary, useEnv, type Env } from './harness';
-import { QXL, TOP, execCount, hookCalls, hookLayout, installProduct, journal, readState, replaceModuleInPlace, settle, warnings } from './modwatch';
+import { QXL, TOP, execCount, hookCalls, hookLayout, hookRuns, installProduct, journal, readState, replaceModuleInPlace, settle, warnings } from './modwatch';
 
 const STACK = path.join(TOP, '.stacks/libvirt-11.3.0');
 
@@ -104,4 +104,27 @@ t.test('virtqemud exits when idle and starts again: its daemon hook acts before 
   const models = await env.domcapsVideoModels();
   t.notOk(models.includes('qxl'), `probed afresh: ${models.join(' ')}`);
   t.same(reprobeSummary(env), [], 'no entry was left for libvirt to judge outdated');
+});
+
+t.test("the hooks' cost on this stack, as virtqemud and virtnetworkd time them", scenario, async (t) => {
+  const env = await modularEnv(t, 'mw-mod-cost');
+  await env.startModular('virtqemud');
+  await env.defineDomain('g');
+  await settle(env, 'g');
+  const runsBefore = hookRuns(env).length;
+  const execs = execCount(env);
+  const CYCLES = 10;
+  for (let i = 0; i < CYCLES; i++) {
+    await env.virsh('start', 'g');
+    await env.virsh('destroy', 'g');
+  }
+  await env.startModular('virtnetworkd');
+  const runs = hookRuns(env).slice(runsBefore);
+  t.same(runs.filter((r) => r.status !== 0 || r.stdout !== ''), [], 'every run exited 0 with nothing on stdout');
+  t.equal(execCount(env), execs, 'nothing changed: the executable never started');
+  const byOp = new Map<string, number[]>();
+  for (const r of runs) if (r.ms !== null) byOp.set(r.op, [...(byOp.get(r.op) ?? []), r.ms]);
+  const mean = (xs: number[]) => Math.round((xs.reduce((a, b) => a + b, 0) / xs.length) * 10) / 10;
+  t.comment(`libvirt 11.3.0 modular, ${CYCLES} start/destroy cycles: ${[...byOp].map(([op, ms]) => `${op} ${mean(ms)} ms (${ms.length})`).join(', ')}`);
+  t.ok(byOp.get('prepare')?.length === CYCLES, 'a prepare hook per start, timed');
 });
