@@ -203,8 +203,12 @@ export function readExact(fd: number, position: number, length: number, what: st
 
 // ---------------------------------------------------------------- headers
 
-function readHeader(ctx: Context): Header {
-  const ident = readExact(ctx.fd, 0, Math.min(ctx.fileSize, 64), 'ELF header');
+/**
+ * The first 64 bytes of an ELF file (fewer for a shorter file), checked
+ * for ELF's magic, a known class, byte order and version; ElfError else.
+ */
+export function readElfIdent(fd: number, fileSize: number): { ident: Buffer; is64: boolean; le: boolean } {
+  const ident = readExact(fd, 0, Math.min(fileSize, 64), 'ELF header');
   if (ident.length < 4 || ident[0] !== 0x7f || ident.toString('latin1', 1, 4) !== 'ELF') {
     throw new ElfError('not an ELF file');
   }
@@ -214,8 +218,13 @@ function readHeader(ctx: Context): Header {
   if (elfClass !== ELFCLASS32 && elfClass !== ELFCLASS64) throw new ElfError(`unsupported ELF class ${elfClass}`);
   if (data !== ELFDATA2LSB && data !== ELFDATA2MSB) throw new ElfError(`unsupported ELF data encoding ${data}`);
   if (ident[6] !== EV_CURRENT) throw new ElfError(`unsupported ELF version ${ident[6]}`);
-  ctx.is64 = elfClass === ELFCLASS64;
-  ctx.le = data === ELFDATA2LSB;
+  return { ident, is64: elfClass === ELFCLASS64, le: data === ELFDATA2LSB };
+}
+
+function readHeader(ctx: Context): Header {
+  const { ident, is64, le } = readElfIdent(ctx.fd, ctx.fileSize);
+  ctx.is64 = is64;
+  ctx.le = le;
 
   const ehsize = ctx.is64 ? 64 : 52;
   if (ident.length < ehsize) throw new ElfError('truncated ELF header');

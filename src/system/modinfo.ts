@@ -2,7 +2,7 @@
 // emulator ELF file: which module provides which QOM types, for which target.
 
 import * as os from 'node:os';
-import { ElfError, readExact } from './elf';
+import { ElfError, readElfIdent, readExact } from './elf';
 
 // The emulator is never run, so its pointers are resolved the way the
 // dynamic loader would: from RELATIVE relocations (PIE) or from the bytes in
@@ -38,10 +38,6 @@ const MAX_KEPT_RELOCS = 1 << 16;
 /** Strings and array slots are read through a small block cache: they cluster in .rodata and .data. */
 const BLOCK_BYTES = 16 * 1024;
 
-const ELFCLASS32 = 1;
-const ELFCLASS64 = 2;
-const ELFDATA2LSB = 1;
-const ELFDATA2MSB = 2;
 const EV_CURRENT = 1;
 const ET_EXEC = 2;
 const ET_DYN = 3;
@@ -133,18 +129,9 @@ export function readModinfo(fd: number, fileSize: number): ModinfoEntry[] | null
 }
 
 function parse(ctx: Context): ModinfoEntry[] | null {
-  const head = readExact(ctx.fd, 0, Math.min(ctx.fileSize, EHDR_SIZE), 'ELF header');
-  if (head.length < 4 || head[0] !== 0x7f || head.toString('latin1', 1, 4) !== 'ELF') {
-    throw new ElfError('not an ELF file');
-  }
-  if (head.length < 16) throw new ElfError('truncated ELF header');
-  const elfClass = head[4];
-  const data = head[5];
-  if (elfClass !== ELFCLASS32 && elfClass !== ELFCLASS64) throw new ElfError(`unsupported ELF class ${elfClass}`);
-  if (data !== ELFDATA2LSB && data !== ELFDATA2MSB) throw new ElfError(`unsupported ELF data encoding ${data}`);
-  if (head[6] !== EV_CURRENT) throw new ElfError(`unsupported ELF version ${head[6]}`);
+  const { ident: head, is64, le } = readElfIdent(ctx.fd, ctx.fileSize);
   // A well-formed file we have no pointer layout for is simply not ours.
-  if (elfClass !== ELFCLASS64 || data !== ELFDATA2LSB) return null;
+  if (!is64 || !le) return null;
   if (head.length < EHDR_SIZE) throw new ElfError('truncated ELF header');
 
   const type = head.readUInt16LE(16);
