@@ -1,5 +1,5 @@
 import { isInvalidating } from '../core/compare';
-import { EXIT_CODE, leftoverModules, refusedModules, type Assessment, type Finding, type Level } from '../core/decide';
+import { EXIT_CODE, moduleVerdicts, type Assessment, type Finding, type Level } from '../core/decide';
 import { upgradeDirOf } from '../core/qemu-rules';
 import type { EmulatorState, ModuleAtRisk } from '../core/guests';
 import { dirsUsedBy } from '../core/stale';
@@ -126,8 +126,9 @@ export function buildReport(o: Observed, a: Assessment, now = new Date()): Repor
 function reportBody(o: Observed, a: Assessment, now: Date): Report {
   const fp = o.fingerprint;
   const dirPaths = new Set(fp.dirs.map((d) => d.path));
-  const refused = refusedModules(fp);
-  const leftover = leftoverModules(fp);
+  const verdicts = moduleVerdicts(fp);
+  const refused = verdicts?.refused ?? null;
+  const leftover = verdicts?.leftover ?? null;
   const isIn = (list: { dir: string; name: string }[] | null, dir: string, name: string) => list?.some((m) => m.dir === dir && m.name === name) ?? false;
   return {
     tool: 'qemu-modwatch',

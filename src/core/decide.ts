@@ -172,30 +172,17 @@ export interface ModuleVerdict {
 }
 
 /**
- * Modules QEMU will refuse ("Only modules from the same build can be
- * loaded"): one that an installed emulator loads (it is in that build's
+ * refused: modules QEMU will refuse ("Only modules from the same build can
+ * be loaded"): one that an installed emulator loads (it is in that build's
  * module table, for its target, in a directory it searches) carrying
- * another stamp than that emulator's. Upgrade copies are left out, they
- * are kept for older running guests on purpose. null when no emulator's
- * stamp is known, so nothing can be said.
+ * another stamp than that emulator's. leftover: modules of a build no
+ * installed emulator has, that no installed emulator loads either (an
+ * s390x module with no s390x emulator, one an upgrade left behind):
+ * nothing refuses them, nothing needs them. Upgrade copies are left out,
+ * they are kept for older running guests on purpose. null when no
+ * emulator's stamp is known, so nothing can be said.
  */
-export function refusedModules(fp: Fingerprint): ModuleVerdict[] | null {
-  const v = moduleVerdicts(fp);
-  return v && v.filter((m) => m.refusedBy.length > 0);
-}
-
-/**
- * Modules of a build no installed emulator has, that no installed
- * emulator loads either (an s390x module with no s390x emulator, a
- * module an upgrade left behind): nothing refuses them, nothing needs
- * them. null as for refusedModules.
- */
-export function leftoverModules(fp: Fingerprint): ModuleVerdict[] | null {
-  const v = moduleVerdicts(fp);
-  return v && v.filter((m) => m.refusedBy.length === 0);
-}
-
-function moduleVerdicts(fp: Fingerprint): ModuleVerdict[] | null {
+export function moduleVerdicts(fp: Fingerprint): { refused: ModuleVerdict[]; leftover: ModuleVerdict[] } | null {
   const loaders = fp.emulators.filter((e): e is typeof e & { stamp: string } => e.kind === 'elf' && e.stamp !== null);
   if (loaders.length === 0) return null;
   const stamps = new Set(loaders.map((e) => e.stamp));
@@ -212,23 +199,28 @@ function moduleVerdicts(fp: Fingerprint): ModuleVerdict[] | null {
       }
     }
   }
-  return out;
+  return { refused: out.filter((m) => m.refusedBy.length > 0), leftover: out.filter((m) => m.refusedBy.length === 0) };
+}
+
+/** moduleVerdicts' refused modules alone. */
+export function refusedModules(fp: Fingerprint): ModuleVerdict[] | null {
+  return moduleVerdicts(fp)?.refused ?? null;
 }
 
 function stampFindings(fp: Fingerprint): Finding[] {
-  const refused = refusedModules(fp);
-  if (refused === null) {
+  const verdicts = moduleVerdicts(fp);
+  if (verdicts === null) {
     const any = fp.dirs.some((d) => d.source !== 'upgrade' && d.modules.length > 0);
     return any ? [{ level: 'OK', code: 'no-stamp-check', message: 'no emulator with a build stamp found; module stamps not checked' }] : [];
   }
   const stampText = (s: string | null) => (s ? `stamp ${short(s)}` : 'no build stamp');
   return [
-    ...refused.map((m) => ({
+    ...verdicts.refused.map((m) => ({
       level: 'CRITICAL' as const,
       code: 'stamp-mismatch' as const,
       message: `QEMU will refuse to load ${m.name} in ${m.dir} (${stampText(m.stamp)}, emulator has ${[...new Set(m.refusedBy.map((e) => short(e.stamp)))].join(', ')})`,
     })),
-    ...(leftoverModules(fp) ?? []).map((m) => ({
+    ...verdicts.leftover.map((m) => ({
       level: 'WARNING' as const,
       code: 'leftover-module' as const,
       message: `${m.dir}/${m.name} is not from an installed emulator's build (${stampText(m.stamp)}), and no installed emulator loads it: a leftover`,
