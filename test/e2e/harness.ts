@@ -494,6 +494,16 @@ function reprobeReason(text: string): ReprobeReason {
   return REPROBE_REASONS.find(([re]) => re.test(text))?.[1] ?? 'other';
 }
 
+/** The re-probes in a libvirt debug log (virQEMUCapsIsValid's lines, and KVM's), in order. */
+export function parseReprobes(log: string): Reprobe[] {
+  return log.split('\n').flatMap((line) => {
+    const outdated = /Outdated capabilities for '([^']*)': (.*)$/.exec(line);
+    if (outdated) return [{ emulator: outdated[1] ?? '', reason: reprobeReason(outdated[2] ?? ''), text: outdated[2] ?? '' }];
+    const kvm = /KVM was not enabled when probing '([^']*)', but it should be usable now/.exec(line);
+    return kvm ? [{ emulator: kvm[1] ?? '', reason: 'kvm usable now' as const, text: 'KVM should be usable now' }] : [];
+  });
+}
+
 /**
  * "<emulator>: <reason>" of the re-probes from index `from` on, each pair
  * once (one lookup can log its reason twice), for one t.same() against
@@ -801,12 +811,7 @@ export class Env {
    * that had no cache entry has no reason and is not listed.
    */
   reprobes(): Reprobe[] {
-    return this.daemonLog().split('\n').flatMap((line) => {
-      const outdated = /Outdated capabilities for '([^']*)': (.*)$/.exec(line);
-      if (outdated) return [{ emulator: outdated[1] ?? '', reason: reprobeReason(outdated[2] ?? ''), text: outdated[2] ?? '' }];
-      const kvm = /KVM was not enabled when probing '([^']*)', but it should be usable now/.exec(line);
-      return kvm ? [{ emulator: kvm[1] ?? '', reason: 'kvm usable now' as const, text: 'KVM should be usable now' }] : [];
-    });
+    return parseReprobes(this.daemonLog());
   }
 
   /** stdout/stderr of libvirtd (all starts, separated by "=====" lines). */
