@@ -236,8 +236,13 @@ export function mtimeNs(file: string): string | null {
   }
 }
 
+/** Anything with libvirt's debug log: an Env, or a world of another kind. */
+export interface DebugLog {
+  daemonLog(): string;
+}
+
 /** Lines of libvirtd's debug log saying it ran our dispatcher for `op`. */
-export function hookCalls(env: Env, driver: 'qemu' | 'daemon', op?: string): string[] {
+export function hookCalls(env: DebugLog, driver: 'qemu' | 'daemon', op?: string): string[] {
   const re = new RegExp(`Calling hook /etc/libvirt/hooks/${driver}\\.d/${HOOK_NAME} .*op=${op ?? '\\S+'}\\b`);
   return env.daemonLog().split('\n').filter((l) => re.test(l));
 }
@@ -268,7 +273,7 @@ function logTime(date: string, time: string): number {
  * which hook it calls, util.command (same thread, next result) what it
  * returned and printed.
  */
-export function hookRuns(env: Env): HookRun[] {
+export function hookRuns(env: DebugLog): HookRun[] {
   const entries = env.daemonLog().split(/\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[+-]\d{4}: )/);
   const waiting = new Map<string, { run: HookRun; at: number }>();
   const out: HookRun[] = [];
