@@ -32,5 +32,10 @@ fi
 # libvirt's modular daemons for the end-to-end suite (built once; kept in .stacks/).
 bash build/libvirt-modular.sh
 
+# The backports suite's libvirt and QEMU, installed privately as layers
+# (.stacks/backports). Last of all: they hold what dpkg changed over the
+# host's packages as they are now.
+bash build/backports-stack.sh
+
 npm ci --no-audit --no-fund
 npm run build

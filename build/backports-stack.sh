@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs the host release's backports suite's QEMU and libvirt (10.0 and
+# 11.3 on Debian 12) for the end-to-end suite, with apt-get and dpkg as an
+# admin would, but inside a private mount namespace over overlays of /etc,
+# /usr and /var: the host keeps its own packages, apt lists and dpkg
+# database. What each install changed (the overlays' upper dirs, with their
+# whiteouts) is kept as a layer in .stacks/backports/:
+#   qemu/     QEMU 10.0 over the host's system
+#   libvirt/  then libvirt 11.3 over both
+# The tests lay qemu/ alone under an upstream libvirt, or both, over /usr
+# and /etc of their private worlds (test/e2e/stacks.ts).
+#
+# The layers are only true over the /usr they were made on: over-dpkg-status
+# holds the sha256 of the host's dpkg status then, and a host upgrade makes
+# them anew. A second run on the same host does nothing. Under a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# qxl, the module the scenarios change, is packaged apart from QEMU 10.0.
+qemu_packages=(qemu-system-x86 qemu-system-modules-spice qemu-utils)
+libvirt_packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
+
+out=$PWD/.stacks/backports
+over=$(sha256sum < /var/lib/dpkg/status | cut -d' ' -f1)
+[ -f "$out/.complete" ] && [ "$(cat "$out/over-dpkg-status" 2>/dev/null)" = "$over" ] && exit 0
+
+codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+# The archive and keyring the host's apt takes its release from.
+read -r uri keyring < <(awk -v rel="$codename" '
+  /^URIs:/ { u = $2 } /^Signed-By:/ { k = $2 }
+  /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) hit = 1 }
+  /^$/ { if (hit && !found) found = u " " k; u = ""; k = ""; hit = 0 }
+  END { if (hit && !found) found = u " " k; print found }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+[ -n "${uri:-}" ] || uri=$(awk -v rel="$codename" '$1 == "deb" && $3 == rel { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+[ -n "${uri:-}" ] || { echo "backports-stack: no apt source for $codename on this host" >&2; exit 1; }
+signed=${keyring:+ [signed-by=$keyring]}
+tmp=$out.tmp
+rm -rf "$tmp"
+
+# install LAYER [UNDER-LAYER] -- PACKAGES: one apt-get install in a private
+# namespace, its changes kept in $tmp/LAYER. /run is a private tmpfs (QEMU's
+# prerm would copy the old modules to /run/qemu if it existed). Laid over
+# another overlay later, a layer must hold plain files and whiteouts only:
+# redirected or metadata-only copies would point into this host's layers.
+install() {
+  local layer=$1 under=$2
+  shift 3
+  for d in etc usr var; do mkdir -p "$tmp/$layer/$d" "$tmp/.work/$layer/$d"; done
+  unshare --mount --propagation private -- bash -euo pipefail -c '
+    tmp=$1 layer=$2 under=$3 uri=$4 codename=$5 signed=$6; shift 6
+    for d in etc usr var; do
+      lower=/$d; [ -n "$under" ] && lower=$tmp/$under/$d:/$d
+      mount -t overlay overlay -o "lowerdir=$lower,upperdir=$tmp/$layer/$d,workdir=$tmp/.work/$layer/$d,redirect_dir=off,metacopy=off" "/$d"
+    done
+    mount -t tmpfs tmpfs /run
+    echo "deb$signed $uri $codename-backports main" > /etc/apt/sources.list.d/qemu-modwatch-tests-backports.list
+    # No service starts (invoke-rc.d asks $POLICYRCD), without a file in the layer.
+    printf "#!/bin/sh\nexit 101\n" > "$tmp/policy-rc.d" && chmod 755 "$tmp/policy-rc.d"
+    export DEBIAN_FRONTEND=noninteractive POLICYRCD=$tmp/policy-rc.d
+    apt-get -q update >/dev/null
+    apt-get -q install -y --no-install-recommends -t "$codename-backports" "$@" > "$tmp/$layer.log" 2>&1 ||
+      { tail -n 30 "$tmp/$layer.log" >&2; exit 1; }
+    apt-get clean
+    rm -f /etc/apt/sources.list.d/qemu-modwatch-tests-backports.list
+    dpkg-query -W -f "\${Package} \${Version}\n" "$@" > "$tmp/$layer/versions"
+  ' bash "$tmp" "$layer" "$under" "$uri" "$codename" "$signed" "$@"
+}
+install qemu '' -- "${qemu_packages[@]}"
+install libvirt qemu -- "${libvirt_packages[@]}"
+rm -rf "$tmp/.work" "$tmp/policy-rc.d"
+echo "$over" > "$tmp/over-dpkg-status"
+touch "$tmp/.complete"
+rm -rf "$out"
+mv "$tmp" "$out"
+echo "installed $(cat "$out"/qemu/versions "$out"/libvirt/versions | tr '\n' ' ')into ${out#"$PWD"/}"
