@@ -17,7 +17,8 @@
 //     /run/libvirt                 empty
 //     /var/log/libvirt             empty
 //     /var/lib/qemu-modwatch       empty
-//     <QEMU module dir>            `cp -a` of the real one (same mtimes)
+//     <QEMU module dir>            `cp -a` of the world's own (same mtimes):
+//                                  the host's, or the one opts.layers install
 // - a bind mount needs an existing mount point. A target that does not exist
 //   on the host (e.g. /var/cache/libvirt on a host without libvirt's state)
 //   is created inside an overlayfs that is mounted over its nearest existing
@@ -92,6 +93,11 @@ export const LIBVIRTD_CONF = [
   'log_outputs = "1:file:/var/log/libvirt/libvirtd.log 3:stderr"',
   '',
 ].join('\n');
+
+/** Where a daemon writes its debug log: the QEMU daemon to libvirtd.log (LIBVIRTD_CONF), any other to <name>.log. */
+function debugLogOf(name: string, qemuDaemon: QemuDaemon): string {
+  return `/var/log/libvirt/${name === qemuDaemon ? 'libvirtd' : name}.log`;
+}
 
 // ---------------------------------------------------------------------------
 // Can the e2e tests run here?
@@ -390,13 +396,24 @@ export interface EnvOptions {
   overlayDirs?: string[];
   /**
    * Read-only layers laid over one of overlayDirs (or /etc): the target ->
-   * a directory on the host laid over it, e.g. /usr -> a libvirt built for
-   * the tests. The target's files show through where the layer has none.
+   * directories on the host laid over it, top first, e.g. /usr -> a libvirt
+   * built for the tests over a QEMU installed for them (test/e2e/stacks.ts).
+   * The target's files show through where no layer has them; a layer's
+   * whiteouts hide them.
    */
-  layers?: Record<string, string>;
-  /** Config for libvirt's modular daemons too (virtqemud.conf, virtnetworkd.conf, network.conf). */
-  modular?: boolean;
+  layers?: Record<string, string | string[]>;
+  /**
+   * The daemon that holds QEMU's capabilities, as startDaemon() starts it:
+   * the monolithic libvirtd (default), or libvirt's modular virtqemud, then
+   * with virtnetworkd started before it and running beside it.
+   */
+  daemon?: QemuDaemon;
 }
+
+export type QemuDaemon = 'libvirtd' | 'virtqemud';
+
+/** What runs beside the QEMU daemon of each kind (see EnvOptions.daemon). */
+const COMPANIONS: Record<QemuDaemon, string[]> = { libvirtd: [], virtqemud: ['virtnetworkd'] };
 
 export type VideoModel = 'none' | 'qxl' | 'vga';
 
@@ -541,6 +558,7 @@ export class Env {
   readonly emulator = QEMU;
   readonly cacheDir = CACHE_DIR;
   readonly timings: Timings = { libvirtdStarts: [] };
+  readonly qemuDaemon: QemuDaemon;
 
   private readonly holder: ChildProcess;
   private readonly reaperPid: number | undefined;
@@ -560,7 +578,9 @@ export class Env {
     mappings: Mapping[];
     overlays: string[];
     daemonTimeout: number;
+    qemuDaemon: QemuDaemon;
   }) {
+    this.qemuDaemon = init.qemuDaemon;
     this.dir = init.dir;
     this.holder = init.holder;
     this.holderPid = init.holder.pid as number;
@@ -700,7 +720,12 @@ export class Env {
     }
   }
 
-  /** PID of the running libvirtd, or null. */
+  /** The daemons a started world runs, sorted: the QEMU daemon, what runs beside it, virtlogd. */
+  get daemons(): string[] {
+    return [this.qemuDaemon, ...COMPANIONS[this.qemuDaemon], 'virtlogd'].sort();
+  }
+
+  /** PID of the running QEMU daemon (libvirtd or virtqemud), or null. */
   daemonPid(): number | null {
     const c = this.libvirtd;
     return c && c.exitCode === null && c.signalCode === null ? (c.pid ?? null) : null;
@@ -716,26 +741,33 @@ export class Env {
   }
 
   /**
-   * Starts libvirtd (and virtlogd if needed); resolves once it answers
-   * `virsh uri`. Returns the time that took, ms.
+   * Starts the QEMU daemon (and virtlogd, and for virtqemud virtnetworkd,
+   * if needed); resolves once it answers `virsh uri`. Returns the time that
+   * took, ms.
    */
   async startDaemon(): Promise<number> {
     if (this.tornDown) throw new Error('env already torn down');
-    if (this.daemonPid()) throw new Error('libvirtd already running');
+    for (const c of COMPANIONS[this.qemuDaemon]) if (!this.modularPid(c)) await this.startModular(c);
+    return this.spawnQemuDaemon([]);
+  }
+
+  private async spawnQemuDaemon(args: string[]): Promise<number> {
+    if (this.tornDown) throw new Error('env already torn down');
+    const name = this.qemuDaemon;
+    if (this.daemonPid()) throw new Error(`${name} already running`);
     await this.startVirtlogd();
-    for (const s of ['libvirt-sock', 'libvirt-sock-ro', 'libvirt-admin-sock']) {
-      fs.rmSync(this.hostPath(`/run/libvirt/${s}`), { force: true });
-    }
-    const log = this.logFile('libvirtd.out');
+    const sock = name === 'libvirtd' ? 'libvirt' : name;
+    for (const s of ['sock', 'sock-ro', 'admin-sock']) fs.rmSync(this.hostPath(`/run/libvirt/${sock}-${s}`), { force: true });
+    const log = this.logFile(`${name}.out`);
     const t0 = performance.now();
-    const child = this.spawnDaemon(LIBVIRTD, 'libvirtd.out');
+    const child = this.spawnDaemon(`/usr/sbin/${name}`, `${name}.out`, args);
     this.libvirtd = child;
-    await this.waitSocket(child, '/run/libvirt/libvirt-sock', 'libvirtd', log);
+    await this.waitSocket(child, `/run/libvirt/${sock}-sock`, name, log);
     // The socket exists before the drivers are initialised; a first call
     // returns once they are (or fails if the daemon gives up).
     const r = await this.exec([VIRSH, '-c', URI, 'uri'], { allowFail: true, timeout: this.daemonTimeout });
     if (r.code !== 0 || !this.daemonPid()) {
-      throw new Error(`libvirtd does not answer: ${r.stderr.trim()}\n--- tail of libvirtd.out:\n${tail(log)}`);
+      throw new Error(`${name} does not answer: ${r.stderr.trim()}\n--- tail of ${name}.out:\n${tail(log)}`);
     }
     const ms = since(t0);
     this.timings.libvirtdStarts.push(ms);
@@ -746,11 +778,15 @@ export class Env {
 
   /**
    * Starts one of libvirt's modular daemons, /usr/sbin/<name> (virtqemud,
-   * virtnetworkd, ...; virtlogd first), as a service manager would, with
-   * `args` (--timeout N for the idle exit); resolves once its socket
-   * exists, and for virtqemud once it answers.
+   * virtnetworkd, ...; virtlogd first, nothing else), as a service manager
+   * would, with `args` (--timeout N for the idle exit); resolves once its
+   * socket exists, and for the QEMU daemon once it answers. Returns its PID.
    */
   async startModular(name: string, args: string[] = []): Promise<number> {
+    if (name === this.qemuDaemon) {
+      await this.spawnQemuDaemon(args);
+      return this.daemonPid()!;
+    }
     if (this.tornDown) throw new Error('env already torn down');
     if (this.modularPid(name)) throw new Error(`${name} already running`);
     await this.startVirtlogd();
@@ -758,15 +794,12 @@ export class Env {
     const child = this.spawnDaemon(`/usr/sbin/${name}`, `${name}.out`, args);
     this.modular.set(name, child);
     await this.waitSocket(child, `/run/libvirt/${name}-sock`, name, this.logFile(`${name}.out`));
-    if (name === 'virtqemud') {
-      const r = await this.exec([VIRSH, '-c', URI, 'uri'], { allowFail: true, timeout: this.daemonTimeout });
-      if (r.code !== 0) throw new Error(`virtqemud does not answer: ${r.stderr.trim()}\n--- tail of virtqemud.out:\n${tail(this.logFile('virtqemud.out'))}`);
-    }
     return child.pid!;
   }
 
   /** PID of a running modular daemon, or null (not started, stopped, or exited by itself: the idle timeout). */
   modularPid(name: string): number | null {
+    if (name === this.qemuDaemon) return this.daemonPid();
     const c = this.modular.get(name);
     return c && c.exitCode === null && c.signalCode === null ? (c.pid ?? null) : null;
   }
@@ -776,7 +809,7 @@ export class Env {
     return waitFor(() => this.modularPid(name) === null, timeoutMs, 100);
   }
 
-  /** SIGTERM to libvirtd by PID, wait (SIGKILL after `timeoutMs`). Running guests keep running. */
+  /** SIGTERM to the QEMU daemon by PID, wait (SIGKILL after `timeoutMs`). Running guests keep running. */
   async stopDaemon(timeoutMs = 15_000): Promise<void> {
     const child = this.libvirtd;
     const pid = this.daemonPid();
@@ -796,10 +829,13 @@ export class Env {
     return this.startDaemon();
   }
 
-  /** The debug log of hooks and capabilities (see LIBVIRTD_CONF). */
-  daemonLog(): string {
+  /**
+   * The debug log of hooks and capabilities (see LIBVIRTD_CONF) of the QEMU
+   * daemon, or of another modular daemon by name.
+   */
+  daemonLog(name: string = this.qemuDaemon): string {
     try {
-      return fs.readFileSync(this.hostPath('/var/log/libvirt/libvirtd.log'), 'utf8');
+      return fs.readFileSync(this.hostPath(debugLogOf(name, this.qemuDaemon)), 'utf8');
     } catch {
       return '';
     }
@@ -814,10 +850,10 @@ export class Env {
     return parseReprobes(this.daemonLog());
   }
 
-  /** stdout/stderr of libvirtd (all starts, separated by "=====" lines). */
+  /** stdout/stderr of the QEMU daemon (all starts, separated by "=====" lines). */
   daemonOutput(): string {
     try {
-      return fs.readFileSync(this.logFile('libvirtd.out'), 'utf8');
+      return fs.readFileSync(this.logFile(`${this.qemuDaemon}.out`), 'utf8');
     } catch {
       return '';
     }
@@ -963,9 +999,13 @@ export class Env {
         problems.push(`destroying domains: ${(e as Error).message}`);
       }
     }
-    await this.stopDaemon(10_000).catch((e: Error) => problems.push(`stopping libvirtd: ${e.message}`));
+    await this.stopDaemon(10_000).catch((e: Error) => problems.push(`stopping ${this.qemuDaemon}: ${e.message}`));
     if (holderOk()) {
       for (const pid of this.qemuPids()) kill(pid, 'SIGTERM');
+      for (const name of this.modular.keys()) {
+        const pid = this.modularPid(name);
+        if (pid) kill(pid, 'SIGTERM');
+      }
       const v = this.virtlogd;
       if (v?.pid && v.exitCode === null && v.signalCode === null) kill(v.pid, 'SIGTERM');
       await waitFor(() => this.processes().length === 0, 3_000);
@@ -1107,16 +1147,16 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   }
   fs.writeFileSync(path.join(etcLibvirt, 'qemu.conf'), QEMU_CONF + (opts.qemuConf ? opts.qemuConf + '\n' : ''));
   fs.writeFileSync(path.join(etcLibvirt, 'libvirtd.conf'), opts.libvirtdConf ?? LIBVIRTD_CONF);
-  if (opts.modular) {
-    // The modular daemons read their own files; their logs go to the same debug log.
-    for (const d of ['virtqemud', 'virtnetworkd']) fs.writeFileSync(path.join(etcLibvirt, `${d}.conf`), opts.libvirtdConf ?? LIBVIRTD_CONF);
+  const qemuDaemon = opts.daemon ?? 'libvirtd';
+  if (qemuDaemon !== 'libvirtd') {
+    // The modular daemons read their own files; each one's debug log is its own.
+    const conf = opts.libvirtdConf ?? LIBVIRTD_CONF;
+    fs.writeFileSync(path.join(etcLibvirt, `${qemuDaemon}.conf`), conf);
+    for (const d of COMPANIONS[qemuDaemon]) fs.writeFileSync(path.join(etcLibvirt, `${d}.conf`), conf.replaceAll(debugLogOf(qemuDaemon, qemuDaemon), debugLogOf(d, qemuDaemon)));
     // No firewall tool in the world: the network daemon would refuse to start.
     fs.appendFileSync(path.join(etcLibvirt, 'network.conf'), 'firewall_backend = "none"\n');
   }
   const modSrc = path.join(dir, 'mnt', 'qemu-modules');
-  const cp = spawnSync('cp', ['-a', '--', `${MODULE_DIR}/.`, modSrc], { encoding: 'utf8' });
-  if (cp.status !== 0) throw new Error(`copying ${MODULE_DIR}: ${cp.stderr}`);
-  spawnSync('touch', ['-r', MODULE_DIR, modSrc]); // cp -a does it too; be explicit
 
   // Which overlays are needed: /etc always (config file, passwd); the nearest
   // existing ancestor of every private dir missing on the host.
@@ -1139,9 +1179,13 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     const base = path.join(dir, 'ovl', String(i));
     fs.mkdirSync(path.join(base, 'upper'), { recursive: true });
     fs.mkdirSync(path.join(base, 'work'), { recursive: true });
-    const lower = opts.layers?.[o];
+    const layer = opts.layers?.[o];
+    const lower = Array.isArray(layer) ? layer.join(':') : layer;
     script.push(...overlayMountLines(o, { upper: path.join(base, 'upper'), work: path.join(base, 'work'), stage: path.join(base, 'stage'), ...(lower ? { lower } : {}) }));
   });
+  // The module dir's copy is taken from inside, so that it holds the
+  // modules of the QEMU the layers install (cp -a keeps the mtimes).
+  script.push(`cp -a -- ${q(`${MODULE_DIR}/.`)} ${q(modSrc)}`, `touch -r ${q(MODULE_DIR)} ${q(modSrc)}`);
   for (const m of mappings) {
     // A mount point is made only where it lands in an overlay's upper dir
     // (its nearest existing ancestor is overlaid, see above): `mkdir -p` on a
@@ -1203,6 +1247,7 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     mappings,
     overlays,
     daemonTimeout: opts.daemonTimeout ?? 30_000,
+    qemuDaemon,
   });
   liveEnvs.add(env);
   try {

@@ -310,6 +310,21 @@ export function hookRuns(env: DebugLog): HookRun[] {
   return out;
 }
 
+/**
+ * The mean time of each hook as libvirt timed it ("qemu prepare 5.6 ms
+ * (20), ..., daemon start 41 ms (1)"): for the test's output and the README.
+ */
+export function hookCost(runs: HookRun[]): string {
+  const byOp = new Map<string, number[]>();
+  for (const r of runs) {
+    if (r.ms === null) continue;
+    const key = `${/\/daemon(\.d\/|$)/.test(r.file) ? 'daemon' : 'qemu'} ${r.op}`;
+    byOp.set(key, [...(byOp.get(key) ?? []), r.ms]);
+  }
+  const mean = (xs: number[]) => Math.round((xs.reduce((a, b) => a + b, 0) / xs.length) * 10) / 10;
+  return [...byOp].map(([op, ms]) => `${op} ${mean(ms)} ms (${ms.length})`).join(', ');
+}
+
 function foreignSharedObject(): Buffer {
   for (const p of FOREIGN_SO) {
     try {

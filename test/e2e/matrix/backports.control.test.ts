@@ -1,0 +1,5 @@
+import t from 'tap';
+import { controlScenarios } from '../scenarios/control';
+import { STACKS } from '../stacks';
+
+controlScenarios(t, STACKS['backports']);

@@ -1,0 +1,5 @@
+import t from 'tap';
+import { guestScenarios } from '../scenarios/guests';
+import { STACKS } from '../stacks';
+
+guestScenarios(t, STACKS['debian-12']);

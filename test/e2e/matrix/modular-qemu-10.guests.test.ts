@@ -1,0 +1,5 @@
+import t from 'tap';
+import { guestScenarios } from '../scenarios/guests';
+import { STACKS } from '../stacks';
+
+guestScenarios(t, STACKS['modular-qemu-10']);
