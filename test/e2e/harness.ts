@@ -59,7 +59,10 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { inCI } from '../fixtures/ci';
 import { overlayMountLines } from '../fixtures/overlay-mount';
+import { comm, isAlive, isExecutable, kill, readNs, run, sleep, tail, waitFor, which, type ExecOptions, type ExecResult } from '../fixtures/processes';
 import { shq as q } from '../fixtures/shell';
+
+export { isExecutable, type ExecOptions, type ExecResult };
 
 export const LIBVIRTD = '/usr/sbin/libvirtd';
 export const VIRTLOGD = '/usr/sbin/virtlogd';
@@ -105,26 +108,6 @@ function debugLogOf(name: string, qemuDaemon: QemuDaemon): string {
 export type CanRun = { ok: true } | { ok: false; reason: string };
 
 let canRunMemo: CanRun | undefined;
-
-/** An executable regular file (following symlinks). */
-export function isExecutable(p: string): boolean {
-  try {
-    fs.accessSync(p, fs.constants.X_OK);
-    return fs.statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function which(cmd: string): string | null {
-  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
-    if (dir && isExecutable(path.join(dir, cmd))) return path.join(dir, cmd);
-  }
-  for (const dir of ['/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
-    if (isExecutable(path.join(dir, cmd))) return path.join(dir, cmd);
-  }
-  return null;
-}
 
 /** Whether a real libvirtd can be run in a private mount namespace here. */
 export function canRun(): CanRun {
@@ -191,22 +174,6 @@ export function e2eSkip(t: TestLike): string | false {
 // ---------------------------------------------------------------------------
 // Small utilities
 
-export interface ExecResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface ExecOptions {
-  input?: string | Buffer;
-  allowFail?: boolean;
-  /** ms; default 120000. The command is killed (SIGKILL) when it runs longer. */
-  timeout?: number;
-  env?: NodeJS.ProcessEnv;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 /** Milliseconds since `t0` (a performance.now() value), rounded to 0.1 ms. */
 const since = (t0: number) => Math.round((performance.now() - t0) * 10) / 10;
 
@@ -215,96 +182,6 @@ export async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; valu
   const t0 = performance.now();
   const value = await fn();
   return { ms: since(t0), value };
-}
-
-async function waitFor(
-  cond: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  intervalMs = 50,
-): Promise<boolean> {
-  const end = performance.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return true;
-    if (performance.now() >= end) return false;
-    await sleep(intervalMs);
-  }
-}
-
-function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const [cmd, ...args] = argv;
-    if (!cmd) return reject(new Error('empty command'));
-    const child = spawn(cmd, args, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: opts.env ?? { ...process.env, LC_ALL: 'C' },
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.stdin.on('error', () => {}); // EPIPE when the command does not read
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeout ?? 120_000);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const res: ExecResult = {
-        code: code ?? 128 + (signal ? os.constants.signals[signal] : 0),
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-      };
-      if (timedOut) res.stderr += `\n[harness] killed after ${opts.timeout ?? 120_000} ms`;
-      if (res.code !== 0 && !opts.allowFail) {
-        reject(
-          new Error(
-            `command failed (exit ${res.code}): ${argv.join(' ')}\n${res.stderr.trim()}\n${res.stdout.trim()}`.trim(),
-          ),
-        );
-      } else resolve(res);
-    });
-    child.stdin.end(opts.input ?? '');
-  });
-}
-
-function tail(file: string, lines = 30): string {
-  try {
-    return fs.readFileSync(file, 'utf8').split('\n').slice(-lines - 1).join('\n');
-  } catch {
-    return `(no ${path.basename(file)})`;
-  }
-}
-
-function readNs(pid: number): string | null {
-  try {
-    return fs.readlinkSync(`/proc/${pid}/ns/mnt`);
-  } catch {
-    return null;
-  }
-}
-
-/** Alive and not a zombie. */
-function isAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
-function comm(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '?';
-  }
 }
 
 /** PIDs of all processes in mount namespace `ns` (e.g. "mnt:[4026532177]"). */
@@ -317,14 +194,6 @@ export function pidsInNamespace(ns: string, exclude: number[] = []): number[] {
     if (readNs(pid) === ns && isAlive(pid)) pids.push(pid);
   }
   return pids;
-}
-
-function kill(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    /* already gone */
-  }
 }
 
 /** Bash reaper: waits for the test process to die, then cleans up like teardown(). */
@@ -441,6 +310,25 @@ export interface Timings {
   libvirtdStarts: number[];
 }
 
+/** The files of a world's capabilities cache, seen at `hostDir` on the host, sorted by name. */
+export function listCacheFiles(hostDir: string): CacheFile[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(hostDir);
+  } catch {
+    return [];
+  }
+  return names.sort().flatMap((name) => {
+    try {
+      const st = fs.statSync(path.join(hostDir, name), { bigint: true });
+      const file = { name, path: path.posix.join(CACHE_DIR, name), hostPath: path.join(hostDir, name) };
+      return [{ ...file, ino: st.ino.toString(), mtimeNs: st.mtimeNs.toString(), size: Number(st.size) }];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** Tiny TCG guest: no disk, 64 MiB, pty serial, no balloon. */
 export function domainXml(name: string, opts: DomainOptions = {}): string {
   const emulator = opts.emulator ?? QEMU;
@@ -526,7 +414,7 @@ export function parseReprobes(log: string): Reprobe[] {
  * once (one lookup can log its reason twice), for one t.same() against
  * what a scenario set up.
  */
-export function reprobeSummary(env: Env, from = 0): string[] {
+export function reprobeSummary(env: { reprobes(): Reprobe[] }, from = 0): string[] {
   return [...new Set(env.reprobes().slice(from).map((r) => `${r.emulator}: ${r.reason}`))];
 }
 
@@ -897,30 +785,7 @@ export class Env {
 
   /** Files in the private capabilities cache dir, sorted by name. */
   cacheFiles(): CacheFile[] {
-    const dir = this.hostPath(CACHE_DIR);
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir);
-    } catch {
-      return [];
-    }
-    return names.sort().flatMap((name) => {
-      try {
-        const st = fs.statSync(path.join(dir, name), { bigint: true });
-        return [
-          {
-            name,
-            path: path.posix.join(CACHE_DIR, name),
-            hostPath: path.join(dir, name),
-            ino: st.ino.toString(),
-            mtimeNs: st.mtimeNs.toString(),
-            size: Number(st.size),
-          },
-        ];
-      } catch {
-        return [];
-      }
-    });
+    return listCacheFiles(this.hostPath(CACHE_DIR));
   }
 
   /** Names of the running (or paused) domains, via virsh list. */
@@ -968,7 +833,7 @@ export class Env {
   /** Every process in the env's namespace except the holder. */
   processes(): { pid: number; comm: string }[] {
     if (readNs(this.holderPid) !== this.mntNs) return [];
-    return pidsInNamespace(this.mntNs, [this.holderPid]).map((pid) => ({ pid, comm: comm(pid) }));
+    return pidsInNamespace(this.mntNs, [this.holderPid]).map((pid) => ({ pid, comm: comm(pid) ?? '?' }));
   }
 
   /**

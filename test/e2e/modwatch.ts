@@ -213,7 +213,7 @@ export function journal(env: Env): JournalEntry[] {
 }
 
 /** Warnings (priority 4) and errors (3) among the journal entries. */
-export function warnings(entries: JournalEntry[]): JournalEntry[] {
+export function warnings<E extends { priority: number | null }>(entries: E[]): E[] {
   return entries.filter((e) => e.priority !== null && e.priority <= 4);
 }
 
@@ -346,10 +346,11 @@ export interface InPlaceChange {
 /**
  * Overwrites a module in place (same inode, O_TRUNC + write, so the
  * directory's mtime does not move) with a shared object from another
- * build: QEMU refuses to load it, as after a half-done upgrade.
+ * build: QEMU refuses to load it, as after a half-done upgrade. `world`
+ * maps its paths to the host's: an Env, or a systemd container.
  */
-export function replaceModuleInPlace(env: Env, nsDir: string, name: string): InPlaceChange {
-  const dir = env.hostPath(nsDir);
+export function replaceModuleInPlace(world: { hostPath(p: string): string }, nsDir: string, name: string): InPlaceChange {
+  const dir = world.hostPath(nsDir);
   const file = path.join(dir, name);
   const bytes = foreignSharedObject();
   const before = fs.statSync(file, { bigint: true });
@@ -403,8 +404,9 @@ export function addQxlToWrapperDir(env: Env): void {
  * Identity of a cache entry file: inode and mtime. The inode alone is not
  * enough: after a deletion, ext4 may give libvirt's next file the same one.
  */
-export function entryKey(f: { ino: string; mtimeNs: string }): string {
-  return `${f.ino}@${f.mtimeNs}`;
+/** A cache entry's identity (inode and mtime), or 'absent'. */
+export function entryKey(f: { ino: string; mtimeNs: string } | undefined): string {
+  return f ? `${f.ino}@${f.mtimeNs}` : 'absent';
 }
 
 /**
@@ -443,7 +445,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * a cache entry (a watched dir changed), one full run more than 2 s later
  * makes the fast path hold: this start/destroy does that run.
  */
-export async function settle(env: Env, domain: string): Promise<void> {
+export async function settle(env: { virsh(...args: string[]): Promise<unknown> }, domain: string): Promise<void> {
   await sleep(2_100);
   await env.virsh('start', domain);
   await env.virsh('destroy', domain);
