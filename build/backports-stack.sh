@@ -24,14 +24,7 @@ over=$(sha256sum < /var/lib/dpkg/status | cut -d' ' -f1)
 [ -f "$out/.complete" ] && [ "$(cat "$out/over-dpkg-status" 2>/dev/null)" = "$over" ] && exit 0
 
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-# The archive and keyring the host's apt takes its release from.
-read -r uri keyring < <(awk -v rel="$codename" '
-  /^URIs:/ { u = $2 } /^Signed-By:/ { k = $2 }
-  /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) hit = 1 }
-  /^$/ { if (hit && !found) found = u " " k; u = ""; k = ""; hit = 0 }
-  END { if (hit && !found) found = u " " k; print found }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-[ -n "${uri:-}" ] || uri=$(awk -v rel="$codename" '$1 == "deb" && $3 == rel { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
-[ -n "${uri:-}" ] || { echo "backports-stack: no apt source for $codename on this host" >&2; exit 1; }
+read -r uri keyring < <(bash build/host-archive.sh "$codename") || { echo "backports-stack: the host's apt has no source for $codename" >&2; exit 1; }
 signed=${keyring:+ [signed-by=$keyring]}
 tmp=$out.tmp
 rm -rf "$tmp"

@@ -28,12 +28,7 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/qemu-modwatch-libvirt-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-# The archive the host's apt uses for its release.
-uri=$(awk -v rel="$codename" '
-  /^URIs:/ { u = $2 } /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) found = u }
-  /^$/ { u = "" } END { print found }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-[ -n "$uri" ] || uri=$(awk -v rel="$codename" '$1 == "deb" && $3 == rel { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
-[ -n "$uri" ] || { echo "libvirt-modular: no apt source for $codename on this host" >&2; exit 1; }
+read -r uri _ < <(bash build/host-archive.sh "$codename") || { echo "libvirt-modular: the host's apt has no source for $codename" >&2; exit 1; }
 mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/apt/parts" "$work/src"
 echo "deb-src $uri $codename-backports main" > "$work/apt/sources.list"
 apt_opts=(-q -o "Dir::Etc::SourceList=$work/apt/sources.list" -o "Dir::Etc::SourceParts=$work/apt/parts"
