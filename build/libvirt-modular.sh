@@ -7,13 +7,16 @@
 # Installs into .stacks/libvirt-11.3.0 in the repository (DESTDIR: nothing
 # is installed on the host but the build dependencies); the tests lay it
 # over /usr inside their private mount namespaces. A second run with the
-# tree in place does nothing. About 2.5 minutes on 2 cores.
+# tree in place does nothing. About 2.5 minutes on 2 cores. libvirt's own
+# systemd units (sockets and services) are installed in the tree too, for
+# the container of test/e2e/systemd.ts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=11.3.0
 SHA256=6bcb0c42c4580436fea262ced56f68a6afe20f7390b1bea2116718cc034a0283
 out=$PWD/.stacks/libvirt-$VERSION
-[ -x "$out/usr/sbin/virtqemud" ] && [ -f "$out/.complete" ] && exit 0
+# A tree built before the units were installed is rebuilt.
+[ -x "$out/usr/sbin/virtqemud" ] && [ -f "$out/usr/lib/systemd/system/virtqemud.socket" ] && [ -f "$out/.complete" ] && exit 0
 
 deps=(gcc ninja-build pkg-config meson libglib2.0-dev libjson-c-dev libxml2-dev libxml2-utils xsltproc
   libgnutls28-dev libtirpc-dev libreadline-dev libnl-3-dev libnl-route-3-dev python3 perl xz-utils)
@@ -47,7 +50,7 @@ tar -C "$work/src" -xf "$tarball"
   --libdir=lib/x86_64-linux-gnu -Drunstatedir=/run -Dauto_features=disabled \
   -Ddriver_libvirtd=enabled -Ddriver_qemu=enabled -Ddriver_network=enabled -Ddriver_remote=enabled \
   -Djson_c=enabled -Dlibnl=enabled -Dreadline=enabled -Dqemu_user=root -Dqemu_group=root \
-  -Ddocs=disabled -Dtests=disabled -Dinit_script=none -Dno_git=true >"$work/configure.log") ||
+  -Ddocs=disabled -Dtests=disabled -Dinit_script=systemd -Dno_git=true >"$work/configure.log") ||
   { tail -n 30 "$work/configure.log" >&2; exit 1; }
 ninja -C "$work/build" >"$work/build.log" 2>&1 || { tail -n 30 "$work/build.log" >&2; exit 1; }
 rm -rf "$out.tmp"

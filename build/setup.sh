@@ -31,6 +31,9 @@ fi
 
 # libvirt's modular daemons for the end-to-end suite (built once; kept in .stacks/).
 bash build/libvirt-modular.sh
+# The systemd-nspawn container root that runs it under a real systemd
+# (.stacks/nspawn-bookworm; installs debootstrap and systemd-container).
+bash build/nspawn-root.sh
 
 # The backports suite's libvirt and QEMU, installed privately as layers
 # (.stacks/backports). Last of all: they hold what dpkg changed over the
