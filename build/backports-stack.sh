@@ -10,9 +10,12 @@
 # The tests lay qemu/ alone under an upstream libvirt, or both, over /usr
 # and /etc of their private worlds (test/e2e/stacks.ts).
 #
-# The layers are only true over the /usr they were made on: over-dpkg-status
-# holds the sha256 of the host's dpkg status then, and a host upgrade makes
-# them anew. A second run on the same host does nothing. Under a minute.
+# The layers are only true over the packages they were made on:
+# over-packages lists the host's packages and versions then, and a host
+# that has removed or changed one of them gets the layers made anew (new
+# packages do not matter). `--check` only says whether they are up to date
+# (exit 0), or why not (exit 1, one line); the tests ask it. A second run on
+# the same host does nothing. Under a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # qxl, the module the scenarios change, is packaged apart from QEMU 10.0.
@@ -20,14 +23,27 @@ qemu_packages=(qemu-system-x86 qemu-system-modules-spice qemu-utils)
 libvirt_packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 
 out=$PWD/.stacks/backports
-over=$(sha256sum < /var/lib/dpkg/status | cut -d' ' -f1)
-[ -f "$out/.complete" ] && [ "$(cat "$out/over-dpkg-status" 2>/dev/null)" = "$over" ] && exit 0
+packages() { dpkg-query -W -f '${db:Status-Abbrev} ${Package}:${Architecture} ${Version}\n' | awk '$1 == "ii" { print $2, $3 }' | LC_ALL=C sort; }
+outdated() {
+  [ -f "$out/.complete" ] && [ -f "$out/over-packages" ] || { echo ".stacks/backports is not installed (bash build/backports-stack.sh)"; return; }
+  local gone
+  gone=$(LC_ALL=C comm -23 "$out/over-packages" <(packages) | head -n 3 | tr '\n' ' ')
+  [ -z "$gone" ] || echo ".stacks/backports was installed over host packages that have changed since (then: ${gone% }; bash build/backports-stack.sh)"
+}
+if [ "${1:-}" = --check ]; then
+  why=$(outdated)
+  [ -z "$why" ] || { echo "$why"; exit 1; }
+  exit 0
+fi
+[ -z "$(outdated)" ] && exit 0
 
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
 read -r uri keyring < <(bash build/host-archive.sh "$codename") || { echo "backports-stack: the host's apt has no source for $codename" >&2; exit 1; }
 signed=${keyring:+ [signed-by=$keyring]}
 tmp=$out.tmp
 rm -rf "$tmp"
+mkdir -p "$tmp"
+packages > "$tmp/over-packages"
 
 # install LAYER [UNDER-LAYER] -- PACKAGES: one apt-get install in a private
 # namespace, its changes kept in $tmp/LAYER. /run is a private tmpfs (QEMU's
@@ -60,7 +76,6 @@ install() {
 install qemu '' -- "${qemu_packages[@]}"
 install libvirt qemu -- "${libvirt_packages[@]}"
 rm -rf "$tmp/.work" "$tmp/policy-rc.d"
-echo "$over" > "$tmp/over-dpkg-status"
 touch "$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"
