@@ -19,6 +19,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { inCI } from '../fixtures/ci';
+import { sleep } from '../fixtures/processes';
 import {
   MODULE_DIR,
   QEMU,
@@ -411,7 +412,9 @@ export function entryKey(f: { ino: string; mtimeNs: string } | undefined): strin
 
 /**
  * Watches the cache dir from the host side every few ms and records each
- * distinct state of one cache entry: entryKey(), or 'absent'.
+ * distinct state of one cache entry: entryKey(), or 'absent'. libvirt
+ * creates the file, then writes it: one file written anew can show as two
+ * states of one inode.
  */
 export function watchCacheEntry(env: Env, name: string, everyMs = 5): { stop(): string[] } {
   const file = path.join(env.hostPath('/var/cache/libvirt/qemu/capabilities'), name);
@@ -437,7 +440,6 @@ export function watchCacheEntry(env: Env, name: string, everyMs = 5): { stop(): 
   };
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * The dispatcher skips the executable only when nothing it watches is newer

@@ -184,10 +184,12 @@ export function guestScenarios(t: Test, stack: Stack): void {
       const models = await env.domcapsVideoModels();
       const seen = watch.stop();
       t.comment(`cache entry states: ${seen.join(' -> ')}`);
-      t.equal(seen.length, 3, 'the entry went away once and came back once');
       t.equal(seen[0], entryKey(entry!), 'first the old entry');
-      t.equal(seen[1], 'absent', 'deleted (once)');
-      t.not(seen[2], seen[0], 'then a new one from the re-probe');
+      t.equal(seen[1], 'absent', 'then deleted');
+      const renewed = seen.slice(2);
+      const inodes = new Set(renewed.map((k) => k.split('@')[0]));
+      t.ok(renewed.length >= 1 && !renewed.includes('absent') && inodes.size === 1, 'then one new file, never deleted again (its creation and its write may show apart)');
+      t.notOk(renewed.includes(seen[0]!), 'the new one is not the old entry');
       t.notOk(models.includes('qxl'), `fresh capabilities: no qxl: ${models.join(' ')}`);
       t.same(reprobeSummary(env), [`${QEMU}: binary`], "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)");
 
