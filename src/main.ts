@@ -6,9 +6,9 @@ import { runTimed, selfExecutable } from './cli/timeout';
 import { DEFAULT_PREFIX, InstallRefused, runInstall, runUninstall } from './install/install';
 import { driverFromArgv0, type Driver } from './hook/invocation';
 import { runHook } from './hook/run';
-import { ConfigError, loadConfig } from './system/config';
-import { log } from './system/log';
-import { makePaths, type Paths } from './system/paths';
+import { ConfigError, loadConfig } from './host/config';
+import { log } from './os/log';
+import { makePaths, type Paths } from './host/paths';
 import { escapeControl } from './core/text';
 import { VERSION } from './version';
 

@@ -3,7 +3,7 @@ import { EXIT_CODE, moduleVerdicts, type Assessment, type Finding, type Level } 
 import { upgradeDirOf } from '../core/qemu-rules';
 import type { EmulatorState, ModuleAtRisk } from '../core/guests';
 import { dirsUsedBy } from '../core/stale';
-import type { Observed } from '../system/observe';
+import type { Observed } from '../app/look';
 import { VERSION } from '../version';
 
 // The one description of a check that every output format renders. Its

@@ -1,27 +1,9 @@
 import * as fs from 'node:fs';
-import { PROC_DIR, type Paths } from '../system/paths';
+import { PROC_DIR, type Paths } from '../host/paths';
 
 // Which libvirt daemon runs the daemon hook. libvirtd and every modular
 // daemon share one main and run hooks/daemon with the same argv; only the
-// parent process tells them apart. The list is the dispatcher's too
-// (hooks/daemon.d/50-qemu-modwatch), and a test keeps the two equal.
-
-/** The daemons that hold QEMU capabilities: their start is before they load any. */
-export const QEMU_DAEMONS = ['libvirtd', 'virtqemud'];
-
-/** libvirt's other modular daemons: their start has nothing to do with QEMU capabilities. */
-export const OTHER_DAEMONS = [
-  'virtnetworkd', 'virtstoraged', 'virtnodedevd', 'virtnwfilterd', 'virtsecretd', 'virtinterfaced', 'virtproxyd',
-  'virtlxcd', 'virtchd', 'virtvboxd', 'virtxend', 'virtbhyved', 'virtvzd',
-];
-
-export type DaemonKind = 'qemu' | 'other' | 'unknown';
-
-export function daemonKind(name: string | null): DaemonKind {
-  if (name !== null && QEMU_DAEMONS.includes(name)) return 'qemu';
-  if (name !== null && OTHER_DAEMONS.includes(name)) return 'other';
-  return 'unknown';
-}
+// parent process tells them apart (what each one is: core/daemons.ts).
 
 /**
  * The name of the daemon that started this hook: what the dispatcher

@@ -1,11 +1,12 @@
 import { escapeControl } from '../core/text';
-import type { FailMode } from '../system/config';
-import { log } from '../system/log';
-import type { Context } from '../system/observe';
-import type { Paths } from '../system/paths';
-import { describeTrigger, runPipeline, type Trigger } from '../pipeline';
-import { readDomainXml } from './domain-xml';
-import { daemonKind, hookDaemon } from './daemons';
+import type { FailMode } from '../host/config';
+import { log } from '../os/log';
+import type { Context } from '../app/look';
+import type { Paths } from '../host/paths';
+import { describeTrigger, runPipeline, type Trigger } from '../app/pipeline';
+import { readDomainXml } from '../formats/domain-xml';
+import { daemonKind } from '../core/daemons';
+import { hookDaemon } from './daemons';
 import { classifyHook, type Driver } from './invocation';
 
 // Hook mode. Writes nothing to stdout (on migrate and restore libvirt takes

@@ -1,9 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../system/atomic-file';
-import { readCacheView } from '../system/cache-dir';
-import { errText, listDir, lstatOrNull, readlinkOrNull, sha256Hex, statOrNull } from '../system/file-info';
-import { CONFIG_FILE, MULTIARCH_RE, type Paths } from '../system/paths';
+import { writeFileAtomic } from '../os/atomic-file';
+import { readCacheView } from '../host/cache-dir';
+import { errText, listDir, lstatOrNull, readlinkOrNull, sha256Hex, statOrNull } from '../os/file-info';
+import { CONFIG_FILE, MULTIARCH_RE, type Paths } from '../host/paths';
 import { VERSION } from '../version';
 import { dispatcher, shellWord, shippedFile } from './shipped';
 

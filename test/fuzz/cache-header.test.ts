@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { CacheHeaderError, parseCacheHeader, readCacheHeader, type CacheHeader } from '../../src/system/cache-header';
+import { CacheHeaderError, parseCacheHeader, readCacheHeader, type CacheHeader } from '../../src/formats/cache-header';
 import { CACHE_TOKENS, CACHE_XMLS } from './corpus';
 import { b64, byteMutation, fuzz, mutate, unb64 } from './harness';
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { ConfigError, loadConfig, parseConfig, type Config } from '../../src/system/config';
+import { ConfigError, loadConfig, parseConfig, type Config } from '../../src/host/config';
 import { CONFIG_TOKENS, CONFIGS } from './corpus';
 import { b64, byteMutation, fuzz, mutate, unb64 } from './harness';
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { DomainXmlError, parseDomainXml, readDomainXml, type DomainInfo } from '../../src/hook/domain-xml';
+import { DomainXmlError, parseDomainXml, readDomainXml, type DomainInfo } from '../../src/formats/domain-xml';
 import { DOMAIN_TOKENS, DOMAIN_XMLS } from './corpus';
 import { b64, byteMutation, fuzz, mutate, unb64 } from './harness';
 

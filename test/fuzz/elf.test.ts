@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { ElfError, readElfInfo } from '../../src/system/elf';
+import { ElfError, readElfInfo } from '../../src/formats/elf';
 import { makeElf } from '../fixtures/elf';
 import { b64, byteMutation, fuzz, mutate, unb64 } from './harness';
 

@@ -2,11 +2,12 @@ import fc from 'fast-check';
 import * as fs from 'node:fs';
 import t from 'tap';
 import { assess } from '../../src/core/decide';
-import { loadCacheMemo, statKey } from '../../src/system/cache-memo';
-import { DEFAULT_CONFIG } from '../../src/system/config';
-import { observe } from '../../src/system/observe';
-import { makePaths } from '../../src/system/paths';
-import { loadState } from '../../src/system/state-store';
+import { statKey } from '../../src/host/cache-dir';
+import { loadCacheMemo } from '../../src/store/cache-memo';
+import { DEFAULT_CONFIG } from '../../src/host/config';
+import { observe } from '../../src/app/look';
+import { makePaths } from '../../src/host/paths';
+import { loadState } from '../../src/store/state-store';
 import { EMULATOR, MODDIR, Sysroot } from '../fixtures/sysroot';
 import { byteMutation, fuzz, mutate, type ByteMutation } from './harness';
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { parseWrapperScript, readEmulator } from '../../src/system/emulator-reader';
+import { parseWrapperScript, readEmulator } from '../../src/formats/emulator-reader';
 import { makeElf } from '../fixtures/elf';
 import { WRAPPER_TOKENS, WRAPPERS } from './corpus';
 import { b64, byteMutation, fuzz, mutate, unb64 } from './harness';

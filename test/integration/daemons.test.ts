@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { OTHER_DAEMONS, QEMU_DAEMONS } from '../../src/hook/daemons';
+import { OTHER_DAEMONS, QEMU_DAEMONS } from '../../src/core/daemons';
 import { BARE_ENV, fakeSyslog, fileId, installDispatchers, runHook } from '../fixtures/hooks';
 import { EMULATOR, MODDIR, Sysroot, TOP, sysroot } from '../fixtures/sysroot';
 

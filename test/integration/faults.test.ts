@@ -3,7 +3,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { readElfInfo } from '../../src/system/elf';
+import { readElfInfo } from '../../src/formats/elf';
 import { domainXml, fakeSyslog, prepare, runHook } from '../fixtures/hooks';
 import { EMULATOR, MODDIR, type Sysroot, sysroot } from '../fixtures/sysroot';
 import { shq } from '../fixtures/shell';

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { readEmulator } from '../../src/system/emulator-reader';
+import { readEmulator } from '../../src/formats/emulator-reader';
 import { bindRealProc, emulatorBinary } from '../fixtures/guests';
 import { randomHex } from '../fixtures/elf';
 import { EMULATOR, MODDIR, Sysroot, sysroot } from '../fixtures/sysroot';

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, SYSTEM_CACHE_DIR, SYSTEM_STATE_DIR, UPGRADE_PARENT } from '../../src/system/paths';
+import { DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, SYSTEM_CACHE_DIR, SYSTEM_STATE_DIR, UPGRADE_PARENT } from '../../src/host/paths';
 import { shq } from '../fixtures/shell';
 import { cannotRun, OverlayHost } from './overlay-host';
 

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as esbuild from 'esbuild';
 import t, { type Test } from 'tap';
-import { OWNERLESS_STALE_MS, withStateLock } from '../../src/system/lock';
+import { OWNERLESS_STALE_MS, withStateLock } from '../../src/store/lock';
 import { TOP } from '../fixtures/sysroot';
 import { prng } from './helpers';
 
@@ -201,7 +201,7 @@ t.test('mutual exclusion while holders are SIGKILLed', async (t) => {
       contents: `
         const fs = require('node:fs');
         const path = require('node:path');
-        const { withStateLock } = require(${JSON.stringify(path.join(TOP, 'src/system/lock.ts'))});
+        const { withStateLock } = require(${JSON.stringify(path.join(TOP, 'src/store/lock.ts'))});
         const [stateDir, rounds] = [process.argv[2], Number(process.argv[3])];
         const marker = path.join(stateDir, 'holder');
         const alive = (pid) => { try { process.kill(pid, 0); return true; } catch (e) { return e.code !== 'ESRCH'; } };

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { readElfInfo } from '../../src/system/elf';
+import { readElfInfo } from '../../src/formats/elf';
 import { domainXml, fakeSyslog, prepare } from '../fixtures/hooks';
 import { EMULATOR, MODDIR, sysroot } from '../fixtures/sysroot';
 import { prng, spawnHook, stateOf } from './helpers';

@@ -8,7 +8,7 @@ import {
   CacheHeaderError,
   parseCacheHeader,
   readCacheHeader,
-} from '../../src/system/cache-header';
+} from '../../src/formats/cache-header';
 
 // ---------------------------------------------------------------------------
 // A realistic capabilities cache file, shaped like the ones libvirt writes.

@@ -1,8 +1,9 @@
 import * as fs from 'node:fs';
 import t, { type Test } from 'tap';
-import { readCacheView } from '../../src/system/cache-dir';
-import { loadCacheMemo, saveCacheMemo, type CacheMemo } from '../../src/system/cache-memo';
-import { makePaths } from '../../src/system/paths';
+import { readCacheView } from '../../src/host/cache-dir';
+import type { CacheMemo } from '../../src/host/cache-dir';
+import { loadCacheMemo, saveCacheMemo } from '../../src/store/cache-memo';
+import { makePaths } from '../../src/host/paths';
 import { EMULATOR, Sysroot } from '../fixtures/sysroot';
 
 // Cache headers remembered by the stat data of their files: taken from the

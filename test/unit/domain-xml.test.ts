@@ -10,9 +10,9 @@ import {
   DomainXmlError,
   parseDomainXml,
   readDomainXml,
-} from '../../src/hook/domain-xml';
+} from '../../src/formats/domain-xml';
 
-const MODULE = path.resolve(__dirname, '../../src/hook/domain-xml.ts');
+const MODULE = path.resolve(__dirname, '../../src/formats/domain-xml.ts');
 const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { ElfError, readElfInfo, type ElfInfo } from '../../src/system/elf';
+import { ElfError, readElfInfo, type ElfInfo } from '../../src/formats/elf';
 import { makeElf, randomHex, type MakeElfOptions } from '../fixtures/elf';
 
 const REAL_MODULE_DIR = '/usr/lib/x86_64-linux-gnu/qemu';

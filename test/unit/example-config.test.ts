@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { DEFAULT_CONFIG, parseConfig } from '../../src/system/config';
+import { DEFAULT_CONFIG, parseConfig } from '../../src/host/config';
 
 // The shipped example must parse, and uncommented it must still parse and
 // say exactly the defaults it claims.

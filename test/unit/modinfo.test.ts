@@ -5,8 +5,8 @@ import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ElfError } from '../../src/system/elf';
-import { readModinfo, type ModinfoEntry } from '../../src/system/modinfo';
+import { ElfError } from '../../src/formats/elf';
+import { readModinfo, type ModinfoEntry } from '../../src/formats/modinfo';
 import { makeElf } from '../fixtures/elf';
 import { prng } from '../reliability/helpers';
 

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { makePaths, resolveInRoot } from '../../src/system/paths';
+import { makePaths, resolveInRoot } from '../../src/host/paths';
 
 function image(t: { teardown(fn: () => void): void }): string {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-image-'));

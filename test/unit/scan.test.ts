@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import t from 'tap';
-import { DEFAULT_CONFIG } from '../../src/system/config';
-import { makePaths } from '../../src/system/paths';
-import { takeFingerprint } from '../../src/system/scan';
+import { DEFAULT_CONFIG } from '../../src/host/config';
+import { makePaths } from '../../src/host/paths';
+import { takeFingerprint } from '../../src/host/scan';
 import { MODDIR, Sysroot } from '../fixtures/sysroot';
 
 // observe: files whose stat data equal the baseline's are not read again.

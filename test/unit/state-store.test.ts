@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { loadState, writeState, type State } from '../../src/system/state-store';
+import { loadState, writeState, type State } from '../../src/store/state-store';
 
 // A state that parses but would make later code throw is as corrupt as one that does not parse.
 

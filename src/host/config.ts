@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as ini from 'ini';
-import { NotRegularError, openRegular } from './file-info';
+import { NotRegularError, openRegular } from '../os/file-info';
 
 export type OnChange = 'invalidate' | 'warn' | 'refuse';
 export type NudgeMode = 'emulator-ctime' | 'moddir-mtime' | 'none';

@@ -1,8 +1,9 @@
 import * as fs from 'node:fs';
-import type { NudgeMode } from './config';
-import { deleteCacheEntry } from './cache-dir';
-import { errText } from './file-info';
-import type { Paths } from './paths';
+import type { NudgeMode } from '../host/config';
+import * as path from 'node:path';
+import { CACHE_NAME_RE } from '../host/cache-dir';
+import { errText } from '../os/file-info';
+import type { Paths } from '../host/paths';
 
 // act: the only changes the program makes to the system besides its own
 // state: removing cache entries and nudging the running daemon.
@@ -51,4 +52,19 @@ export function nudge(paths: Paths, mode: NudgeMode, emulators: string[], moddir
       result.errors.push(`cannot nudge ${moddir}: ${errText(err)}`);
     }
   }
+}
+
+/**
+ * Removes one cache entry, and only a regular file with a cache entry's name
+ * directly inside the cache directory. unlink(2) never follows a symlink;
+ * the lstat check makes sure one is not removed either.
+ */
+export function deleteCacheEntry(paths: Paths, name: string): void {
+  if (!CACHE_NAME_RE.test(name)) throw new Error(`refusing to delete '${name}': not a cache entry name`);
+  const dir = paths.hostNoFollow(paths.cacheDir);
+  if (!fs.lstatSync(dir).isDirectory()) throw new Error(`refusing to delete in ${paths.cacheDir}: not a directory`);
+  const file = path.join(dir, name);
+  const st = fs.lstatSync(file);
+  if (!st.isFile()) throw new Error(`refusing to delete ${name}: not a regular file`);
+  fs.unlinkSync(file);
 }

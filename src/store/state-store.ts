@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import type { Fingerprint } from '../core/types';
-import { writeFileAtomic } from './atomic-file';
+import { writeFileAtomic } from '../os/atomic-file';
 
 export const STATE_SCHEMA = 1;
 /** A state file larger than this is garbage, not a baseline. */

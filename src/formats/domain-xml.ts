@@ -13,7 +13,7 @@
 
 import * as fs from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
-import { EarlyStopReader, preview, saxesErrorParts } from '../system/xml-early-stop';
+import { EarlyStopReader, preview, saxesErrorParts } from './xml-early-stop';
 
 export interface DomainInfo {
   /** Text of the domain's <name>, exactly as written; null when absent. */

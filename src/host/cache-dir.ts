@@ -2,16 +2,37 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RACY_MARGIN_NS } from '../core/compare';
 import type { CacheEntry, CacheView } from '../core/types';
-import { readCacheHeader } from './cache-header';
-import { memoEntry, statKey, type CacheMemo } from './cache-memo';
-import { errText, lstatOrNull, NotRegularError, openRegular } from './file-info';
+import { readCacheHeader } from '../formats/cache-header';
+import { errText, lstatOrNull, NotRegularError, openRegular } from '../os/file-info';
 import type { Paths } from './paths';
 
 // libvirt's QEMU capabilities cache: one `<sha256 of emulator path>.xml`
-// per emulator. Read-only here, except deleteCacheEntry, which is the only
-// place in the program that removes a file.
+// per emulator, read here; the one place that deletes entries is
+// app/carry-out.ts.
 
 export const CACHE_NAME_RE = /^[0-9a-f]{64}\.xml$/;
+
+/** Header fields of one entry, and the stat key of the file they came from. */
+export interface MemoEntry {
+  key: string;
+  emulator: string;
+  qemuctime: number | null;
+  qemumoddirmtime: number | null;
+  selfvers: number | null;
+}
+
+/** Cache file name -> what its header said. */
+export type CacheMemo = Map<string, MemoEntry>;
+
+export function statKey(st: fs.BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+export function memoEntry(key: string, e: Pick<CacheEntry, 'emulator' | 'qemuctime' | 'qemumoddirmtime' | 'selfvers'>): MemoEntry | null {
+  if (e.emulator === null) return null;
+  return { key, emulator: e.emulator, qemuctime: e.qemuctime, qemumoddirmtime: e.qemumoddirmtime, selfvers: e.selfvers };
+}
+
 
 /**
  * With a memo: `known` headers are taken for files whose stat data are
@@ -107,19 +128,4 @@ function readEntry(file: string, name: string, seen?: CacheMemo): CacheEntry | n
     fs.closeSync(fd);
   }
   return entry;
-}
-
-/**
- * Removes one cache entry, and only a regular file with a cache entry's name
- * directly inside the cache directory. unlink(2) never follows a symlink;
- * the lstat check makes sure one is not removed either.
- */
-export function deleteCacheEntry(paths: Paths, name: string): void {
-  if (!CACHE_NAME_RE.test(name)) throw new Error(`refusing to delete '${name}': not a cache entry name`);
-  const dir = paths.hostNoFollow(paths.cacheDir);
-  if (!fs.lstatSync(dir).isDirectory()) throw new Error(`refusing to delete in ${paths.cacheDir}: not a directory`);
-  const file = path.join(dir, name);
-  const st = fs.lstatSync(file);
-  if (!st.isFile()) throw new Error(`refusing to delete ${name}: not a regular file`);
-  fs.unlinkSync(file);
 }

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { UNRESOLVABLE } from '../os/file-info';
 
 // Every system path the tool touches goes through here, so that --root (a
 // sysroot for tests, or a mounted image) applies to all of them at once.
@@ -98,12 +99,6 @@ export function makePaths(opts: PathsOptions): Paths {
 
 /** Linux's limit on symlinks followed in one lookup (MAXSYMLINKS). */
 const MAX_LINKS = 40;
-/**
- * What a lookup past MAX_LINKS resolves to: a path with a NUL byte, which
- * Node refuses before any system call, so a link loop in an image can
- * neither hang the tool nor, handed to the kernel as it is, lead out of it.
- */
-export const UNRESOLVABLE = '\0symlink-loop';
 
 /**
  * Where system path p is on this machine when `root` is the system's `/`:

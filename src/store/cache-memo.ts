@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
-import type { CacheEntry } from '../core/types';
-import { writeFileAtomic } from './atomic-file';
+import { CACHE_NAME_RE, type CacheMemo, type MemoEntry } from '../host/cache-dir';
+import { writeFileAtomic } from '../os/atomic-file';
 
 // What the capabilities cache entries' headers said, each under the stat
 // data of the file it was read from. libvirt replaces an entry by writing a
@@ -10,29 +10,8 @@ import { writeFileAtomic } from './atomic-file';
 // --check's cost over start-up, BENCHMARKS.md). Only a cache: a memo that
 // cannot be read or is odd in any way is ignored and the files are read.
 
-/** Header fields of one entry, and the stat key of the file they came from. */
-export interface MemoEntry {
-  key: string;
-  emulator: string;
-  qemuctime: number | null;
-  qemumoddirmtime: number | null;
-  selfvers: number | null;
-}
-
-/** Cache file name -> what its header said. */
-export type CacheMemo = Map<string, MemoEntry>;
-
 const MEMO_SCHEMA = 1;
 const MAX_MEMO_BYTES = 1024 * 1024;
-
-export function statKey(st: fs.BigIntStats): string {
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-}
-
-export function memoEntry(key: string, e: Pick<CacheEntry, 'emulator' | 'qemuctime' | 'qemumoddirmtime' | 'selfvers'>): MemoEntry | null {
-  if (e.emulator === null) return null;
-  return { key, emulator: e.emulator, qemuctime: e.qemuctime, qemumoddirmtime: e.qemumoddirmtime, selfvers: e.selfvers };
-}
 
 export function loadCacheMemo(file: string): CacheMemo {
   const memo: CacheMemo = new Map();
@@ -46,7 +25,7 @@ export function loadCacheMemo(file: string): CacheMemo {
   }
   if (!isObject(data) || data.schema !== MEMO_SCHEMA || !isObject(data.entries)) return memo;
   for (const [name, v] of Object.entries(data.entries)) {
-    if (!/^[0-9a-f]{64}\.xml$/.test(name) || !isObject(v)) return new Map();
+    if (!CACHE_NAME_RE.test(name) || !isObject(v)) return new Map();
     const { key, emulator, qemuctime, qemumoddirmtime, selfvers } = v;
     if (typeof key !== 'string' || typeof emulator !== 'string' || emulator === '') return new Map();
     if (![qemuctime, qemumoddirmtime, selfvers].every(isSecondsOrNull)) return new Map();

@@ -2,8 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { domainFromArgs, looksLikeEmulator, parseExeLink } from '../core/guests';
 import { noFacts, type BinaryFacts, type Fingerprint, type GuestRecord, type RunningBinary } from '../core/types';
-import { readEmulator } from './emulator-reader';
-import { errText, openRegular, statOrNull } from './file-info';
+import { readEmulator } from '../formats/emulator-reader';
+import { errText, openRegular, statOrNull } from '../os/file-info';
 import { PROC_DIR, UPGRADE_PARENT, type Paths } from './paths';
 
 // observe: the QEMU processes running now. libvirt's pid files name its

@@ -1,15 +1,16 @@
 import { compareFingerprints } from '../core/compare';
 import type { Observation } from '../core/decide';
 import type { EmulatorSource } from '../core/types';
-import { readCacheView } from './cache-dir';
-import { loadCacheMemo, type CacheMemo } from './cache-memo';
-import type { Config } from './config';
-import type { Paths } from './paths';
-import { stateFiles } from './paths';
-import { scanGuests } from './processes';
-import { scanModuleDirs, takeFingerprint } from './scan';
+import { readCacheView } from '../host/cache-dir';
+import type { CacheMemo } from '../host/cache-dir';
+import { loadCacheMemo } from '../store/cache-memo';
+import type { Config } from '../host/config';
+import type { Paths } from '../host/paths';
+import { stateFiles } from '../host/paths';
+import { scanGuests } from '../host/processes';
+import { scanModuleDirs, takeFingerprint } from '../host/scan';
 import { guestModuleDirs } from '../core/guests';
-import { loadState, type LoadedState } from './state-store';
+import { loadState, type LoadedState } from '../store/state-store';
 
 export interface Context {
   paths: Paths;

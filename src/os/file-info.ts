@@ -1,6 +1,12 @@
 import * as fs from 'node:fs';
 import type { StatTuple } from '../core/types';
-import { UNRESOLVABLE } from './paths';
+
+/**
+ * What a path lookup past its limit of symlinks resolves to (host/paths.ts): a path with a NUL byte, which
+ * Node refuses before any system call, so a link loop in an image can
+ * neither hang the tool nor, handed to the kernel as it is, lead out of it.
+ */
+export const UNRESOLVABLE = '\0symlink-loop';
 
 export function statTuple(st: fs.BigIntStats): StatTuple {
   return {

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readlinkOrNull } from './file-info';
+import { readlinkOrNull } from '../os/file-info';
 
 // One writer at a time for the baseline: fifty guests autostarting at once
 // run fifty hooks, and only the first should act on a change.

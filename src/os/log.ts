@@ -1,6 +1,5 @@
 import { statOrNull } from './file-info';
 import { escapeControl } from '../core/text';
-import type { Paths } from './paths';
 
 // Warnings must reach the admin: libvirt keeps a hook's stderr at debug
 // level only. The journal when there is one (structured fields), else
@@ -20,13 +19,18 @@ export interface LogEvent {
 
 export type LogTarget = 'journal' | 'syslog' | 'stderr';
 
-export function logTarget(paths: Paths): LogTarget {
+/** Where a system path is on this machine (host/paths.ts's Paths): the log sockets are looked for under --root. */
+export interface Rooted {
+  host(p: string): string;
+}
+
+export function logTarget(paths: Rooted): LogTarget {
   if (statOrNull(paths.host('/run/systemd/journal/socket'))) return 'journal';
   if (statOrNull(paths.host('/dev/log'))) return 'syslog';
   return 'stderr';
 }
 
-export function log(paths: Paths, event: LogEvent): void {
+export function log(paths: Rooted, event: LogEvent): void {
   const message = escapeControl(event.message);
   const target = logTarget(paths);
   if (target !== 'stderr' && sendToLogger(target, message, event)) return;

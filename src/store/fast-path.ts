@@ -1,11 +1,11 @@
 import * as fs from 'node:fs';
 import type { Fingerprint } from '../core/types';
-import { writeFileAtomic } from './atomic-file';
-import type { Config } from './config';
-import { listDir, statOrNull } from './file-info';
+import { writeFileAtomic } from '../os/atomic-file';
+import type { Config } from '../host/config';
+import { listDir, statOrNull } from '../os/file-info';
 import {
   DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, stateFiles, type Paths,
-} from './paths';
+} from '../host/paths';
 
 // What the qemu hook dispatcher (a shell script) needs to skip starting
 // Node when nothing changed: the *mark*, a file whose mtime is when the

@@ -3,9 +3,9 @@ import * as path from 'node:path';
 import { RACY_MARGIN_NS } from '../core/compare';
 import { noFacts, type DirRecord, type DirSource, type EmulatorRecord, type EmulatorSource, type Fingerprint, type ModuleRecord } from '../core/types';
 import type { Config } from './config';
-import { readElfInfo } from './elf';
-import { readEmulator } from './emulator-reader';
-import { errText, listDir, openRegular, sameStat, sha256OfFd, statOrNull, statTuple } from './file-info';
+import { readElfInfo } from '../formats/elf';
+import { readEmulator } from '../formats/emulator-reader';
+import { errText, listDir, openRegular, sameStat, sha256OfFd, statOrNull, statTuple } from '../os/file-info';
 import {
   DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, type Paths,
 } from './paths';

@@ -1,21 +1,21 @@
 import * as fs from 'node:fs';
-import { isInvalidating, type ModuleChange } from './core/compare';
-import { assess, hasInvalidatingChanges, type Assessment } from './core/decide';
-import { emulatorsAffected } from './core/stale';
-import type { Fingerprint } from './core/types';
-import { deleteEntries, nudge, type ActResult } from './system/act';
-import type { OnChange } from './system/config';
-import { saveCacheMemo } from './system/cache-memo';
-import { clearMark, writeWatchAndMark } from './system/fast-path';
-import { removeOrphanedTemps } from './system/atomic-file';
-import { errText, statOrNull, statTuple } from './system/file-info';
-import { withStateLock } from './system/lock';
-import { log } from './system/log';
-import { observe, type Context, type Observed } from './system/observe';
-import { stateFiles } from './system/paths';
-import { writeState } from './system/state-store';
-import { daemonKind } from './hook/daemons';
-import { VERSION } from './version';
+import { isInvalidating, type ModuleChange } from '../core/compare';
+import { assess, hasInvalidatingChanges, type Assessment } from '../core/decide';
+import { emulatorsAffected } from '../core/stale';
+import type { Fingerprint } from '../core/types';
+import { deleteEntries, nudge, type ActResult } from './carry-out';
+import type { OnChange } from '../host/config';
+import { saveCacheMemo } from '../store/cache-memo';
+import { clearMark, writeWatchAndMark } from '../store/fast-path';
+import { removeOrphanedTemps } from '../os/atomic-file';
+import { errText, statOrNull, statTuple } from '../os/file-info';
+import { withStateLock } from '../store/lock';
+import { log } from '../os/log';
+import { observe, type Context, type Observed } from './look';
+import { stateFiles } from '../host/paths';
+import { writeState } from '../store/state-store';
+import { daemonKind } from '../core/daemons';
+import { VERSION } from '../version';
 
 // observe -> compare -> decide -> act, for the hooks and `refresh`. One
 // run at a time (state lock), so fifty hooks at once act on a change once.
