@@ -7,7 +7,7 @@
 //
 // What differs from one run of the suite to the next on the same code is
 // normalised, and only that: temp directory names, times (ISO 8601, ns
-// and ms since the epoch, "N s ago"), pids, durations. Prints each
+// ms and s since the epoch, "N s ago"), pids, durations. Prints each
 // difference and a last line "N runs compared, N differ"; exits 1 on any.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -18,6 +18,8 @@ const NORMALISE = [
   [/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, '<iso-time>'],
   [/\b1[6-9]\d{17}\b/g, '<ns-time>'],
   [/\b1[6-9]\d{11}(\.\d+)?\b/g, '<ms-time>'],
+  [/\b1[6-9]\d{8}(\.\d+)?\b/g, '<s-time>'],
+  [/\\"pid\\": \d+/g, '\\"pid\\": <n>'],
   [/\b\d+ (s|min|h|days) ago\b/g, '<ago>'],
   [/"ageSeconds": \d+/g, '"ageSeconds": <n>'],
   [/\bpid \d+\b/g, 'pid <n>'],
@@ -58,7 +60,10 @@ for (const file of new Set([...before.keys(), ...after.keys()])) {
       const y = norm(JSON.stringify(b[i][k]));
       if (x !== y) {
         differ++;
-        console.log(`${file} run ${i + 1} (${a[i].argv.slice(-4).join(' ')}): ${k} differs\n  before: ${x.slice(0, 400)}\n  after:  ${y.slice(0, 400)}`);
+        let at = 0;
+        while (x[at] === y[at]) at++;
+        const around = (s) => s.slice(Math.max(0, at - 150), at + 150);
+        console.log(`${file} run ${i + 1} (${a[i].argv.slice(-4).join(' ')}): ${k} differs\n  before: ${around(x)}\n  after:  ${around(y)}`);
         break;
       }
     }

@@ -1,27 +1,27 @@
 import * as fs from 'node:fs';
-import type { NudgeMode } from '../host/config';
 import * as path from 'node:path';
+import type { Done } from '../core/messages';
+import type { Nudge } from '../core/plan';
+import type { StatTuple } from '../core/types';
 import { CACHE_NAME_RE } from '../host/cache-dir';
-import { errText } from '../os/file-info';
 import type { Paths } from '../host/paths';
+import { errCode, statOrNull, statTuple } from '../os/file-info';
 
-// act: the only changes the program makes to the system besides its own
-// state: removing cache entries and nudging the running daemon.
+// carry out: the only changes the program makes to the system besides its
+// own files: removing cache entries and nudging the running daemon.
 
-export interface ActResult {
-  deleted: string[];
-  nudged: string[];
-  errors: string[];
+export function emptyDone(): Done {
+  return { deleted: [], nudged: [], errors: [] };
 }
 
-export function deleteEntries(paths: Paths, files: string[], result: ActResult): void {
+export function deleteEntries(paths: Paths, files: string[], done: Done): void {
   for (const file of files) {
     try {
       deleteCacheEntry(paths, file);
-      result.deleted.push(file);
+      done.deleted.push(file);
     } catch (e) {
       // Already gone is what we wanted (another hook got there first).
-      if (errText(e) !== 'ENOENT') result.errors.push(`cannot delete cache entry ${file}: ${e instanceof Error ? e.message : String(e)}`);
+      if (errCode(e) !== 'ENOENT') done.errors.push(`cannot delete cache entry ${file}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 }
@@ -32,25 +32,37 @@ export function deleteEntries(paths: Paths, files: string[], result: ActResult):
  * ctime, which every libvirt compares with <qemuctime>. moddir-mtime: the
  * mtime of the one module directory libvirt (with that check) watches.
  */
-export function nudge(paths: Paths, mode: NudgeMode, emulators: string[], moddir: string | null, result: ActResult): void {
-  if (mode === 'emulator-ctime') {
-    for (const e of emulators) {
-      try {
-        const st = fs.statSync(paths.host(e));
-        fs.chmodSync(paths.host(e), st.mode & 0o7777);
-        result.nudged.push(e);
-      } catch (err) {
-        if (errText(err) !== 'ENOENT') result.errors.push(`cannot nudge ${e}: ${errText(err)}`);
-      }
-    }
-  } else if (mode === 'moddir-mtime' && moddir) {
+export function nudge(paths: Paths, n: Nudge, done: Done): void {
+  for (const p of n.targets) {
     try {
-      const st = fs.statSync(paths.host(moddir));
-      fs.utimesSync(paths.host(moddir), st.atime, new Date());
-      result.nudged.push(moddir);
+      const st = fs.statSync(paths.host(p));
+      if (n.mode === 'emulator-ctime') fs.chmodSync(paths.host(p), st.mode & 0o7777);
+      else fs.utimesSync(paths.host(p), st.atime, new Date());
+      done.nudged.push(p);
     } catch (err) {
-      result.errors.push(`cannot nudge ${moddir}: ${errText(err)}`);
+      // A removed emulator needs no nudge; libvirt's module directory does.
+      if (n.mode === 'moddir-mtime' || errCode(err) !== 'ENOENT') done.errors.push(`cannot nudge ${p}: ${errCode(err)}`);
     }
+  }
+}
+
+/** The stat data of what was nudged, after the nudge (core/plan.ts restamp). */
+export function statNudged(paths: Paths, done: Done): Map<string, StatTuple> {
+  const moved = new Map<string, StatTuple>();
+  for (const p of done.nudged) {
+    const st = statOrNull(paths.host(p));
+    if (st) moved.set(p, statTuple(st));
+  }
+  return moved;
+}
+
+/** A damaged state is evidence for a bug report: moved aside, not overwritten. Returns where, or null. */
+export function keepCorrupt(paths: Paths, file: string): string | null {
+  try {
+    fs.renameSync(paths.hostNoFollow(file), paths.hostNoFollow(`${file}.corrupt`));
+    return `${file}.corrupt`;
+  } catch {
+    return null;
   }
 }
 
@@ -59,7 +71,7 @@ export function nudge(paths: Paths, mode: NudgeMode, emulators: string[], moddir
  * directly inside the cache directory. unlink(2) never follows a symlink;
  * the lstat check makes sure one is not removed either.
  */
-export function deleteCacheEntry(paths: Paths, name: string): void {
+function deleteCacheEntry(paths: Paths, name: string): void {
   if (!CACHE_NAME_RE.test(name)) throw new Error(`refusing to delete '${name}': not a cache entry name`);
   const dir = paths.hostNoFollow(paths.cacheDir);
   if (!fs.lstatSync(dir).isDirectory()) throw new Error(`refusing to delete in ${paths.cacheDir}: not a directory`);

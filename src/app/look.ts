@@ -1,5 +1,6 @@
 import { compareFingerprints } from '../core/compare';
 import type { Observation } from '../core/decide';
+import type { Look } from '../core/plan';
 import type { EmulatorSource } from '../core/types';
 import { readCacheView } from '../host/cache-dir';
 import type { CacheMemo } from '../host/cache-dir';
@@ -18,7 +19,7 @@ export interface Context {
   env: NodeJS.ProcessEnv;
 }
 
-export interface Observed extends Observation {
+export interface Looked extends Observation {
   loaded: LoadedState;
   /** Whether running guests were looked for and /proc could be read. */
   guestsChecked: boolean;
@@ -26,13 +27,13 @@ export interface Observed extends Observation {
   cacheMemo: { known: CacheMemo; seen: CacheMemo };
 }
 
-export interface ObserveOptions {
+export interface LookOptions {
   /** Also look at running QEMU processes (check and refresh do; the hooks need not). */
   guests?: boolean;
 }
 
-/** observe + compare: everything read from the system, nothing changed. */
-export function observe(ctx: Context, extraEmulators: { path: string; source: EmulatorSource }[] = [], opts: ObserveOptions = {}): Observed {
+/** look: everything read from the system (compared with the baseline), nothing changed. */
+export function look(ctx: Context, extraEmulators: { path: string; source: EmulatorSource }[] = [], opts: LookOptions = {}): Looked {
   const loaded = loadState(ctx.paths.host(stateFiles(ctx.paths).state));
   const baseline = loaded.kind === 'ok' ? loaded.state.baseline : null;
   const cacheMemo = { known: loadCacheMemo(ctx.paths.host(stateFiles(ctx.paths).cacheMemo)), seen: new Map() };
@@ -62,4 +63,11 @@ export function observe(ctx: Context, extraEmulators: { path: string; source: Em
     cache,
     libvirtModdir,
   };
+}
+
+/** What the plan needs of a look. */
+export function lookFacts(l: Looked): Look {
+  const { fingerprint, baseline, state, comparison, cache, libvirtModdir } = l;
+  const lastAction = l.loaded.kind === 'ok' ? l.loaded.state.lastAction : null;
+  return { fingerprint, baseline, state, comparison, cache, libvirtModdir, lastAction };
 }

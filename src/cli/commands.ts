@@ -1,21 +1,22 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { assess } from '../core/decide';
-import { escapeControl as esc } from '../core/text';
+import { emptyDone, deleteEntries, nudge } from '../app/carry-out';
+import { look, lookFacts, type Context } from '../app/look';
 import { runPipeline } from '../app/pipeline';
-import { deleteEntries, nudge, type ActResult } from '../app/carry-out';
-import { writeFileAtomic } from '../os/atomic-file';
+import { assess } from '../core/decide';
+import { actionText, type Done } from '../core/messages';
+import { invalidateAction, planAccept, planInvalidate } from '../core/plan';
+import { escapeControl as esc } from '../core/text';
+import { moduleCount, type LastAction } from '../core/types';
 import { readCacheView } from '../host/cache-dir';
+import { stateFiles } from '../host/paths';
+import { writeFileAtomic } from '../os/atomic-file';
+import { sha256Hex } from '../os/file-info';
+import { log, logTarget } from '../os/log';
 import { saveCacheMemo } from '../store/cache-memo';
 import { MARK_MARGIN_MS } from '../store/fast-path';
-import { sha256Hex } from '../os/file-info';
 import { withStateLock } from '../store/lock';
-import { log, logTarget } from '../os/log';
-import type { Context } from '../app/look';
-import { observe } from '../app/look';
-import { stateFiles } from '../host/paths';
-import { loadState, writeState, type LastAction } from '../store/state-store';
-import { VERSION } from '../version';
+import { loadState, recordState } from '../store/state-store';
 import { formatNagios } from './format-nagios';
 import { formatPrometheus } from './format-prometheus';
 import { formatText, table } from './format-text';
@@ -54,8 +55,8 @@ export function runCheck(ctx: Context, opts: CheckOptions): Output {
 }
 
 export function currentReport(ctx: Context): Report {
-  const observed = observe(ctx, [], { guests: true });
-  return buildReport(observed, assess(observed));
+  const looked = look(ctx, [], { guests: true });
+  return buildReport(looked, assess(looked));
 }
 
 export function render(report: Report, format: Format, verbose = false): string {
@@ -79,18 +80,12 @@ export function writeTextfile(dir: string, text: string): string | null {
 export async function runAccept(ctx: Context, json: boolean): Promise<Output> {
   const files = stateFiles(ctx.paths);
   return withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.hostNoFollow(files.lock), () => {
-    const observed = observe(ctx);
-    const previous = observed.loaded.kind === 'ok' ? observed.loaded.state.lastAction : null;
-    writeState(ctx.paths.hostNoFollow(files.state), {
-      schema: 1,
-      writtenBy: VERSION,
-      baseline: observed.fingerprint,
-      lastAction: previous,
-    });
-    saveCacheMemo(ctx.paths.hostNoFollow(files.cacheMemo), observed.cacheMemo);
-    const modules = observed.fingerprint.dirs.reduce((n, d) => n + d.modules.length, 0);
-    const dirs = observed.fingerprint.dirs.length;
-    const summary = { accepted: true, modules, moduleDirs: dirs, emulators: observed.fingerprint.emulators.length };
+    const looked = look(ctx);
+    recordState(ctx.paths.hostNoFollow(files.state), planAccept(lookFacts(looked)));
+    saveCacheMemo(ctx.paths.hostNoFollow(files.cacheMemo), looked.cacheMemo);
+    const modules = moduleCount(looked.fingerprint);
+    const dirs = looked.fingerprint.dirs.length;
+    const summary = { accepted: true, modules, moduleDirs: dirs, emulators: looked.fingerprint.emulators.length };
     return {
       stdout: json ? JSON.stringify(summary) + '\n' : `baseline recorded: ${modules} modules in ${dirs} module directories\n`,
       exitCode: 0,
@@ -115,24 +110,24 @@ export async function runRefresh(ctx: Context, opts: RefreshOptions): Promise<Ou
   // What is left after acting: guests at risk and refused modules are not
   // for refresh to fix, but whoever ran it should hear of them.
   const report = currentReport(ctx);
-  const problems: string[] = result.act.errors.map((e) => `qemu-modwatch: refresh: ${e}\n`);
+  const problems: string[] = result.done.errors.map((e) => `qemu-modwatch: refresh: ${e}\n`);
   if (opts.textfile) {
     const problem = writeTextfile(opts.textfile, formatPrometheus(report));
     if (problem) problems.push(`qemu-modwatch: ${problem}\n`);
   }
   const summary = {
     refreshed: true,
-    deleted: result.act.deleted,
-    nudged: result.act.nudged,
-    errors: result.act.errors,
+    deleted: result.done.deleted,
+    nudged: result.done.nudged,
+    errors: result.done.errors,
     recorded: result.recorded,
     pending: result.pending,
     report,
   };
   if (opts.json) return { stdout: JSON.stringify(summary, null, 2) + '\n', stderr: problems.join(''), exitCode: 0 };
   const did: string[] = [];
-  if (result.act.deleted.length) did.push(`deleted ${plural(result.act.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}`);
-  if (result.act.nudged.length) did.push(`nudged ${result.act.nudged.map(esc).join(', ')}`);
+  if (result.done.deleted.length) did.push(`deleted ${plural(result.done.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}`);
+  if (result.done.nudged.length) did.push(`nudged ${result.done.nudged.map(esc).join(', ')}`);
   if (result.recorded) did.push('recorded the baseline');
   const lines = [`qemu-modwatch refresh: ${did.length ? did.join('; ') : 'nothing to do'}`];
   if (result.pending) lines.push('  not everything could be done; the hooks try again at the next daemon or guest start');
@@ -160,71 +155,63 @@ export async function runInvalidate(ctx: Context, opts: InvalidateOptions): Prom
   const mode = opts.nudge ?? ctx.config.nudge;
   const work = () => {
     const cache = readCacheView(ctx.paths);
+    const looked = look(ctx);
     // libvirt names the file after the path as spelled; the header says the same unless damaged.
-    const byName = opts.emulator ? sha256Hex(opts.emulator) + '.xml' : null;
-    const chosen = cache.entries.filter((e) => !opts.emulator || e.emulator === opts.emulator || e.file === byName);
-    const leftAlone = (e: (typeof chosen)[number]) => e.error !== null && /symlink|not a regular file/.test(e.error);
-    const selected = chosen.filter((e) => !leftAlone(e));
-    const skipped = chosen.filter(leftAlone).map((e) => ({ file: e.file, reason: e.error! }));
-    // The daemon keeps what it loaded in memory: nudge the emulators even
-    // when their files are already gone.
-    const observed = observe(ctx);
-    const known = observed.fingerprint.emulators.filter((e) => e.kind !== 'missing' && (e.source === 'path' || e.source === 'config')).map((e) => e.path);
-    const targets = opts.emulator ? [opts.emulator] : [...new Set([...selected.flatMap((e) => (e.emulator ? [e.emulator] : [])), ...known])].sort();
-    const act: ActResult = { deleted: [], nudged: [], errors: [] };
+    const fileOfEmulator = opts.emulator ? sha256Hex(opts.emulator) + '.xml' : null;
+    const plan = planInvalidate({ ...lookFacts(looked), cache }, { emulator: opts.emulator, fileOfEmulator, nudge: mode });
+    const done = emptyDone();
     if (opts.dryRun) {
-      act.deleted = selected.map((e) => e.file);
-      if (mode === 'emulator-ctime') act.nudged = targets.filter((t) => fs.existsSync(ctx.paths.host(t)));
-      else if (mode === 'moddir-mtime' && observed.libvirtModdir) act.nudged = [observed.libvirtModdir];
+      done.deleted = plan.delete;
+      const n = plan.nudge;
+      if (n) done.nudged = n.mode === 'emulator-ctime' ? n.targets.filter((t) => fs.existsSync(ctx.paths.host(t))) : n.targets;
     } else {
-      deleteEntries(ctx.paths, selected.map((e) => e.file), act);
-      if (mode !== 'none') nudge(ctx.paths, mode, targets, observed.libvirtModdir, act);
-      recordAction(ctx, act);
+      deleteEntries(ctx.paths, plan.delete, done);
+      if (plan.nudge) nudge(ctx.paths, plan.nudge, done);
+      recordInvalidate(ctx, done);
     }
     const emulatorOf = new Map(cache.entries.map((e) => [e.file, e.emulator]));
-    return { act, skipped, emulatorOf };
+    return { done, skipped: plan.skipped, emulatorOf };
   };
-  const { act, skipped, emulatorOf } = opts.dryRun ? work() : await withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.hostNoFollow(files.lock), work);
+  const { done, skipped, emulatorOf } = opts.dryRun
+    ? work()
+    : await withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.hostNoFollow(files.lock), work);
   // For the journal's record of who touched the cache; on a terminal stdout already says it.
-  if (!opts.dryRun && (act.deleted.length || act.nudged.length) && logTarget(ctx.paths) !== 'stderr') {
-    log(ctx.paths, { priority: 'notice', message: `invalidate: ${actionSummary(act)}`, fields: { TRIGGER: 'invalidate', DELETED: act.deleted.join(' '), NUDGED: act.nudged.join(' ') } });
+  if (!opts.dryRun && (done.deleted.length || done.nudged.length) && logTarget(ctx.paths) !== 'stderr') {
+    const fields = { TRIGGER: 'invalidate', DELETED: done.deleted.join(' '), NUDGED: done.nudged.join(' ') };
+    log(ctx.paths, { priority: 'notice', message: `invalidate: ${actionText(done)}`, fields });
   }
-  const exitCode = act.errors.length ? 1 : 0;
+  const exitCode = done.errors.length ? 1 : 0;
   if (opts.json) {
     const out = {
       dryRun: opts.dryRun,
       emulator: opts.emulator ?? null,
       nudge: mode,
-      deleted: act.deleted.map((file) => ({ file, emulator: emulatorOf.get(file) ?? null })),
-      nudged: act.nudged,
+      deleted: done.deleted.map((file) => ({ file, emulator: emulatorOf.get(file) ?? null })),
+      nudged: done.nudged,
       skipped,
-      errors: act.errors,
+      errors: done.errors,
     };
     return { stdout: JSON.stringify(out, null, 2) + '\n', exitCode };
   }
   const would = opts.dryRun ? 'would delete' : 'deleted';
   const lines: string[] = [];
   if (opts.dryRun) lines.push('dry run: nothing is changed');
-  lines.push(`${would} ${plural(act.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}${act.deleted.length ? ':' : ''}`);
-  lines.push(...table(act.deleted.map((f) => [f, esc(emulatorOf.get(f) ?? '?')])));
+  lines.push(`${would} ${plural(done.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}${done.deleted.length ? ':' : ''}`);
+  lines.push(...table(done.deleted.map((f) => [f, esc(emulatorOf.get(f) ?? '?')])));
   if (mode === 'none') lines.push('no nudge (--nudge none)');
-  else lines.push(`${opts.dryRun ? 'would nudge' : 'nudged'} (${mode}): ${act.nudged.length ? act.nudged.map(esc).join(', ') : 'nothing'}`);
+  else lines.push(`${opts.dryRun ? 'would nudge' : 'nudged'} (${mode}): ${done.nudged.length ? done.nudged.map(esc).join(', ') : 'nothing'}`);
   for (const s of skipped) lines.push(`left alone: ${s.file} (${esc(s.reason)})`);
-  return { stdout: lines.join('\n') + '\n', stderr: act.errors.map((e) => `qemu-modwatch: ${e}\n`).join(''), exitCode };
+  return { stdout: lines.join('\n') + '\n', stderr: done.errors.map((e) => `qemu-modwatch: ${e}\n`).join(''), exitCode };
 }
 
-/** An invalidate is recorded as the last action; the baseline stays as it was. */
-function recordAction(ctx: Context, act: ActResult): void {
-  if (!act.deleted.length && !act.nudged.length) return;
+/** An invalidate is recorded as the last action; the baseline (and who wrote it) stays as it was. */
+function recordInvalidate(ctx: Context, done: Done): void {
+  if (!done.deleted.length && !done.nudged.length) return;
   const file = ctx.paths.host(stateFiles(ctx.paths).state);
   const loaded = loadState(file);
   if (loaded.kind !== 'ok') return;
-  const lastAction: LastAction = { at: new Date().toISOString(), trigger: 'invalidate', summary: actionSummary(act), deleted: act.deleted, nudged: act.nudged };
-  writeState(file, { ...loaded.state, lastAction });
-}
-
-function actionSummary(act: ActResult): string {
-  return `deleted ${act.deleted.length} capabilities cache entries${act.nudged.length ? `, nudged ${act.nudged.join(', ')}` : ''}`;
+  const { baseline, writtenBy } = loaded.state;
+  recordState(file, { baseline, lastAction: invalidateAction(done, new Date()), writtenBy });
 }
 
 export interface StatusReport {
@@ -262,7 +249,7 @@ export function runStatus(ctx: Context, json: boolean, now = new Date()): Output
   if (loaded.kind === 'ok') {
     const b = loaded.state.baseline;
     const takenAt = nsToIso(b.takenAtNs);
-    s.baseline = { takenAt, ageSeconds: age(takenAt), modules: b.dirs.reduce((n, d) => n + d.modules.length, 0), moduleDirs: b.dirs.length, emulators: b.emulators.length };
+    s.baseline = { takenAt, ageSeconds: age(takenAt), modules: moduleCount(b), moduleDirs: b.dirs.length, emulators: b.emulators.length };
     const a = loaded.state.lastAction;
     if (a && typeof a.at === 'string') s.lastAction = { ...a, ageSeconds: age(a.at) };
   }

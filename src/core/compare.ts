@@ -1,4 +1,4 @@
-import type { DirRecord, EmulatorRecord, Fingerprint, ModuleRecord } from './types';
+import type { DirRecord, EmulatorRecord, Fingerprint, ModuleRecord, StatTuple } from './types';
 
 // compare: baseline vs now, pure.
 
@@ -104,11 +104,12 @@ export function moduleChangeKind(before: ModuleRecord | null, after: ModuleRecor
   if (!before && !after) return null;
   if (!before) return 'added';
   if (!after) return 'removed';
-  if (sameStatData(before, after)) return null;
+  if (sameStat(before, after)) return null;
   return sameContent(before, after) ? 'metadata' : 'replaced';
 }
 
-function sameStatData(a: ModuleRecord, b: ModuleRecord): boolean {
+/** The same stat data: the file was not touched since it was read. */
+export function sameStat(a: StatTuple, b: StatTuple): boolean {
   return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino && a.dev === b.dev;
 }
 

@@ -4,6 +4,9 @@
 // dispatcher's too (hooks/daemon.d/50-qemu-modwatch), and a test keeps the
 // two equal.
 
+/** libvirt's hook scripts we are: hooks/qemu (guests) and hooks/daemon. */
+export type Driver = 'qemu' | 'daemon';
+
 /** The daemons that hold QEMU capabilities: their start is before they load any. */
 export const QEMU_DAEMONS = ['libvirtd', 'virtqemud'];
 

@@ -100,6 +100,22 @@ export interface Fingerprint {
   missingDirs: string[];
 }
 
+/** Modules in a fingerprint's directories, upgrade copies included. */
+export function moduleCount(fp: Pick<Fingerprint, 'dirs'>): number {
+  return fp.dirs.reduce((n, d) => n + d.modules.length, 0);
+}
+
+/** What the last run that acted did, as the state file keeps it (status shows it). */
+export interface LastAction {
+  /** ISO 8601 time. */
+  at: string;
+  /** What ran: a trigger as describeTrigger (core/plan.ts) says it, or 'invalidate'; accept records none. */
+  trigger: string;
+  summary: string;
+  deleted: string[];
+  nudged: string[];
+}
+
 export interface CacheEntry {
   /** File name, `<64 hex>.xml`. */
   file: string;

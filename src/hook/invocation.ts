@@ -1,6 +1,6 @@
 // libvirt's calling convention: which hook we are, from how we were started.
 
-export type Driver = 'qemu' | 'daemon';
+import type { Driver } from '../core/daemons';
 
 /**
  * The driver when argv[0] is `.../hooks/qemu`, `.../hooks/daemon` or a file
@@ -14,9 +14,9 @@ export function driverFromArgv0(argv0: string | undefined): Driver | null {
 }
 
 export type HookOp =
-  | { act: false }
-  | { act: true; driver: 'daemon'; op: 'start' | 'reload' }
-  | { act: true; driver: 'qemu'; op: 'prepare' | 'migrate' | 'restore'; domain: string };
+  | { handled: false }
+  | { handled: true; driver: 'daemon'; op: 'start' | 'reload' }
+  | { handled: true; driver: 'qemu'; op: 'prepare' | 'migrate' | 'restore'; domain: string };
 
 /**
  * Which of libvirt's calls we act on. daemon: `- start - start`,
@@ -27,12 +27,12 @@ export type HookOp =
 export function classifyHook(driver: Driver, args: string[]): HookOp {
   const [object, op, subop] = args;
   if (driver === 'daemon') {
-    if (op === 'start') return { act: true, driver, op: 'start' };
-    if (op === 'reload' && subop === 'begin') return { act: true, driver, op: 'reload' };
-    return { act: false };
+    if (op === 'start') return { handled: true, driver, op: 'start' };
+    if (op === 'reload' && subop === 'begin') return { handled: true, driver, op: 'reload' };
+    return { handled: false };
   }
   if ((op === 'prepare' || op === 'migrate' || op === 'restore') && subop === 'begin' && object !== undefined) {
-    return { act: true, driver, op, domain: object };
+    return { handled: true, driver, op, domain: object };
   }
-  return { act: false };
+  return { handled: false };
 }

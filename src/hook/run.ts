@@ -3,11 +3,13 @@ import type { FailMode } from '../host/config';
 import { log } from '../os/log';
 import type { Context } from '../app/look';
 import type { Paths } from '../host/paths';
-import { describeTrigger, runPipeline, type Trigger } from '../app/pipeline';
+import { runPipeline } from '../app/pipeline';
+import { describeTrigger, type Trigger } from '../core/plan';
 import { readDomainXml } from '../formats/domain-xml';
 import { daemonKind } from '../core/daemons';
 import { hookDaemon } from './daemons';
-import { classifyHook, type Driver } from './invocation';
+import type { Driver } from '../core/daemons';
+import { classifyHook } from './invocation';
 
 // Hook mode. Writes nothing to stdout (on migrate and restore libvirt takes
 // it as the new domain XML), never calls libvirt, and a fault of ours never
@@ -27,7 +29,7 @@ export async function runHook(driver: Driver, args: string[], setup: HookSetup):
     return 0;
   }
   const op = classifyHook(driver, args);
-  if (!op.act) return 0;
+  if (!op.handled) return 0;
   let trigger: Trigger;
   if (op.driver === 'daemon') {
     const daemon = hookDaemon(setup.paths, process.env);
@@ -51,8 +53,8 @@ export async function runHook(driver: Driver, args: string[], setup: HookSetup):
       process.stderr.write(escapeControl(result.refusal) + '\n');
       return 1;
     }
-    if (result.act.errors.length > 0 && fail === 'closed') {
-      process.stderr.write(`qemu-modwatch: ${escapeControl(result.act.errors[0]!)} (fail = closed)\n`);
+    if (result.done.errors.length > 0 && fail === 'closed') {
+      process.stderr.write(`qemu-modwatch: ${escapeControl(result.done.errors[0]!)} (fail = closed)\n`);
       return 1;
     }
     return 0;

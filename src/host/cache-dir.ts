@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { RACY_MARGIN_NS } from '../core/compare';
 import type { CacheEntry, CacheView } from '../core/types';
 import { readCacheHeader } from '../formats/cache-header';
-import { errText, lstatOrNull, NotRegularError, openRegular } from '../os/file-info';
+import { errCode, lstatOrNull, NotRegularError, openRegular } from '../os/file-info';
 import type { Paths } from './paths';
 
 // libvirt's QEMU capabilities cache: one `<sha256 of emulator path>.xml`
@@ -46,7 +46,7 @@ export function readCacheView(paths: Paths, memo?: { known: CacheMemo; seen: Cac
   try {
     st = fs.lstatSync(dir);
   } catch (e) {
-    if (errText(e) !== 'ENOENT') view.error = `cannot stat ${paths.cacheDir}: ${errText(e)}`;
+    if (errCode(e) !== 'ENOENT') view.error = `cannot stat ${paths.cacheDir}: ${errCode(e)}`;
     return view;
   }
   if (st.isSymbolicLink()) {
@@ -62,7 +62,7 @@ export function readCacheView(paths: Paths, memo?: { known: CacheMemo; seen: Cac
   try {
     names = fs.readdirSync(dir).filter((n) => CACHE_NAME_RE.test(n)).sort();
   } catch (e) {
-    view.error = `cannot list ${paths.cacheDir}: ${errText(e)}`;
+    view.error = `cannot list ${paths.cacheDir}: ${errCode(e)}`;
     return view;
   }
   for (const name of names) {
@@ -103,7 +103,7 @@ function readEntry(file: string, name: string, seen?: CacheMemo): CacheEntry | n
     entry.mtimeNs = opened.st.mtimeNs.toString();
     entry.size = Number(opened.st.size);
   } catch (e) {
-    const code = errText(e);
+    const code = errCode(e);
     if (code === 'ENOENT') return null;
     if (e instanceof NotRegularError) {
       entry.error = e.symlink ? 'a symlink, not a cache entry; left alone' : 'not a regular file; left alone';

@@ -1,9 +1,8 @@
+import type { NudgeMode, OnChange } from '../core/plan';
 import * as fs from 'node:fs';
 import * as ini from 'ini';
 import { NotRegularError, openRegular } from '../os/file-info';
 
-export type OnChange = 'invalidate' | 'warn' | 'refuse';
-export type NudgeMode = 'emulator-ctime' | 'moddir-mtime' | 'none';
 export type FailMode = 'open' | 'closed';
 
 export interface Config {

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { domainFromArgs, looksLikeEmulator, parseExeLink } from '../core/guests';
 import { noFacts, type BinaryFacts, type Fingerprint, type GuestRecord, type RunningBinary } from '../core/types';
 import { readEmulator } from '../formats/emulator-reader';
-import { errText, openRegular, statOrNull } from '../os/file-info';
+import { errCode, openRegular, statOrNull } from '../os/file-info';
 import { PROC_DIR, UPGRADE_PARENT, type Paths } from './paths';
 
 // observe: the QEMU processes running now. libvirt's pid files name its
@@ -91,13 +91,13 @@ function readGuest(paths: Paths, pid: number, domain: string | null, sources: ('
     // the file at its path was replaced or deleted.
     g.running = binaries.read(proc('exe'));
   } catch (e) {
-    g.error = `cannot read its binary: ${errText(e)}`;
+    g.error = `cannot read its binary: ${errCode(e)}`;
   }
   if (g.exe && onDiskStat?.isFile()) {
     try {
       g.onDisk = binaries.read(paths.host(g.exe));
     } catch (e) {
-      g.error ??= `cannot read ${g.exe}: ${errText(e)}`;
+      g.error ??= `cannot read ${g.exe}: ${errCode(e)}`;
       g.onDisk = noFacts('other');
     }
   }

@@ -1,11 +1,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { RACY_MARGIN_NS } from '../core/compare';
+import { RACY_MARGIN_NS, sameStat } from '../core/compare';
 import { noFacts, type DirRecord, type DirSource, type EmulatorRecord, type EmulatorSource, type Fingerprint, type ModuleRecord } from '../core/types';
 import type { Config } from './config';
 import { readElfInfo } from '../formats/elf';
 import { readEmulator } from '../formats/emulator-reader';
-import { errText, listDir, openRegular, sameStat, sha256OfFd, statOrNull, statTuple } from '../os/file-info';
+import { errCode, listDir, openRegular, sha256OfFd, statOrNull, statTuple } from '../os/file-info';
 import {
   DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, type Paths,
 } from './paths';
@@ -102,7 +102,7 @@ function scanDir(paths: Paths, c: Candidate, st: fs.BigIntStats, before: DirReco
   try {
     names = fs.readdirSync(paths.host(c.path)).filter((n) => n.endsWith('.so')).sort();
   } catch (e) {
-    record.error = `cannot list ${c.path}: ${errText(e)}`;
+    record.error = `cannot list ${c.path}: ${errCode(e)}`;
     return record;
   }
   const previous = new Map(before?.modules.map((m) => [m.name, m]) ?? []);
@@ -123,7 +123,7 @@ function scanModule(file: string, name: string, before: ModuleRecord | undefined
   try {
     st = fs.statSync(file, { bigint: true });
   } catch (e) {
-    const code = errText(e);
+    const code = errCode(e);
     if (code === 'ENOENT') return null;
     // A symlink loop, or a file we may not look at: named like a module, so reported rather than skipped.
     const unseen = { size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0' };
@@ -147,7 +147,7 @@ function scanModule(file: string, name: string, before: ModuleRecord | undefined
     // Describe the file we actually read, even if it was replaced after stat.
     Object.assign(record, statTuple(opened.st));
   } catch (e) {
-    const reason = errText(e);
+    const reason = errCode(e);
     if (reason === 'ENOENT') return null;
     record.error = reason;
     return record;
@@ -156,12 +156,12 @@ function scanModule(file: string, name: string, before: ModuleRecord | undefined
     try {
       Object.assign(record, readElfInfo(fd, record.size));
     } catch (e) {
-      record.error = errText(e);
+      record.error = errCode(e);
     }
     // Without a build-id nothing else tells a rebuilt module from a touched one.
     if (contentHash || record.buildId === null) record.sha256 = sha256OfFd(fd, record.size);
   } catch (e) {
-    record.error ??= errText(e);
+    record.error ??= errCode(e);
   } finally {
     fs.closeSync(fd);
   }
@@ -210,7 +210,7 @@ function scanEmulator(file: string, p: string, source: EmulatorSource, before: E
       fs.closeSync(fd);
     }
   } catch (e) {
-    return { path: p, source, mode, ...tuple, ...noFacts('other'), ...empty, error: errText(e) };
+    return { path: p, source, mode, ...tuple, ...noFacts('other'), ...empty, error: errCode(e) };
   }
 }
 

@@ -2,9 +2,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../os/atomic-file';
 import { readCacheView } from '../host/cache-dir';
-import { errText, listDir, lstatOrNull, readlinkOrNull, sha256Hex, statOrNull } from '../os/file-info';
+import { errCode, listDir, lstatOrNull, readlinkOrNull, sha256Hex, statOrNull } from '../os/file-info';
 import { CONFIG_FILE, MULTIARCH_RE, type Paths } from '../host/paths';
 import { VERSION } from '../version';
+import type { Driver } from '../core/daemons';
 import { dispatcher, shellWord, shippedFile } from './shipped';
 
 // `install` / `uninstall`: places the executable, the hook dispatchers and
@@ -21,7 +22,6 @@ const DROPIN_SINCE: Version = [6, 5, 0];
 const CHAINED_SUFFIX = '.before-qemu-modwatch';
 
 type Version = [number, number, number];
-type Driver = 'qemu' | 'daemon';
 const DRIVERS: Driver[] = ['qemu', 'daemon'];
 
 export interface InstallOptions {
@@ -353,6 +353,6 @@ function removeIfEmpty(dir: string): void {
   try {
     fs.rmdirSync(dir);
   } catch (e) {
-    if (!['ENOTEMPTY', 'EEXIST', 'ENOENT'].includes(errText(e))) throw e;
+    if (!['ENOTEMPTY', 'EEXIST', 'ENOENT'].includes(errCode(e))) throw e;
   }
 }

@@ -18,9 +18,6 @@ export function statTuple(st: fs.BigIntStats): StatTuple {
   };
 }
 
-export function sameStat(a: StatTuple, b: StatTuple): boolean {
-  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino && a.dev === b.dev;
-}
 
 // "Not there" is the common answer for many paths a run looks at (module
 // and emulator directories of other distros): throwIfNoEntry spares making
@@ -62,7 +59,8 @@ export function listDir(dir: string): string[] {
   }
 }
 
-export function errText(e: unknown): string {
+/** The errno code of a failed call (ENOENT, EACCES), else the error's message: short enough for a log line. */
+export function errCode(e: unknown): string {
   const err = e as NodeJS.ErrnoException;
   // The path --root resolution gives a symlink loop fails as the kernel's own lookup would.
   if (err.code === 'ERR_INVALID_ARG_VALUE' && String(err.message).includes(UNRESOLVABLE.slice(1))) return 'ELOOP';

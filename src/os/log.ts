@@ -1,4 +1,5 @@
 import { statOrNull } from './file-info';
+import type { LogLine, Priority } from '../core/messages';
 import { escapeControl } from '../core/text';
 
 // Warnings must reach the admin: libvirt keeps a hook's stderr at debug
@@ -7,15 +8,10 @@ import { escapeControl } from '../core/text';
 // spawned; that happens only on the rare change or fault path.
 
 export const IDENTIFIER = 'qemu-modwatch';
-export type Priority = 'err' | 'warning' | 'notice' | 'info';
 const PRIORITY_NUMBER: Record<Priority, number> = { err: 3, warning: 4, notice: 5, info: 6 };
 
-export interface LogEvent {
-  priority: Priority;
-  message: string;
-  /** Extra journal fields, upper-case names without the QEMU_MODWATCH_ prefix. */
-  fields?: Record<string, string>;
-}
+/** A line for the log: what core/messages.ts says. */
+export type LogEvent = LogLine;
 
 export type LogTarget = 'journal' | 'syslog' | 'stderr';
 

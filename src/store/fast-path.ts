@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { RACY_MARGIN_NS } from '../core/compare';
 import type { Fingerprint } from '../core/types';
 import { writeFileAtomic } from '../os/atomic-file';
 import type { Config } from '../host/config';
@@ -22,10 +23,10 @@ import {
 /**
  * Timestamps may be coarser than the clock we read (kernel ticks, 1 s or
  * 2 s file systems): a change made just after the scan began can carry a
- * time just before it. Back-dating the mark by this much means such a
- * change still counts as newer.
+ * time just before it. Back-dating the mark by the margin the scan trusts
+ * (core/compare.ts) means such a change still counts as newer.
  */
-export const MARK_MARGIN_MS = 2000;
+export const MARK_MARGIN_MS = Number(RACY_MARGIN_NS / 1_000_000n);
 
 export function writeWatchAndMark(paths: Paths, config: Config, fp: Fingerprint, scanStartMs: number): void {
   const files = stateFiles(paths);

@@ -1,20 +1,11 @@
 import * as fs from 'node:fs';
-import type { Fingerprint } from '../core/types';
+import type { Fingerprint, LastAction } from '../core/types';
 import { writeFileAtomic } from '../os/atomic-file';
+import { VERSION } from '../version';
 
-export const STATE_SCHEMA = 1;
+const STATE_SCHEMA = 1;
 /** A state file larger than this is garbage, not a baseline. */
 const MAX_STATE_BYTES = 64 * 1024 * 1024;
-
-export interface LastAction {
-  /** ISO 8601 time. */
-  at: string;
-  /** What ran: 'hook daemon start', 'hook qemu prepare', 'refresh', 'accept', 'invalidate'. */
-  trigger: string;
-  summary: string;
-  deleted: string[];
-  nudged: string[];
-}
 
 export interface State {
   schema: number;
@@ -49,6 +40,16 @@ export function loadState(file: string): LoadedState {
   }
   const problem = validateState(data);
   return problem ? { kind: 'corrupt', reason: `${file}: ${problem}` } : { kind: 'ok', state: data as State };
+}
+
+/**
+ * How every run records: the baseline and the last action, under this
+ * schema, as written by this version unless the caller keeps the writer
+ * (invalidate changes only the last action).
+ */
+export function recordState(file: string, what: { baseline: Fingerprint; lastAction: LastAction | null; writtenBy?: string | undefined }): void {
+  const writtenBy = 'writtenBy' in what ? what.writtenBy : VERSION;
+  writeState(file, { schema: STATE_SCHEMA, writtenBy: writtenBy as string, baseline: what.baseline, lastAction: what.lastAction });
 }
 
 export function writeState(file: string, state: State): void {

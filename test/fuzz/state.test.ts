@@ -5,7 +5,7 @@ import { assess } from '../../src/core/decide';
 import { statKey } from '../../src/host/cache-dir';
 import { loadCacheMemo } from '../../src/store/cache-memo';
 import { DEFAULT_CONFIG } from '../../src/host/config';
-import { observe } from '../../src/app/look';
+import { look } from '../../src/app/look';
 import { makePaths } from '../../src/host/paths';
 import { loadState } from '../../src/store/state-store';
 import { EMULATOR, MODDIR, Sysroot } from '../fixtures/sysroot';
@@ -100,8 +100,8 @@ function check(v: Input): void {
   }
   if (loaded.kind !== 'ok') throw new Error(`loaded ${loaded.kind} from an existing file`);
   ok++;
-  // Accepted: the observe and decide stages must cope with it.
-  const observed = observe(ctx);
+  // Accepted: the look and assess stages must cope with it.
+  const observed = look(ctx);
   assess(observed);
   if (({} as Record<string, unknown>).polluted !== undefined) throw new Error('Object.prototype polluted');
 }
@@ -136,7 +136,7 @@ function checkMemo(v: Input): void {
   for (const [name, m] of memo) {
     if (!/^[0-9a-f]{64}\.xml$/.test(name) || typeof m.key !== 'string' || typeof m.emulator !== 'string' || m.emulator === '') throw new Error(`loaded ${JSON.stringify([name, m])}`);
   }
-  const observed = observe(ctx);
+  const observed = look(ctx);
   assess(observed);
   const entry = observed.cache.entries.find((e) => e.file === entryName);
   if (entry?.emulator !== EMULATOR) {
