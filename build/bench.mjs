@@ -14,10 +14,20 @@ import { buildSea, CODE_CACHES } from './sea.mjs';
 const top = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 execFileSync(process.execPath, [path.join(top, 'build/build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
 const out = path.join(top, 'dist/bench.cjs');
-await esbuild.build({ entryPoints: [path.join(top, 'test/bench/bench.ts')], outfile: out, bundle: true, platform: 'node', format: 'cjs', target: 'node20', logLevel: 'warning' });
+await esbuild.build({
+  entryPoints: [path.join(top, 'test/bench/bench.ts')],
+  outfile: out,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  logLevel: 'warning',
+});
 
 const env = { ...process.env };
-const variants = process.argv.includes('--code-cache') ? fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-bench-sea-')) : null;
+const variants = process.argv.includes('--code-cache')
+  ? fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-bench-sea-'))
+  : null;
 try {
   if (variants) {
     const built = [];
@@ -27,7 +37,10 @@ try {
     }
     env.BENCH_CODE_CACHE_EXES = built.join(',');
   }
-  execFileSync(process.execPath, [out, ...process.argv.slice(2).filter((a) => a !== '--code-cache')], { stdio: 'inherit', env });
+  execFileSync(process.execPath, [out, ...process.argv.slice(2).filter((a) => a !== '--code-cache')], {
+    stdio: 'inherit',
+    env,
+  });
 } finally {
   if (variants) fs.rmSync(variants, { recursive: true, force: true });
 }

@@ -32,7 +32,10 @@ await esbuild.build({
     // What `install` places, inside the one executable.
     __QEMU_MODWATCH_SHIPPED__: JSON.stringify(
       Object.fromEntries(
-        ['qemu.d/50-qemu-modwatch', 'daemon.d/50-qemu-modwatch', 'qemu-modwatch.conf'].map((f) => [f, fs.readFileSync(path.join(top, 'hooks', f), 'utf8')]),
+        ['qemu.d/50-qemu-modwatch', 'daemon.d/50-qemu-modwatch', 'qemu-modwatch.conf'].map((f) => [
+          f,
+          fs.readFileSync(path.join(top, 'hooks', f), 'utf8'),
+        ]),
       ),
     ),
   },
@@ -47,7 +50,9 @@ if (only === 'bundle') process.exit(0);
 // SEA_CODE_CACHE=full|node|none: how the executable gets its compiled code (build/sea.mjs).
 const exe = path.join(dist, 'qemu-modwatch');
 await buildSea({ top, bundle, exe, codeCache: process.env.SEA_CODE_CACHE || 'full' });
-console.log(`built ${path.relative(top, exe)} (${(fs.statSync(exe).size / 1e6).toFixed(1)} MB) and ${path.relative(top, exe)}.cjs`);
+console.log(
+  `built ${path.relative(top, exe)} (${(fs.statSync(exe).size / 1e6).toFixed(1)} MB) and ${path.relative(top, exe)}.cjs`,
+);
 
 function writeExecutable(file, text) {
   fs.writeFileSync(`${file}.tmp`, text, { mode: 0o755 });

@@ -29,8 +29,18 @@ if (!/^[0-9][A-Za-z0-9.+~-]*$/.test(version)) die(`package.json version ${versio
 const arch = sh('dpkg', ['--print-architecture']);
 // The executable is a copy of the node that ran the build: it must be for
 // the architecture the package claims.
-const nodeArch = { x64: 'amd64', arm64: 'arm64', ia32: 'i386', arm: 'armhf', ppc64: 'ppc64el', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64' }[process.arch];
-if (nodeArch && nodeArch !== arch) die(`dpkg says ${arch} but the executable is a ${process.arch} node: build on a native ${arch} host`);
+const nodeArch = {
+  x64: 'amd64',
+  arm64: 'arm64',
+  ia32: 'i386',
+  arm: 'armhf',
+  ppc64: 'ppc64el',
+  s390x: 's390x',
+  riscv64: 'riscv64',
+  loong64: 'loong64',
+}[process.arch];
+if (nodeArch && nodeArch !== arch)
+  die(`dpkg says ${arch} but the executable is a ${process.arch} node: build on a native ${arch} host`);
 const multiarch = sh('dpkg-architecture', ['-qDEB_HOST_MULTIARCH', '-a', arch]);
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-modwatch-deb-'));
@@ -62,7 +72,10 @@ try {
 
   // Depends from the executable's ELF dependencies (libc6, libstdc++6, ...);
   // dpkg-shlibdeps wants a source package around the binary package's tree.
-  fs.writeFileSync(path.join(work, 'debian/control'), 'Source: qemu-modwatch\n\nPackage: qemu-modwatch\nArchitecture: any\n');
+  fs.writeFileSync(
+    path.join(work, 'debian/control'),
+    'Source: qemu-modwatch\n\nPackage: qemu-modwatch\nArchitecture: any\n',
+  );
   const shlibs = spawnSync('dpkg-shlibdeps', ['-O', '-e', path.join(root, 'usr/libexec/qemu-modwatch/qemu-modwatch')], {
     cwd: work,
     encoding: 'utf8',
@@ -92,7 +105,13 @@ try {
     0o644,
     files
       .filter((f) => !f.startsWith('etc/') && fs.lstatSync(path.join(root, f)).isFile())
-      .map((f) => `${crypto.createHash('md5').update(fs.readFileSync(path.join(root, f))).digest('hex')}  ${f}\n`)
+      .map(
+        (f) =>
+          `${crypto
+            .createHash('md5')
+            .update(fs.readFileSync(path.join(root, f)))
+            .digest('hex')}  ${f}\n`,
+      )
       .join(''),
   );
   // Installed-Size as dpkg-gencontrol counts it: KiB per file, 1 per directory or symlink.
@@ -113,7 +132,11 @@ try {
 
   fs.mkdirSync(out, { recursive: true });
   const deb = path.join(out, `qemu-modwatch_${version}_${arch}.deb`);
-  execFileSync('dpkg-deb', ['--root-owner-group', ...(fast ? ['-Zgzip', '-z1'] : ['-Zxz', '-z6']), '--build', root, deb], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(
+    'dpkg-deb',
+    ['--root-owner-group', ...(fast ? ['-Zgzip', '-z1'] : ['-Zxz', '-z6']), '--build', root, deb],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
   console.log(deb);
 } finally {
   fs.rmSync(work, { recursive: true, force: true });

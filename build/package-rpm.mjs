@@ -35,12 +35,15 @@ const sources = {
 for (const [name, file] of Object.entries(sources)) {
   if (!fs.existsSync(file)) die(`${file} is missing (Source ${name} of the spec)`);
 }
-if (spawnSync('rpmbuild', ['--version'], { stdio: 'ignore' }).status !== 0) die('rpmbuild not found (package rpm on Debian, rpm-build elsewhere)');
+if (spawnSync('rpmbuild', ['--version'], { stdio: 'ignore' }).status !== 0)
+  die('rpmbuild not found (package rpm on Debian, rpm-build elsewhere)');
 
 // RPM versions have no '-'; '~' sorts a pre-release before its release, as in npm.
 const version = npmVersion.replace(/-/g, '~');
 // The executable is a copy of the node that ran the build.
-const arch = { x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', ia32: 'i686' }[process.arch];
+const arch = { x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', ia32: 'i686' }[
+  process.arch
+];
 if (!arch) die(`no RPM architecture known for node's ${process.arch}`);
 
 fs.rmSync(topdir, { recursive: true, force: true });
@@ -52,12 +55,17 @@ const rpmbuild = spawnSync(
   'rpmbuild',
   [
     '-bb',
-    '--target', arch,
-    '--define', `_topdir ${topdir}`,
-    '--define', `_sourcedir ${sourcedir}`,
-    '--define', `pkg_version ${version}`,
+    '--target',
+    arch,
+    '--define',
+    `_topdir ${topdir}`,
+    '--define',
+    `_sourcedir ${sourcedir}`,
+    '--define',
+    `pkg_version ${version}`,
     // xz: every rpm since RHEL 6 reads it; the default differs between rpms.
-    '--define', `_binary_payload ${fast ? 'w1.gzdio' : 'w6T.xzdio'}`,
+    '--define',
+    `_binary_payload ${fast ? 'w1.gzdio' : 'w6T.xzdio'}`,
     spec,
   ],
   { encoding: 'utf8', cwd: top },

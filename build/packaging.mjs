@@ -51,7 +51,8 @@ export function startPackaging(name, extraOptions = []) {
   };
   const what = { exe: 'the executable', man: 'the man page', completion: 'the bash completion' };
   for (const [key, file] of Object.entries(built)) {
-    if (!fs.existsSync(file)) die(`${file} is missing (${what[key]}): run 'npm run build' first; the build must generate it`);
+    if (!fs.existsSync(file))
+      die(`${file} is missing (${what[key]}): run 'npm run build' first; the build must generate it`);
   }
   const { version } = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8'));
   return { opts, version, built };

@@ -12,7 +12,10 @@ const FILENAME = 'qemu-modwatch.cjs';
 
 /** The bundle as a CommonJS module function; the same text at build and at run time, or V8 rejects the cache. */
 function compileBundle(code, cachedData) {
-  return new vm.Script(`(function (exports, require, module, __filename, __dirname) {${code}\n})`, { filename: FILENAME, cachedData });
+  return new vm.Script(`(function (exports, require, module, __filename, __dirname) {${code}\n})`, {
+    filename: FILENAME,
+    cachedData,
+  });
 }
 
 module.exports = { compileBundle };
@@ -21,6 +24,7 @@ const sea = require('node:sea');
 if (sea.isSea()) {
   const script = compileBundle(sea.getAsset('bundle', 'utf8'), new Uint8Array(sea.getRawAsset('code-cache')));
   // For the build's own test: a rejected cache is otherwise invisible.
-  if (process.env.QEMU_MODWATCH_DEBUG === 'code-cache') process.stderr.write(`code cache ${script.cachedDataRejected ? 'rejected' : 'accepted'}\n`);
+  if (process.env.QEMU_MODWATCH_DEBUG === 'code-cache')
+    process.stderr.write(`code cache ${script.cachedDataRejected ? 'rejected' : 'accepted'}\n`);
   script.runInThisContext()(exports, require, module, __filename, __dirname);
 }

@@ -21,7 +21,8 @@ export async function hasSeaAssets() {
 }
 
 export async function buildSea({ top, bundle, exe, codeCache = 'full' }) {
-  if (!CODE_CACHES.includes(codeCache)) throw new Error(`unknown code cache '${codeCache}' (${CODE_CACHES.join(', ')})`);
+  if (!CODE_CACHES.includes(codeCache))
+    throw new Error(`unknown code cache '${codeCache}' (${CODE_CACHES.join(', ')})`);
   const mode = codeCache === 'full' && !(await hasSeaAssets()) ? 'node' : codeCache;
   const work = fs.mkdtempSync(`${exe}.build-`);
   try {
@@ -31,7 +32,10 @@ export async function buildSea({ top, bundle, exe, codeCache = 'full' }) {
     if (mode === 'full') {
       // V8 accepts a cache only from a process with the executable's V8 flags: none from NODE_OPTIONS.
       const { NODE_OPTIONS: _, ...env } = process.env;
-      execFileSync(process.execPath, [path.join(top, 'build/code-cache.cjs'), bundle, cache], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+      execFileSync(process.execPath, [path.join(top, 'build/code-cache.cjs'), bundle, cache], {
+        env,
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
     }
     fs.writeFileSync(
       config,

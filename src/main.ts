@@ -31,7 +31,8 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     // A monitoring plugin answers UNKNOWN on stdout, even to bad arguments.
-    if (argv.some((a, i) => a === '--format=nagios' || (a === 'nagios' && argv[i - 1] === '--format'))) process.stdout.write(nagiosFailure(e.message));
+    if (argv.some((a, i) => a === '--format=nagios' || (a === 'nagios' && argv[i - 1] === '--format')))
+      process.stdout.write(nagiosFailure(e.message));
     return fail(`${e.message} (try --help)`);
   }
   if (inv.command === 'help') return print({ stdout: helpText(), exitCode: 0 });
@@ -39,7 +40,8 @@ async function main(argv: string[]): Promise<number> {
   const paths = makePaths({ root: inv.root ?? envRoot, config: inv.config, uid, env: process.env });
   if (inv.command === 'hook') {
     const [driver, ...args] = inv.hookArgs;
-    if (driver !== 'qemu' && driver !== 'daemon') return fail(`hook needs 'qemu' or 'daemon', not '${driver ?? ''}' (try --help)`);
+    if (driver !== 'qemu' && driver !== 'daemon')
+      return fail(`hook needs 'qemu' or 'daemon', not '${driver ?? ''}' (try --help)`);
     return hook(driver, args, paths);
   }
   if (inv.command === 'install' || inv.command === 'uninstall') {
@@ -47,7 +49,13 @@ async function main(argv: string[]): Promise<number> {
     try {
       const out =
         inv.command === 'install'
-          ? runInstall({ paths, prefix: inv.prefix ?? DEFAULT_PREFIX, dryRun: inv.dryRun, chain: inv.chain, self: selfExecutable() })
+          ? runInstall({
+              paths,
+              prefix: inv.prefix ?? DEFAULT_PREFIX,
+              dryRun: inv.dryRun,
+              chain: inv.chain,
+              self: selfExecutable(),
+            })
           : runUninstall(paths, { dryRun: inv.dryRun, purge: inv.purge });
       return print(out);
     } catch (e) {
@@ -81,7 +89,14 @@ async function main(argv: string[]): Promise<number> {
     case 'status':
       return print(runStatus(ctx, json));
     default:
-      return print(runCheck(ctx, { format: inv.format, formatGiven: inv.formatGiven, textfile: inv.textfile, verbose: inv.verbose }));
+      return print(
+        runCheck(ctx, {
+          format: inv.format,
+          formatGiven: inv.formatGiven,
+          textfile: inv.textfile,
+          verbose: inv.verbose,
+        }),
+      );
   }
 }
 

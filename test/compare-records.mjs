@@ -31,8 +31,18 @@ const norm = (s) => NORMALISE.reduce((acc, [re, to]) => acc.replace(re, to), s);
 
 function load(dir) {
   const out = new Map();
-  for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort()) {
-    out.set(f, fs.readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+  for (const f of fs
+    .readdirSync(dir)
+    .filter((n) => n.endsWith('.jsonl'))
+    .sort()) {
+    out.set(
+      f,
+      fs
+        .readFileSync(path.join(dir, f), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l)),
+    );
   }
   return out;
 }
@@ -63,7 +73,9 @@ for (const file of new Set([...before.keys(), ...after.keys()])) {
         let at = 0;
         while (x[at] === y[at]) at++;
         const around = (s) => s.slice(Math.max(0, at - 150), at + 150);
-        console.log(`${file} run ${i + 1} (${a[i].argv.slice(-4).join(' ')}): ${k} differs\n  before: ${around(x)}\n  after:  ${around(y)}`);
+        console.log(
+          `${file} run ${i + 1} (${a[i].argv.slice(-4).join(' ')}): ${k} differs\n  before: ${around(x)}\n  after:  ${around(y)}`,
+        );
         break;
       }
     }

@@ -15,7 +15,9 @@ export const TEMP_PREFIXES = ['qemu-modwatch', 'qmw-', 'modwatch-', 'mw-'];
  * whose names it matches (the emulators among /usr/bin).
  */
 export function hostPaths() {
-  const multiarchDirs = listDirs('/usr/lib').filter((d) => /-linux-gnu\w*$/.test(d)).map((d) => `${d}/qemu`);
+  const multiarchDirs = listDirs('/usr/lib')
+    .filter((d) => /-linux-gnu\w*$/.test(d))
+    .map((d) => `${d}/qemu`);
   return [
     '/etc/libvirt',
     '/etc/qemu-modwatch.conf',
@@ -59,7 +61,10 @@ export function hostPaths() {
 
 function listDirs(dir) {
   try {
-    return fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(dir, e.name));
+    return fs
+      .readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => path.join(dir, e.name));
   } catch {
     return [];
   }
@@ -100,7 +105,8 @@ export function snapshot(paths = hostPaths(), tmp = os.tmpdir()) {
     if (typeof p === 'string') walk(p, out, undefined);
     else {
       const d = describe(p.dir);
-      if (d?.startsWith('dir ')) for (const n of fs.readdirSync(p.dir).sort()) if (p.match.test(n)) walk(path.join(p.dir, n), out, undefined);
+      if (d?.startsWith('dir '))
+        for (const n of fs.readdirSync(p.dir).sort()) if (p.match.test(n)) walk(path.join(p.dir, n), out, undefined);
     }
   }
   try {

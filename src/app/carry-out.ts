@@ -21,7 +21,8 @@ export function deleteEntries(paths: Paths, files: string[], done: Done): void {
       done.deleted.push(file);
     } catch (e) {
       // Already gone is what we wanted (another hook got there first).
-      if (errCode(e) !== 'ENOENT') done.errors.push(`cannot delete cache entry ${file}: ${e instanceof Error ? e.message : String(e)}`);
+      if (errCode(e) !== 'ENOENT')
+        done.errors.push(`cannot delete cache entry ${file}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 }
@@ -41,7 +42,8 @@ export function nudge(paths: Paths, n: Nudge, done: Done): void {
       done.nudged.push(p);
     } catch (err) {
       // A removed emulator needs no nudge; libvirt's module directory does.
-      if (n.mode === 'moddir-mtime' || errCode(err) !== 'ENOENT') done.errors.push(`cannot nudge ${p}: ${errCode(err)}`);
+      if (n.mode === 'moddir-mtime' || errCode(err) !== 'ENOENT')
+        done.errors.push(`cannot nudge ${p}: ${errCode(err)}`);
     }
   }
 }

@@ -33,7 +33,11 @@ export interface LookOptions {
 }
 
 /** look: everything read from the system (compared with the baseline), nothing changed. */
-export function look(ctx: Context, extraEmulators: { path: string; source: EmulatorSource }[] = [], opts: LookOptions = {}): Looked {
+export function look(
+  ctx: Context,
+  extraEmulators: { path: string; source: EmulatorSource }[] = [],
+  opts: LookOptions = {},
+): Looked {
   const loaded = loadState(ctx.paths.host(stateFiles(ctx.paths).state));
   const baseline = loaded.kind === 'ok' ? loaded.state.baseline : null;
   const cacheMemo = { known: loadCacheMemo(ctx.paths.host(stateFiles(ctx.paths).cacheMemo)), seen: new Map() };
@@ -49,10 +53,17 @@ export function look(ctx: Context, extraEmulators: { path: string; source: Emula
   const libvirtModdir = ctx.config.libvirtModdir ?? fingerprint.dirs.find((d) => d.source === 'default')?.path ?? null;
   const guests = opts.guests ? scanGuests(ctx.paths, fingerprint) : null;
   const scanned = new Set(fingerprint.dirs.map((d) => d.path));
-  const guestDirPaths = (guests?.guests ?? []).flatMap((g) => [...(g.moduleDirEnv ? [g.moduleDirEnv] : []), ...guestModuleDirs(g)]);
+  const guestDirPaths = (guests?.guests ?? []).flatMap((g) => [
+    ...(g.moduleDirEnv ? [g.moduleDirEnv] : []),
+    ...guestModuleDirs(g),
+  ]);
   return {
     guests: guests?.guests ?? null,
-    guestDirs: scanModuleDirs(ctx.paths, ctx.config, guestDirPaths.filter((p) => !scanned.has(p))),
+    guestDirs: scanModuleDirs(
+      ctx.paths,
+      ctx.config,
+      guestDirPaths.filter((p) => !scanned.has(p)),
+    ),
     guestsChecked: guests?.checked ?? false,
     cacheMemo,
     loaded,

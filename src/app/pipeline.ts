@@ -1,6 +1,15 @@
 import { assess, type Assessment } from '../core/decide';
 import type { Done } from '../core/messages';
-import { logLine, planRun, refusalLine, restamp, stateToRecord, type Outcome, type Plan, type Trigger } from '../core/plan';
+import {
+  logLine,
+  planRun,
+  refusalLine,
+  restamp,
+  stateToRecord,
+  type Outcome,
+  type Plan,
+  type Trigger,
+} from '../core/plan';
 import type { StatTuple } from '../core/types';
 import { stateFiles } from '../host/paths';
 import { removeOrphanedTemps } from '../os/atomic-file';
@@ -54,7 +63,8 @@ interface Run {
 
 function lookAndPlan(ctx: Context, trigger: Trigger): Run {
   const scanStartMs = Date.now();
-  const extra = trigger.kind === 'qemu' && trigger.emulator ? [{ path: trigger.emulator, source: 'domain' as const }] : [];
+  const extra =
+    trigger.kind === 'qemu' && trigger.emulator ? [{ path: trigger.emulator, source: 'domain' as const }] : [];
   const looked = look(ctx, extra);
   const assessment = assess(looked);
   return { scanStartMs, looked, assessment, plan: planRun(lookFacts(looked), assessment, trigger, ctx.config) };
@@ -62,7 +72,14 @@ function lookAndPlan(ctx: Context, trigger: Trigger): Run {
 
 /** Nothing to act on: the mark first (should writing it fail, its error is the one line), then what could not be seen. */
 function quiet(ctx: Context, run: Run): PipelineResult {
-  const result = { looked: run.looked, assessment: run.assessment, done: emptyDone(), recorded: false, pending: false, refusal: null };
+  const result = {
+    looked: run.looked,
+    assessment: run.assessment,
+    done: emptyDone(),
+    recorded: false,
+    pending: false,
+    refusal: null,
+  };
   finish(ctx, run, result);
   const line = logLine(run.plan, { done: result.done, keptAs: null, recorded: false });
   if (line) log(ctx.paths, line);
@@ -93,7 +110,14 @@ function carryOut(ctx: Context, run: Run): PipelineResult {
   const pending = plan.leaveStanding || done.errors.length > 0;
   const line = logLine(plan, outcome);
   if (line) log(ctx.paths, line);
-  const result = { looked: run.looked, assessment: run.assessment, done, recorded, pending, refusal: refusalLine(plan, outcome) };
+  const result = {
+    looked: run.looked,
+    assessment: run.assessment,
+    done,
+    recorded,
+    pending,
+    refusal: refusalLine(plan, outcome),
+  };
   finish(ctx, run, result, moved);
   return result;
 }
@@ -102,5 +126,11 @@ function carryOut(ctx: Context, run: Run): PipelineResult {
 function finish(ctx: Context, run: Run, result: PipelineResult, moved = new Map<string, StatTuple>()): void {
   saveCacheMemo(ctx.paths.hostNoFollow(stateFiles(ctx.paths).cacheMemo), run.looked.cacheMemo);
   if (result.pending) clearMark(ctx.paths);
-  else writeWatchAndMark(ctx.paths, ctx.config, result.recorded ? restamp(run.looked.fingerprint, moved) : run.looked.fingerprint, run.scanStartMs);
+  else
+    writeWatchAndMark(
+      ctx.paths,
+      ctx.config,
+      result.recorded ? restamp(run.looked.fingerprint, moved) : run.looked.fingerprint,
+      run.scanStartMs,
+    );
 }

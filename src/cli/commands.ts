@@ -44,7 +44,10 @@ export interface CheckOptions {
 /** Read-only: writes no state and deletes nothing (the textfile aside). */
 export function runCheck(ctx: Context, opts: CheckOptions): Output {
   const report = currentReport(ctx);
-  const out: Output = { stdout: opts.textfile && !opts.formatGiven ? '' : render(report, opts.format, opts.verbose), exitCode: report.exitCode };
+  const out: Output = {
+    stdout: opts.textfile && !opts.formatGiven ? '' : render(report, opts.format, opts.verbose),
+    exitCode: report.exitCode,
+  };
   if (opts.textfile) {
     const problem = writeTextfile(opts.textfile, formatPrometheus(report));
     // The metrics carry the findings; a timer writing them has succeeded.
@@ -87,7 +90,9 @@ export async function runAccept(ctx: Context, json: boolean): Promise<Output> {
     const dirs = looked.fingerprint.dirs.length;
     const summary = { accepted: true, modules, moduleDirs: dirs, emulators: looked.fingerprint.emulators.length };
     return {
-      stdout: json ? JSON.stringify(summary) + '\n' : `baseline recorded: ${modules} modules in ${dirs} module directories\n`,
+      stdout: json
+        ? JSON.stringify(summary) + '\n'
+        : `baseline recorded: ${modules} modules in ${dirs} module directories\n`,
       exitCode: 0,
     };
   });
@@ -126,14 +131,18 @@ export async function runRefresh(ctx: Context, opts: RefreshOptions): Promise<Ou
   };
   if (opts.json) return { stdout: JSON.stringify(summary, null, 2) + '\n', stderr: problems.join(''), exitCode: 0 };
   const did: string[] = [];
-  if (result.done.deleted.length) did.push(`deleted ${plural(result.done.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}`);
+  if (result.done.deleted.length)
+    did.push(`deleted ${plural(result.done.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}`);
   if (result.done.nudged.length) did.push(`nudged ${result.done.nudged.map(esc).join(', ')}`);
   if (result.recorded) did.push('recorded the baseline');
   const lines = [`qemu-modwatch refresh: ${did.length ? did.join('; ') : 'nothing to do'}`];
-  if (result.pending) lines.push('  not everything could be done; the hooks try again at the next daemon or guest start');
+  if (result.pending)
+    lines.push('  not everything could be done; the hooks try again at the next daemon or guest start');
   const left = report.findings.filter((f) => f.level !== 'OK');
   if (left.length) lines.push('', 'Still needs attention', ...table(left.map((f) => [f.level, esc(f.message)])));
-  const advice = report.advice.filter((a) => !a.includes("'qemu-modwatch refresh'") && !a.includes("'qemu-modwatch accept'"));
+  const advice = report.advice.filter(
+    (a) => !a.includes("'qemu-modwatch refresh'") && !a.includes("'qemu-modwatch accept'"),
+  );
   if (advice.length) lines.push('', ...advice.map((a) => `Next: ${esc(a)}`));
   return { stdout: lines.join('\n') + '\n', stderr: problems.join(''), exitCode: 0 };
 }
@@ -158,12 +167,17 @@ export async function runInvalidate(ctx: Context, opts: InvalidateOptions): Prom
     const looked = look(ctx);
     // libvirt names the file after the path as spelled; the header says the same unless damaged.
     const fileOfEmulator = opts.emulator ? sha256Hex(opts.emulator) + '.xml' : null;
-    const plan = planInvalidate({ ...lookFacts(looked), cache }, { emulator: opts.emulator, fileOfEmulator, nudge: mode });
+    const plan = planInvalidate(
+      { ...lookFacts(looked), cache },
+      { emulator: opts.emulator, fileOfEmulator, nudge: mode },
+    );
     const done = emptyDone();
     if (opts.dryRun) {
       done.deleted = plan.delete;
       const n = plan.nudge;
-      if (n) done.nudged = n.mode === 'emulator-ctime' ? n.targets.filter((t) => fs.existsSync(ctx.paths.host(t))) : n.targets;
+      if (n)
+        done.nudged =
+          n.mode === 'emulator-ctime' ? n.targets.filter((t) => fs.existsSync(ctx.paths.host(t))) : n.targets;
     } else {
       deleteEntries(ctx.paths, plan.delete, done);
       if (plan.nudge) nudge(ctx.paths, plan.nudge, done);
@@ -196,12 +210,21 @@ export async function runInvalidate(ctx: Context, opts: InvalidateOptions): Prom
   const would = opts.dryRun ? 'would delete' : 'deleted';
   const lines: string[] = [];
   if (opts.dryRun) lines.push('dry run: nothing is changed');
-  lines.push(`${would} ${plural(done.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}${done.deleted.length ? ':' : ''}`);
+  lines.push(
+    `${would} ${plural(done.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}${done.deleted.length ? ':' : ''}`,
+  );
   lines.push(...table(done.deleted.map((f) => [f, esc(emulatorOf.get(f) ?? '?')])));
   if (mode === 'none') lines.push('no nudge (--nudge none)');
-  else lines.push(`${opts.dryRun ? 'would nudge' : 'nudged'} (${mode}): ${done.nudged.length ? done.nudged.map(esc).join(', ') : 'nothing'}`);
+  else
+    lines.push(
+      `${opts.dryRun ? 'would nudge' : 'nudged'} (${mode}): ${done.nudged.length ? done.nudged.map(esc).join(', ') : 'nothing'}`,
+    );
   for (const s of skipped) lines.push(`left alone: ${s.file} (${esc(s.reason)})`);
-  return { stdout: lines.join('\n') + '\n', stderr: done.errors.map((e) => `qemu-modwatch: ${e}\n`).join(''), exitCode };
+  return {
+    stdout: lines.join('\n') + '\n',
+    stderr: done.errors.map((e) => `qemu-modwatch: ${e}\n`).join(''),
+    exitCode,
+  };
 }
 
 /** An invalidate is recorded as the last action; the baseline (and who wrote it) stays as it was. */
@@ -244,22 +267,40 @@ export function runStatus(ctx: Context, json: boolean, now = new Date()): Output
     baseline: null,
     lastAction: null,
     // The mark is back-dated by a margin; undo it to tell when the check began.
-    lastFullCheck: mark !== null ? { at: new Date(mark + MARK_MARGIN_MS).toISOString(), ageSeconds: age(new Date(mark + MARK_MARGIN_MS).toISOString()) } : null,
+    lastFullCheck:
+      mark !== null
+        ? {
+            at: new Date(mark + MARK_MARGIN_MS).toISOString(),
+            ageSeconds: age(new Date(mark + MARK_MARGIN_MS).toISOString()),
+          }
+        : null,
   };
   if (loaded.kind === 'ok') {
     const b = loaded.state.baseline;
     const takenAt = nsToIso(b.takenAtNs);
-    s.baseline = { takenAt, ageSeconds: age(takenAt), modules: moduleCount(b), moduleDirs: b.dirs.length, emulators: b.emulators.length };
+    s.baseline = {
+      takenAt,
+      ageSeconds: age(takenAt),
+      modules: moduleCount(b),
+      moduleDirs: b.dirs.length,
+      emulators: b.emulators.length,
+    };
     const a = loaded.state.lastAction;
     if (a && typeof a.at === 'string') s.lastAction = { ...a, ageSeconds: age(a.at) };
   }
   const exitCode = loaded.kind === 'corrupt' ? 1 : 0;
   if (json) return { stdout: JSON.stringify(s, null, 2) + '\n', exitCode };
-  const rows: string[][] = [['State', `${esc(s.stateFile)}${s.writtenBy ? ` (written by qemu-modwatch ${esc(s.writtenBy)})` : ''}`]];
-  if (loaded.kind === 'none') rows.push(['Baseline', "none recorded yet (the hooks record one on their first run; or 'qemu-modwatch accept')"]);
+  const rows: string[][] = [
+    ['State', `${esc(s.stateFile)}${s.writtenBy ? ` (written by qemu-modwatch ${esc(s.writtenBy)})` : ''}`],
+  ];
+  if (loaded.kind === 'none')
+    rows.push(['Baseline', "none recorded yet (the hooks record one on their first run; or 'qemu-modwatch accept')"]);
   if (loaded.kind === 'corrupt') rows.push(['Baseline', `unusable: ${esc(loaded.reason)}`]);
   if (s.baseline) {
-    rows.push(['Baseline', `${s.baseline.takenAt} (${ago(s.baseline.ageSeconds)}): ${s.baseline.modules} modules in ${plural(s.baseline.moduleDirs, 'module directory', 'module directories')}`]);
+    rows.push([
+      'Baseline',
+      `${s.baseline.takenAt} (${ago(s.baseline.ageSeconds)}): ${s.baseline.modules} modules in ${plural(s.baseline.moduleDirs, 'module directory', 'module directories')}`,
+    ]);
   }
   if (s.lastAction) {
     const a = s.lastAction;
@@ -267,8 +308,19 @@ export function runStatus(ctx: Context, json: boolean, now = new Date()): Output
   } else if (loaded.kind === 'ok') {
     rows.push(['Last action', 'none yet']);
   }
-  rows.push(['Last full check', s.lastFullCheck ? `${s.lastFullCheck.at} (${ago(s.lastFullCheck.ageSeconds)}), by a hook or refresh` : 'none recorded; the next hook runs one']);
-  return { stdout: table(rows).map((l) => l.slice(2)).join('\n') + '\n', exitCode };
+  rows.push([
+    'Last full check',
+    s.lastFullCheck
+      ? `${s.lastFullCheck.at} (${ago(s.lastFullCheck.ageSeconds)}), by a hook or refresh`
+      : 'none recorded; the next hook runs one',
+  ]);
+  return {
+    stdout:
+      table(rows)
+        .map((l) => l.slice(2))
+        .join('\n') + '\n',
+    exitCode,
+  };
 }
 
 function ago(seconds: number): string {
@@ -281,4 +333,3 @@ function ago(seconds: number): string {
 function plural(n: number, one: string, many: string): string {
   return `${n} ${n === 1 ? one : many}`;
 }
-

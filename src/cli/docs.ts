@@ -54,20 +54,28 @@ export function manPage(version: string): string {
   }
   out.push('.SH OPTIONS');
   for (const o of OPTIONS) {
-    out.push('.TP', optionTerm(o), roff(o.summary + appliesTo(o) + (o.values ? `. Values: ${o.values.join(', ')}.` : '')));
+    out.push(
+      '.TP',
+      optionTerm(o),
+      roff(o.summary + appliesTo(o) + (o.values ? `. Values: ${o.values.join(', ')}.` : '')),
+    );
   }
   out.push(
     '.SH OUTPUT FORMATS',
     '.TP',
     '.B text',
-    roff('For people: module directories, emulators, changes, cache entries, running guests, findings and the next step.'),
+    roff(
+      'For people: module directories, emulators, changes, cache entries, running guests, findings and the next step.',
+    ),
     '.TP',
     '.B json',
-    roff('One JSON object; its keys are only ever added, never renamed. The JSON Schema is docs/report.schema.json in the source.'),
+    roff(
+      'One JSON object; its keys are only ever added, never renamed. The JSON Schema is docs/report.schema.json in the source.',
+    ),
     '.TP',
     '.B nagios',
     roff(
-      "A monitoring plugin's output: one line \"QEMU-MODWATCH STATUS - summary | perfdata\" with the perfdata " +
+      'A monitoring plugin\'s output: one line "QEMU-MODWATCH STATUS - summary | perfdata" with the perfdata ' +
         "'modules', 'module_dirs', 'changed', 'stale_caches', 'stale_caches_served', 'refused_modules', 'guests', 'guests_at_risk' and 'guests_emulator_replaced', " +
         'then one line per finding. Exit status 0, 1, 2 or 3.',
     ),
@@ -92,7 +100,9 @@ export function manPage(version: string): string {
     '.SH FILES',
     '.TP',
     '.I /etc/qemu\\-modwatch.conf',
-    roff('Configuration: extra module directories and emulators, the policy on change, the nudge, libvirt\'s module directory.'),
+    roff(
+      "Configuration: extra module directories and emulators, the policy on change, the nudge, libvirt's module directory.",
+    ),
     '.TP',
     '.I /var/lib/qemu\\-modwatch/state.json',
     roff('The baseline and the last action taken.'),

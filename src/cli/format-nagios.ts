@@ -39,7 +39,9 @@ export function formatNagios(r: Report): string {
   ].map(clean);
   const shown = details.slice(0, MAX_DETAIL_LINES);
   if (details.length > shown.length) shown.push(`... and ${details.length - shown.length} more`);
-  return [`${SERVICE} ${r.status} - ${summary(headline(r))} | ${perf.map(perfdata).join(' ')}`, ...shown].join('\n') + '\n';
+  return (
+    [`${SERVICE} ${r.status} - ${summary(headline(r))} | ${perf.map(perfdata).join(' ')}`, ...shown].join('\n') + '\n'
+  );
 }
 
 /** The line a plugin prints when it could not check at all. */

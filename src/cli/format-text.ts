@@ -28,7 +28,16 @@ export function formatText(r: Report, opts: TextOptions = {}): string {
   }
 
   out.push('', 'Module directories');
-  out.push(...table(r.moduleDirs.map((d) => [esc(d.path), d.source, d.error ? 'unreadable' : `${d.moduleCount} modules`, stampSummary(r, d)])));
+  out.push(
+    ...table(
+      r.moduleDirs.map((d) => [
+        esc(d.path),
+        d.source,
+        d.error ? 'unreadable' : `${d.moduleCount} modules`,
+        stampSummary(r, d),
+      ]),
+    ),
+  );
   for (const m of r.missingDirs) out.push(`  ${esc(m)}  (configured, missing)`);
 
   out.push('', 'Emulators');
@@ -36,26 +45,52 @@ export function formatText(r: Report, opts: TextOptions = {}): string {
 
   if (r.baseline.state === 'ok') {
     out.push('', `Changes since the baseline of ${r.baseline.takenAt}`);
-    if (r.changes.length === 0 && r.emulatorChanges.length === 0 && r.upgradeCopyChanges.length === 0) out.push('  none');
+    if (r.changes.length === 0 && r.emulatorChanges.length === 0 && r.upgradeCopyChanges.length === 0)
+      out.push('  none');
     for (const e of r.emulatorChanges) out.push(`  ${emulatorChange(r, e)}`);
     out.push(...table(changeRows(r, verbose)));
     for (const [dir, kinds] of groupByDirAndKind(named(r.upgradeCopyChanges))) {
       const what = [...kinds].map(([kind, names]) => `${names.length} ${kind}`).join(', ');
-      out.push(`  upgrade copies in ${esc(dir)}: ${what} (for running guests of an older build; no installed emulator loads them)`);
+      out.push(
+        `  upgrade copies in ${esc(dir)}: ${what} (for running guests of an older build; no installed emulator loads them)`,
+      );
     }
   } else {
-    out.push('', r.baseline.state === 'none' ? 'No baseline recorded yet.' : `Baseline unusable: ${esc(r.baseline.problem ?? '')}`);
+    out.push(
+      '',
+      r.baseline.state === 'none' ? 'No baseline recorded yet.' : `Baseline unusable: ${esc(r.baseline.problem ?? '')}`,
+    );
   }
 
   out.push('', `Capabilities cache ${esc(r.cache.dir)}`);
   if (!r.cache.exists) out.push(`  ${r.cache.error ? esc(r.cache.error) : 'not there (libvirt has not probed yet)'}`);
   else if (r.cache.entries.length === 0) out.push('  empty');
-  out.push(...table(r.cache.entries.map((e) => [e.file.slice(0, 12) + '…', esc(e.emulator ?? '?'), e.error ? 'unreadable' : e.stale ? 'STALE' : 'fresh', LIBVIRT[e.libvirtOutcome], esc(e.error ?? e.reasons[0] ?? '')])));
+  out.push(
+    ...table(
+      r.cache.entries.map((e) => [
+        e.file.slice(0, 12) + '…',
+        esc(e.emulator ?? '?'),
+        e.error ? 'unreadable' : e.stale ? 'STALE' : 'fresh',
+        LIBVIRT[e.libvirtOutcome],
+        esc(e.error ?? e.reasons[0] ?? ''),
+      ]),
+    ),
+  );
 
   out.push('', 'Running guests');
   if (!r.guestsChecked) out.push('  not checked (no /proc to read)');
   else if (r.guests.length === 0) out.push('  none');
-  out.push(...table(r.guests.map((g) => [esc(g.domain ?? '-'), `pid ${g.pid}`, esc(g.emulator ?? '?'), EMULATOR_STATE[g.emulatorState], guestRisk(g, verbose)])));
+  out.push(
+    ...table(
+      r.guests.map((g) => [
+        esc(g.domain ?? '-'),
+        `pid ${g.pid}`,
+        esc(g.emulator ?? '?'),
+        EMULATOR_STATE[g.emulatorState],
+        guestRisk(g, verbose),
+      ]),
+    ),
+  );
 
   if (problems.length) {
     out.push('', 'Findings');
@@ -105,7 +140,8 @@ function changeRows(r: Report, verbose: boolean): string[][] {
   for (const [dir, kinds] of groupByDirAndKind(named(r.changes))) {
     for (const [kind, names] of kinds) {
       if (verbose || names.length <= LISTED) {
-        for (const c of r.changes.filter((x) => x.dir === dir && x.kind === kind)) rows.push([kind, esc(path.join(c.dir, c.module)), buildIds(c)]);
+        for (const c of r.changes.filter((x) => x.dir === dir && x.kind === kind))
+          rows.push([kind, esc(path.join(c.dir, c.module)), buildIds(c)]);
       } else {
         rows.push([kind, `${names.length} modules in ${esc(dir)}`, `${esc(fewOf(names))} (--verbose lists them)`]);
       }
@@ -115,7 +151,8 @@ function changeRows(r: Report, verbose: boolean): string[][] {
 }
 
 /** The report's changes as the core groups them (its `module` is the core's `name`). */
-const named = (changes: { dir: string; kind: string; module: string }[]) => changes.map((c) => ({ dir: c.dir, kind: c.kind, name: c.module }));
+const named = (changes: { dir: string; kind: string; module: string }[]) =>
+  changes.map((c) => ({ dir: c.dir, kind: c.kind, name: c.module }));
 
 /**
  * The findings to show, the OK ones left out. Without --verbose, the
@@ -140,7 +177,11 @@ export function summedFindings(r: Report, verbose: boolean): { level: string; me
     }
     if (summed.has(f.code)) continue;
     summed.add(f.code);
-    out.push({ level: f.level, code: f.code, message: `${all.length} ${group} ('qemu-modwatch --check --verbose' lists them)` });
+    out.push({
+      level: f.level,
+      code: f.code,
+      message: `${all.length} ${group} ('qemu-modwatch --check --verbose' lists them)`,
+    });
   }
   return out;
 }
@@ -158,40 +199,54 @@ export function headline(r: Report): string {
   const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
   if (count('stamp-mismatch')) parts.push(`${plural(count('stamp-mismatch'), 'module')} QEMU will refuse`);
   if (count('module-changed')) parts.push(`${plural(count('module-changed'), 'module')} changed`);
-  if (count('stale-cache-entry')) parts.push(`${plural(count('stale-cache-entry'), 'stale cache entry')}`.replace('entrys', 'entries'));
+  if (count('stale-cache-entry'))
+    parts.push(`${plural(count('stale-cache-entry'), 'stale cache entry')}`.replace('entrys', 'entries'));
   if (count('guest-at-risk')) parts.push(`${plural(count('guest-at-risk'), 'guest')} at risk`);
-  if (count('guest-emulator-replaced')) parts.push(`${plural(count('guest-emulator-replaced'), 'guest')} on a replaced emulator`);
+  if (count('guest-emulator-replaced'))
+    parts.push(`${plural(count('guest-emulator-replaced'), 'guest')} on a replaced emulator`);
   const headed = ['stamp-mismatch', 'module-changed', 'stale-cache-entry', 'guest-at-risk', 'guest-emulator-replaced'];
   const other = r.findings.filter((f) => f.level !== 'OK' && !headed.includes(f.code)).length;
   if (other) parts.push(plural(other, 'other problem'));
   if (parts.length) return parts.join(', ');
   const modules = r.moduleDirs.reduce((n, d) => n + d.moduleCount, 0);
-  return `${plural(modules, 'module')} in ${plural(r.moduleDirs.length, 'directory')}`.replace('directorys', 'directories') + ', no changes';
+  return (
+    `${plural(modules, 'module')} in ${plural(r.moduleDirs.length, 'directory')}`.replace('directorys', 'directories') +
+    ', no changes'
+  );
 }
 
 function stampSummary(r: Report, d: Report['moduleDirs'][number]): string {
   if (d.source === 'upgrade') {
     const users = r.emulators.filter((e) => e.upgradeCopyDir === d.path).map((e) => esc(path.posix.basename(e.path)));
-    return users.length ? `upgrade copy that ${users.join(', ')} would load from` : 'upgrade copy for running guests of another build';
+    return users.length
+      ? `upgrade copy that ${users.join(', ')} would load from`
+      : 'upgrade copy for running guests of another build';
   }
   if (d.moduleCount === 0) return '';
   if (!r.stampsChecked) return 'stamps not checked';
   const refused = d.modules.filter((m) => m.refused).length;
   const leftover = d.modules.filter((m) => m.leftover).length;
-  const parts = [...(refused ? [`${refused} QEMU will refuse`] : []), ...(leftover ? [`${leftover} leftover${leftover === 1 ? '' : 's'} no emulator loads`] : [])];
+  const parts = [
+    ...(refused ? [`${refused} QEMU will refuse`] : []),
+    ...(leftover ? [`${leftover} leftover${leftover === 1 ? '' : 's'} no emulator loads`] : []),
+  ];
   return parts.length ? parts.join(', ') : "all from an installed emulator's build";
 }
 
 function emulatorDetail(e: Report['emulators'][number]): string {
   if (e.error) return `unreadable: ${esc(e.error)}`;
-  if (e.kind === 'wrapper') return e.target ? `execs ${esc(e.target)}${e.moduleDir ? `, QEMU_MODULE_DIR=${esc(e.moduleDir)}` : ''}` : 'target not literal';
+  if (e.kind === 'wrapper')
+    return e.target
+      ? `execs ${esc(e.target)}${e.moduleDir ? `, QEMU_MODULE_DIR=${esc(e.moduleDir)}` : ''}`
+      : 'target not literal';
   if (e.kind === 'missing') return `named by ${e.source === 'cache' ? 'a cache entry' : e.source}, not on disk`;
   const version = e.version ? `QEMU ${esc(e.version)}${e.packageVersion ? ` (${esc(e.packageVersion)})` : ''}, ` : '';
   return `${version}${e.stamp ? `stamp ${e.stamp.slice(0, 12)}` : 'no build stamp'}`;
 }
 
 function buildIds(c: Report['changes'][number]): string {
-  if (c.kind === 'replaced') return `build-id ${c.buildIdBefore?.slice(0, 12) ?? 'none'} -> ${c.buildIdAfter?.slice(0, 12) ?? 'none'}`;
+  if (c.kind === 'replaced')
+    return `build-id ${c.buildIdBefore?.slice(0, 12) ?? 'none'} -> ${c.buildIdAfter?.slice(0, 12) ?? 'none'}`;
   const id = c.buildIdAfter ?? c.buildIdBefore;
   return id ? `build-id ${id.slice(0, 12)}` : '';
 }
@@ -200,5 +255,7 @@ function buildIds(c: Report['changes'][number]): string {
 export function table(rows: string[][]): string[] {
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  return rows.map((row) => ('  ' + row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).trimEnd());
+  return rows.map((row) =>
+    ('  ' + row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).trimEnd(),
+  );
 }

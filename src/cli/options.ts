@@ -34,20 +34,23 @@ export interface OptionSpec {
 export const COMMANDS: CommandSpec[] = [
   {
     name: 'check',
-    summary: 'Report module directories, changes since the baseline, stale cache entries and running guests at risk; changes nothing (the default)',
+    summary:
+      'Report module directories, changes since the baseline, stale cache entries and running guests at risk; changes nothing (the default)',
     details:
-      'Reads the module directories, the emulators, libvirt\'s capabilities cache and the running QEMU processes, compares them with the baseline and prints the findings. ' +
+      "Reads the module directories, the emulators, libvirt's capabilities cache and the running QEMU processes, compares them with the baseline and prints the findings. " +
       'For every capabilities cache entry it says whether libvirt re-probes it by itself on its next lookup or keeps serving it until it is invalidated, ' +
       'and for every running guest whether modules it loads later (a hot-plug) will fail. It writes no state and deletes nothing.',
   },
   {
     name: 'accept',
     summary: 'Record the current modules as the baseline',
-    details: 'Records the module directories and emulators as they are now as the baseline; later checks report changes against it.',
+    details:
+      'Records the module directories and emulators as they are now as the baseline; later checks report changes against it.',
   },
   {
     name: 'refresh',
-    summary: 'Check, invalidate stale cache entries, nudge libvirt and record the baseline (for package-manager hooks and timers)',
+    summary:
+      'Check, invalidate stale cache entries, nudge libvirt and record the baseline (for package-manager hooks and timers)',
     details:
       'Does what the hooks do at a daemon start, on demand: deletes the capabilities cache entries that no longer describe the installed modules, ' +
       'nudges the running daemon so that it re-probes on its next lookup, and records the baseline. ' +
@@ -55,15 +58,16 @@ export const COMMANDS: CommandSpec[] = [
   },
   {
     name: 'invalidate',
-    summary: 'Delete capabilities cache entries (all, or one emulator\'s) and nudge libvirt',
+    summary: "Delete capabilities cache entries (all, or one emulator's) and nudge libvirt",
     details:
-      'Deletes libvirt\'s capabilities cache entries, all of them or only those of the emulator given with --emulator, and nudges the running daemon, ' +
+      "Deletes libvirt's capabilities cache entries, all of them or only those of the emulator given with --emulator, and nudges the running daemon, " +
       'whether or not anything changed. Only regular files named like a cache entry are ever deleted. With --dry-run it only prints what it would do.',
   },
   {
     name: 'status',
-    summary: 'Show the baseline\'s age and the last action taken',
-    details: 'Shows when the baseline was recorded, the last action taken (by a hook, refresh or invalidate) and when the hooks last ran a full check.',
+    summary: "Show the baseline's age and the last action taken",
+    details:
+      'Shows when the baseline was recorded, the last action taken (by a hook, refresh or invalidate) and when the hooks last ran a full check.',
   },
   {
     name: 'install',
@@ -76,13 +80,15 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'uninstall',
     summary: 'Remove exactly what install placed (the manifest says what); --purge also the config and state',
-    details: 'Removes the files install placed and recorded in its manifest, leaving any that were changed since, and restores a chained hook. With --purge it also removes the config and the state directory.',
+    details:
+      'Removes the files install placed and recorded in its manifest, leaving any that were changed since, and restores a chained hook. With --purge it also removes the config and the state directory.',
   },
   {
     name: 'hook',
     args: 'qemu|daemon ARGS...',
     summary: 'Run as the libvirt hook (what the hook dispatchers call)',
-    details: 'Runs as libvirt\'s qemu or daemon hook with libvirt\'s arguments; everything after the driver is passed on untouched. It never writes to standard output.',
+    details:
+      "Runs as libvirt's qemu or daemon hook with libvirt's arguments; everything after the driver is passed on untouched. It never writes to standard output.",
   },
 ];
 
@@ -96,14 +102,21 @@ export const OPTIONS: OptionSpec[] = [
     type: 'string',
     arg: 'FORMAT',
     values: FORMATS,
-    summary: 'Output format: text (default), json, nagios (a monitoring plugin status line) or prometheus (node_exporter textfile metrics); nagios and prometheus go with check only',
+    summary:
+      'Output format: text (default), json, nagios (a monitoring plugin status line) or prometheus (node_exporter textfile metrics); nagios and prometheus go with check only',
     commands: ALL_BUT_HOOK,
   },
-  { name: 'json', type: 'boolean', summary: 'Same as --format json: one JSON object (docs/report.schema.json)', commands: ALL_BUT_HOOK },
+  {
+    name: 'json',
+    type: 'boolean',
+    summary: 'Same as --format json: one JSON object (docs/report.schema.json)',
+    commands: ALL_BUT_HOOK,
+  },
   {
     name: 'verbose',
     type: 'boolean',
-    summary: 'Text: list every module of a change, finding or guest at risk, where a whole upgrade is otherwise one line per directory',
+    summary:
+      'Text: list every module of a change, finding or guest at risk, where a whole upgrade is otherwise one line per directory',
     commands: ['check'],
   },
   {
@@ -111,7 +124,8 @@ export const OPTIONS: OptionSpec[] = [
     type: 'string',
     arg: 'DIR',
     complete: 'dir',
-    summary: "Also write Prometheus metrics atomically to DIR/qemu_modwatch.prom (node_exporter's textfile collector); exits 0 once written",
+    summary:
+      "Also write Prometheus metrics atomically to DIR/qemu_modwatch.prom (node_exporter's textfile collector); exits 0 once written",
     commands: ['check', 'refresh'],
   },
   {
@@ -134,23 +148,64 @@ export const OPTIONS: OptionSpec[] = [
     type: 'string',
     arg: 'MODE',
     values: NUDGE_MODES,
-    summary: 'How to make the running daemon re-probe: emulator-ctime, moddir-mtime or none (default: the config\'s [policy] nudge)',
+    summary:
+      "How to make the running daemon re-probe: emulator-ctime, moddir-mtime or none (default: the config's [policy] nudge)",
     commands: ['invalidate', 'refresh'],
   },
-  { name: 'dry-run', type: 'boolean', summary: 'Print what would be done; change nothing', commands: ['invalidate', 'install', 'uninstall'] },
-  { name: 'prefix', type: 'string', arg: 'DIR', complete: 'dir', summary: 'Install the executable into DIR (default /usr/libexec/qemu-modwatch)', commands: ['install'] },
-  { name: 'chain', type: 'boolean', summary: "Keep an admin's own single hook file and run it before ours", commands: ['install'] },
-  { name: 'purge', type: 'boolean', summary: 'Also remove the config and the state directory', commands: ['uninstall'] },
-  { name: 'root', type: 'string', arg: 'DIR', complete: 'dir', summary: 'Resolve every system path under DIR (a sysroot or mounted image), /proc included' },
-  { name: 'config', type: 'string', arg: 'FILE', complete: 'file', summary: 'Read FILE instead of /etc/qemu-modwatch.conf' },
+  {
+    name: 'dry-run',
+    type: 'boolean',
+    summary: 'Print what would be done; change nothing',
+    commands: ['invalidate', 'install', 'uninstall'],
+  },
+  {
+    name: 'prefix',
+    type: 'string',
+    arg: 'DIR',
+    complete: 'dir',
+    summary: 'Install the executable into DIR (default /usr/libexec/qemu-modwatch)',
+    commands: ['install'],
+  },
+  {
+    name: 'chain',
+    type: 'boolean',
+    summary: "Keep an admin's own single hook file and run it before ours",
+    commands: ['install'],
+  },
+  {
+    name: 'purge',
+    type: 'boolean',
+    summary: 'Also remove the config and the state directory',
+    commands: ['uninstall'],
+  },
+  {
+    name: 'root',
+    type: 'string',
+    arg: 'DIR',
+    complete: 'dir',
+    summary: 'Resolve every system path under DIR (a sysroot or mounted image), /proc included',
+  },
+  {
+    name: 'config',
+    type: 'string',
+    arg: 'FILE',
+    complete: 'file',
+    summary: 'Read FILE instead of /etc/qemu-modwatch.conf',
+  },
   { name: 'help', type: 'boolean', summary: 'Show this help and exit' },
   { name: 'version', type: 'boolean', summary: 'Show the version and exit' },
 ];
 
 /** Exit status, as --help and the man page tell it. */
 export const EXIT_STATUS: [string, string][] = [
-  ['0', 'OK: nothing needs attention (refresh: always, unless the arguments are wrong; --textfile: the metrics were written)'],
-  ['1', 'WARNING: modules changed, stale cache entries, guests at risk or running a replaced emulator, unreadable files'],
+  [
+    '0',
+    'OK: nothing needs attention (refresh: always, unless the arguments are wrong; --textfile: the metrics were written)',
+  ],
+  [
+    '1',
+    'WARNING: modules changed, stale cache entries, guests at risk or running a replaced emulator, unreadable files',
+  ],
   ['2', 'CRITICAL: modules installed that QEMU will refuse to load'],
   ['3', 'UNKNOWN: could not check (bad arguments, bad config, timeout)'],
 ];
@@ -232,12 +287,16 @@ export function parseCommandLine(argv: string[]): Invocation {
   const command = inv.command as CommandName;
   for (const o of OPTIONS) {
     if (v[o.name] === undefined || !o.commands || o.commands.includes(command)) continue;
-    throw new UsageError(o.name === 'check' ? `--check and ${command} do not go together` : `--${o.name} does not go with ${command}`);
+    throw new UsageError(
+      o.name === 'check' ? `--check and ${command} do not go together` : `--${o.name} does not go with ${command}`,
+    );
   }
 
   if (v.format !== undefined) {
-    if (!FORMATS.includes(v.format as Format)) throw new UsageError(`--format ${String(v.format)}: expected one of ${FORMATS.join(', ')}`);
-    if (v.json && v.format !== 'json') throw new UsageError(`--json and --format ${String(v.format)} do not go together`);
+    if (!FORMATS.includes(v.format as Format))
+      throw new UsageError(`--format ${String(v.format)}: expected one of ${FORMATS.join(', ')}`);
+    if (v.json && v.format !== 'json')
+      throw new UsageError(`--json and --format ${String(v.format)} do not go together`);
     inv.format = v.format as Format;
   } else if (v.json) {
     inv.format = 'json';
@@ -247,16 +306,20 @@ export function parseCommandLine(argv: string[]): Invocation {
   }
   if (v.timeout !== undefined) {
     const t = Number(v.timeout);
-    if (!/^\d+(\.\d+)?$/.test(String(v.timeout)) || !(t > 0) || t > 86_400) throw new UsageError(`--timeout ${String(v.timeout)}: expected seconds, more than 0 and at most 86400`);
+    if (!/^\d+(\.\d+)?$/.test(String(v.timeout)) || !(t > 0) || t > 86_400)
+      throw new UsageError(`--timeout ${String(v.timeout)}: expected seconds, more than 0 and at most 86400`);
     inv.timeout = t;
   }
-  if (inv.emulator !== undefined && !inv.emulator.startsWith('/')) throw new UsageError(`--emulator ${inv.emulator}: expected an absolute path`);
+  if (inv.emulator !== undefined && !inv.emulator.startsWith('/'))
+    throw new UsageError(`--emulator ${inv.emulator}: expected an absolute path`);
   if (v.nudge !== undefined) {
-    if (!NUDGE_MODES.includes(v.nudge as NudgeOption)) throw new UsageError(`--nudge ${String(v.nudge)}: expected one of ${NUDGE_MODES.join(', ')}`);
+    if (!NUDGE_MODES.includes(v.nudge as NudgeOption))
+      throw new UsageError(`--nudge ${String(v.nudge)}: expected one of ${NUDGE_MODES.join(', ')}`);
     inv.nudge = v.nudge as NudgeOption;
   }
   if (inv.textfile === '') throw new UsageError('--textfile needs a directory');
-  if (inv.prefix !== undefined && !inv.prefix.startsWith('/')) throw new UsageError(`--prefix ${inv.prefix}: expected an absolute path`);
+  if (inv.prefix !== undefined && !inv.prefix.startsWith('/'))
+    throw new UsageError(`--prefix ${inv.prefix}: expected an absolute path`);
   return inv;
 }
 
@@ -300,7 +363,8 @@ export function commandLabel(c: CommandSpec): string {
 export function helpText(): string {
   const cmdWidth = Math.max(...COMMANDS.map((c) => commandLabel(c).length));
   const optWidth = Math.max(...OPTIONS.map((o) => optionLabel(o).length));
-  const applies = (o: OptionSpec) => (o.commands && o.commands.join() !== ALL_BUT_HOOK.join() ? ` [${o.commands.join(', ')}]` : '');
+  const applies = (o: OptionSpec) =>
+    o.commands && o.commands.join() !== ALL_BUT_HOOK.join() ? ` [${o.commands.join(', ')}]` : '';
   return [
     'Usage: qemu-modwatch [OPTIONS] [COMMAND]',
     '',

@@ -129,7 +129,8 @@ function reportBody(o: Looked, a: Assessment, now: Date): Report {
   const verdicts = moduleVerdicts(fp);
   const refused = verdicts?.refused ?? null;
   const leftover = verdicts?.leftover ?? null;
-  const isIn = (list: { dir: string; name: string }[] | null, dir: string, name: string) => list?.some((m) => m.dir === dir && m.name === name) ?? false;
+  const isIn = (list: { dir: string; name: string }[] | null, dir: string, name: string) =>
+    list?.some((m) => m.dir === dir && m.name === name) ?? false;
   return {
     tool: 'qemu-modwatch',
     version: VERSION,
@@ -149,8 +150,14 @@ function reportBody(o: Looked, a: Assessment, now: Date): Report {
       moduleCount: d.modules.length,
       error: d.error,
       modules: d.modules.map((m) => ({
-        name: m.name, size: m.size, buildId: m.buildId, stamp: m.stamp, sha256: m.sha256,
-        refused: isIn(refused, d.path, m.name), leftover: isIn(leftover, d.path, m.name), error: m.error,
+        name: m.name,
+        size: m.size,
+        buildId: m.buildId,
+        stamp: m.stamp,
+        sha256: m.sha256,
+        refused: isIn(refused, d.path, m.name),
+        leftover: isIn(leftover, d.path, m.name),
+        error: m.error,
       })),
     })),
     missingDirs: fp.missingDirs,
@@ -179,14 +186,25 @@ function reportBody(o: Looked, a: Assessment, now: Date): Report {
       buildIdAfter: c.after?.buildId ?? null,
     })),
     upgradeCopyChanges: o.comparison.copyChanges.map((c) => ({ dir: c.dir, module: c.name, kind: c.kind })),
-    emulatorChanges: o.comparison.emulatorChanges.map((e) => ({ path: e.path, kind: e.kind, stampBefore: e.stampBefore, stampAfter: e.stampAfter })),
+    emulatorChanges: o.comparison.emulatorChanges.map((e) => ({
+      path: e.path,
+      kind: e.kind,
+      stampBefore: e.stampBefore,
+      stampAfter: e.stampAfter,
+    })),
     cache: {
       dir: o.cache.dir,
       exists: o.cache.exists,
       error: o.cache.error,
       entries: o.cache.entries.map((entry, i) => {
         const s = a.staleness[i]!;
-        const libvirtOutcome: LibvirtOutcome = entry.error ? 'unreadable' : s.libvirtNotices ? 'reprobes' : s.stale ? 'serves-stale' : 'fresh';
+        const libvirtOutcome: LibvirtOutcome = entry.error
+          ? 'unreadable'
+          : s.libvirtNotices
+            ? 'reprobes'
+            : s.stale
+              ? 'serves-stale'
+              : 'fresh';
         return {
           file: entry.file,
           emulator: entry.emulator,
@@ -227,7 +245,8 @@ function reportBody(o: Looked, a: Assessment, now: Date): Report {
       leftoverModules: leftover?.length ?? 0,
       guests: a.guests.length,
       guestsAtRisk: a.guests.filter((g) => g.atRisk).length,
-      guestsEmulatorReplaced: a.guests.filter((g) => g.emulatorState === 'replaced' || g.emulatorState === 'deleted').length,
+      guestsEmulatorReplaced: a.guests.filter((g) => g.emulatorState === 'replaced' || g.emulatorState === 'deleted')
+        .length,
     },
     advice: [],
     findings: a.findings,
@@ -244,21 +263,31 @@ function advice(r: Report): string[] {
   const { staleCacheEntries: stale, staleCacheEntriesServed: served } = r.counts;
   const entries = (n: number) => `${n} stale capabilities cache ${n === 1 ? 'entry' : 'entries'}`;
   if (served > 0) {
-    out.push(`Run 'qemu-modwatch refresh': libvirt keeps serving ${entries(served)} until they are deleted and the daemon is nudged.`);
+    out.push(
+      `Run 'qemu-modwatch refresh': libvirt keeps serving ${entries(served)} until they are deleted and the daemon is nudged.`,
+    );
   } else if (stale > 0) {
-    out.push(`libvirt re-probes the ${entries(stale)} by itself on its next lookup; 'qemu-modwatch refresh' does it now and records the baseline.`);
+    out.push(
+      `libvirt re-probes the ${entries(stale)} by itself on its next lookup; 'qemu-modwatch refresh' does it now and records the baseline.`,
+    );
   } else if (r.counts.changed > 0) {
-    out.push("Run 'qemu-modwatch accept' to record the current modules as the baseline (no cache entry needs invalidating).");
+    out.push(
+      "Run 'qemu-modwatch accept' to record the current modules as the baseline (no cache entry needs invalidating).",
+    );
   } else if (r.baseline.state !== 'ok' && r.counts.moduleDirs > 0) {
     out.push("Run 'qemu-modwatch accept' to record the current modules as the baseline.");
   }
   if (r.counts.refusedModules > 0) {
-    out.push('Install the modules of the same build as the emulator (finish or repeat the QEMU upgrade): QEMU refuses the others.');
+    out.push(
+      'Install the modules of the same build as the emulator (finish or repeat the QEMU upgrade): QEMU refuses the others.',
+    );
   }
   const restart = r.guests.filter((g) => g.atRisk || g.emulatorState === 'replaced' || g.emulatorState === 'deleted');
   if (restart.length > 0) {
     const names = restart.map((g) => g.domain ?? `pid ${g.pid}`).join(', ');
-    out.push(`Restart or migrate ${restart.length === 1 ? 'this guest' : 'these guests'} to run the installed QEMU build: ${names}.`);
+    out.push(
+      `Restart or migrate ${restart.length === 1 ? 'this guest' : 'these guests'} to run the installed QEMU build: ${names}.`,
+    );
   }
   return out;
 }

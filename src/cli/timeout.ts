@@ -38,7 +38,9 @@ export function runTimed(args: string[], seconds: number): Promise<TimedResult> 
       child.unref();
       finish({ timedOut: true, code: 3, stdout: '', stderr: '' });
     }, seconds * 1000);
-    child.on('error', (e) => finish({ timedOut: false, code: 3, stdout: '', stderr: `qemu-modwatch: cannot run the check: ${e.message}\n` }));
+    child.on('error', (e) =>
+      finish({ timedOut: false, code: 3, stdout: '', stderr: `qemu-modwatch: cannot run the check: ${e.message}\n` }),
+    );
     child.on('close', (code, signal) =>
       finish({
         timedOut: false,

@@ -55,7 +55,9 @@ export function isRacy(file: { ctimeNs: string; mtimeNs: string }, takenAtNs: st
 }
 
 /** Module names by directory, then by kind of change, in the order they came: a whole upgrade told in a line a directory. */
-export function groupByDirAndKind(changes: { dir: string; kind: string; name: string }[]): Map<string, Map<string, string[]>> {
+export function groupByDirAndKind(
+  changes: { dir: string; kind: string; name: string }[],
+): Map<string, Map<string, string[]>> {
   const out = new Map<string, Map<string, string[]>>();
   for (const c of changes) {
     const kinds = out.get(c.dir) ?? new Map<string, string[]>();
@@ -81,7 +83,12 @@ export function compareFingerprints(baseline: Fingerprint | null, now: Fingerpri
     const isCopy = (a ?? b)?.source === 'upgrade';
     (isCopy ? copyChanges : changes).push(...compareDir(path, b, a));
   }
-  return { hasBaseline: true, changes, copyChanges, emulatorChanges: compareEmulators(baseline.emulators, now.emulators) };
+  return {
+    hasBaseline: true,
+    changes,
+    copyChanges,
+    emulatorChanges: compareEmulators(baseline.emulators, now.emulators),
+  };
 }
 
 function compareDir(dir: string, before: DirRecord | undefined, after: DirRecord | undefined): ModuleChange[] {
@@ -136,7 +143,8 @@ function compareEmulators(before: EmulatorRecord[], after: EmulatorRecord[]): Em
     }
   }
   for (const [path, e] of b) {
-    if (!a.has(path) && e.source === 'path') out.push({ path, kind: 'removed', stampBefore: e.stamp, stampAfter: null });
+    if (!a.has(path) && e.source === 'path')
+      out.push({ path, kind: 'removed', stampBefore: e.stamp, stampAfter: null });
   }
   return out;
 }

@@ -12,8 +12,19 @@ export const QEMU_DAEMONS = ['libvirtd', 'virtqemud'];
 
 /** libvirt's other modular daemons: their start has nothing to do with QEMU capabilities. */
 export const OTHER_DAEMONS = [
-  'virtnetworkd', 'virtstoraged', 'virtnodedevd', 'virtnwfilterd', 'virtsecretd', 'virtinterfaced', 'virtproxyd',
-  'virtlxcd', 'virtchd', 'virtvboxd', 'virtxend', 'virtbhyved', 'virtvzd',
+  'virtnetworkd',
+  'virtstoraged',
+  'virtnodedevd',
+  'virtnwfilterd',
+  'virtsecretd',
+  'virtinterfaced',
+  'virtproxyd',
+  'virtlxcd',
+  'virtchd',
+  'virtvboxd',
+  'virtxend',
+  'virtbhyved',
+  'virtvzd',
 ];
 
 export type DaemonKind = 'qemu' | 'other' | 'unknown';

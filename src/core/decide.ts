@@ -37,10 +37,26 @@ export type FindingCode =
 
 /** Every code, for outputs that list all of them (metrics keep a series per code). */
 export const FINDING_CODES: FindingCode[] = [
-  'no-qemu', 'no-baseline', 'corrupt-state', 'module-changed', 'module-metadata', 'emulator-changed', 'stale-cache-entry',
-  'stamp-mismatch', 'no-stamp-check', 'unreadable-module', 'unreadable-dir', 'missing-dir', 'unreadable-cache-entry',
-  'cache-dir-problem', 'wrapper-unresolved', 'guest-at-risk', 'guest-emulator-replaced', 'guest-unchecked',
-  'upgrade-copy-changed', 'leftover-module',
+  'no-qemu',
+  'no-baseline',
+  'corrupt-state',
+  'module-changed',
+  'module-metadata',
+  'emulator-changed',
+  'stale-cache-entry',
+  'stamp-mismatch',
+  'no-stamp-check',
+  'unreadable-module',
+  'unreadable-dir',
+  'missing-dir',
+  'unreadable-cache-entry',
+  'cache-dir-problem',
+  'wrapper-unresolved',
+  'guest-at-risk',
+  'guest-emulator-replaced',
+  'guest-unchecked',
+  'upgrade-copy-changed',
+  'leftover-module',
 ];
 
 export interface Finding {
@@ -83,32 +99,47 @@ export function assess(o: Observation): Assessment {
   if (fp.dirs.length === 0 && fp.emulators.every((e) => e.kind === 'missing')) {
     add('OK', 'no-qemu', 'QEMU is not installed here: no module directory and no emulator found');
   }
-  if (o.state.kind === 'none') add('OK', 'no-baseline', 'no baseline recorded yet; the hooks record one on their first run');
+  if (o.state.kind === 'none')
+    add('OK', 'no-baseline', 'no baseline recorded yet; the hooks record one on their first run');
   if (o.state.kind === 'corrupt') add('WARNING', 'corrupt-state', `state ignored: ${o.state.reason}`);
 
   for (const c of o.comparison.changes) {
     if (c.kind === 'metadata') {
       add('OK', 'module-metadata', `${c.dir}/${c.name}: metadata changed, same content`);
     } else if (c.kind === 'replaced') {
-      add('WARNING', 'module-changed', `${c.dir}/${c.name} replaced (build-id ${short(c.before?.buildId)} -> ${short(c.after?.buildId)})`);
+      add(
+        'WARNING',
+        'module-changed',
+        `${c.dir}/${c.name} replaced (build-id ${short(c.before?.buildId)} -> ${short(c.after?.buildId)})`,
+      );
     } else {
       add('WARNING', 'module-changed', `${c.dir}/${c.name} ${c.kind}`);
     }
   }
   for (const [dir, kinds] of groupByDirAndKind(o.comparison.copyChanges)) {
     const what = [...kinds].map(([kind, names]) => `${names.length} ${kind}`).join(', ');
-    add('OK', 'upgrade-copy-changed', `upgrade copies in ${dir}: ${what} (kept for running guests of an older build; no installed emulator loads them)`);
+    add(
+      'OK',
+      'upgrade-copy-changed',
+      `upgrade copies in ${dir}: ${what} (kept for running guests of an older build; no installed emulator loads them)`,
+    );
   }
   for (const e of o.comparison.emulatorChanges) {
-    add('OK', 'emulator-changed', `emulator ${e.path} ${e.kind}${e.kind === 'rebuilt' ? ` (stamp ${short(e.stampBefore)} -> ${short(e.stampAfter)})` : ''}`);
+    add(
+      'OK',
+      'emulator-changed',
+      `emulator ${e.path} ${e.kind}${e.kind === 'rebuilt' ? ` (stamp ${short(e.stampBefore)} -> ${short(e.stampAfter)})` : ''}`,
+    );
   }
   for (const d of fp.missingDirs) add('WARNING', 'missing-dir', `configured module directory ${d} does not exist`);
   for (const d of fp.dirs) {
     if (d.error) add('WARNING', 'unreadable-dir', d.error);
-    for (const m of d.modules) if (m.error) add('WARNING', 'unreadable-module', `unreadable module ${d.path}/${m.name}: ${m.error}`);
+    for (const m of d.modules)
+      if (m.error) add('WARNING', 'unreadable-module', `unreadable module ${d.path}/${m.name}: ${m.error}`);
   }
   for (const e of fp.emulators) {
-    if (e.kind === 'wrapper' && !e.target) add('OK', 'wrapper-unresolved', `emulator ${e.path} is a wrapper script whose target is not literal`);
+    if (e.kind === 'wrapper' && !e.target)
+      add('OK', 'wrapper-unresolved', `emulator ${e.path} is a wrapper script whose target is not literal`);
   }
   findings.push(...stampFindings(fp));
 
@@ -127,10 +158,18 @@ export function assess(o: Observation): Assessment {
   const guests = o.guests ? assessGuests(o.guests, fp, o.guestDirs) : [];
   findings.push(...guestFindings(guests));
 
-  const affected = emulatorsAffected(o.comparison, fp, o.cache.entries.flatMap((e) => (e.emulator ? [e.emulator] : [])));
+  const affected = emulatorsAffected(
+    o.comparison,
+    fp,
+    o.cache.entries.flatMap((e) => (e.emulator ? [e.emulator] : [])),
+  );
   const invalidate = staleness
     .filter((s) => s.stale || (s.emulator !== null && affected.has(s.emulator)))
-    .map((s) => ({ file: s.file, emulator: s.emulator, reasons: s.reasons.length ? s.reasons : ['modules it uses changed'] }));
+    .map((s) => ({
+      file: s.file,
+      emulator: s.emulator,
+      reasons: s.reasons.length ? s.reasons : ['modules it uses changed'],
+    }));
 
   const status = findings.reduce<Level>((acc, f) => (RANK[f.level] > RANK[acc] ? f.level : acc), 'OK');
   return { status, findings, staleness, invalidate, differs: differs(o), guests };
@@ -146,9 +185,16 @@ function guestFindings(guests: GuestRisk[]): Finding[] {
   for (const g of guests) {
     const who = guestLabel(g);
     if (g.emulatorState === 'replaced' || g.emulatorState === 'deleted') {
-      const stamps = g.stamp && g.stampOnDisk && g.stamp !== g.stampOnDisk ? ` (stamp ${short(g.stamp)} -> ${short(g.stampOnDisk)})` : '';
+      const stamps =
+        g.stamp && g.stampOnDisk && g.stamp !== g.stampOnDisk
+          ? ` (stamp ${short(g.stamp)} -> ${short(g.stampOnDisk)})`
+          : '';
       const what = g.emulatorState === 'deleted' ? 'was removed' : 'was replaced';
-      out.push({ level: 'WARNING', code: 'guest-emulator-replaced', message: `${who} runs ${g.emulator}, which ${what} since it started${stamps}` });
+      out.push({
+        level: 'WARNING',
+        code: 'guest-emulator-replaced',
+        message: `${who} runs ${g.emulator}, which ${what} since it started${stamps}`,
+      });
     }
     if (g.atRisk) {
       out.push({
@@ -157,7 +203,11 @@ function guestFindings(guests: GuestRisk[]): Finding[] {
         message: `${who} will fail to load ${fewOf(g.modules.map((m) => m.name))}: not from its build ${short(g.stamp)}; ${consequence(g)}; restart or migrate it`,
       });
     } else if (g.atRisk === null) {
-      out.push({ level: 'OK', code: 'guest-unchecked', message: `${who}: ${g.error ?? 'its build stamp is unknown'}; its modules were not checked` });
+      out.push({
+        level: 'OK',
+        code: 'guest-unchecked',
+        message: `${who}: ${g.error ?? 'its build stamp is unknown'}; its modules were not checked`,
+      });
     }
   }
   return out;
@@ -192,7 +242,9 @@ export function moduleVerdicts(fp: Fingerprint): { refused: ModuleVerdict[]; lef
     if (d.source === 'upgrade') continue;
     for (const m of d.modules) {
       if (m.error) continue;
-      const users = loaders.filter((e) => usage.get(e.path)!.has(d.path) && wouldLoad(e, targetOf(e.fileName), m.name) !== false);
+      const users = loaders.filter(
+        (e) => usage.get(e.path)!.has(d.path) && wouldLoad(e, targetOf(e.fileName), m.name) !== false,
+      );
       const refusedBy = users.filter((e) => e.stamp !== m.stamp).map((e) => ({ path: e.path, stamp: e.stamp }));
       if (refusedBy.length > 0 || (users.length === 0 && !(m.stamp && stamps.has(m.stamp)))) {
         out.push({ dir: d.path, name: m.name, stamp: m.stamp, refusedBy });
@@ -211,7 +263,15 @@ function stampFindings(fp: Fingerprint): Finding[] {
   const verdicts = moduleVerdicts(fp);
   if (verdicts === null) {
     const any = fp.dirs.some((d) => d.source !== 'upgrade' && d.modules.length > 0);
-    return any ? [{ level: 'OK', code: 'no-stamp-check', message: 'no emulator with a build stamp found; module stamps not checked' }] : [];
+    return any
+      ? [
+          {
+            level: 'OK',
+            code: 'no-stamp-check',
+            message: 'no emulator with a build stamp found; module stamps not checked',
+          },
+        ]
+      : [];
   }
   const stampText = (s: string | null) => (s ? `stamp ${short(s)}` : 'no build stamp');
   return [
@@ -236,20 +296,25 @@ function differs(o: Observation): boolean {
   if (dirs(o.baseline) !== dirs(o.fingerprint)) return true;
   // Records too close to their scan to trust are read again by every run
   // until a baseline taken well after them is recorded.
-  const settled = o.baseline.dirs.some((d) => d.modules.some((m) => isRacy(m, o.baseline!.takenAtNs) && !isRacy(m, o.fingerprint.takenAtNs)));
+  const settled = o.baseline.dirs.some((d) =>
+    d.modules.some((m) => isRacy(m, o.baseline!.takenAtNs) && !isRacy(m, o.fingerprint.takenAtNs)),
+  );
   if (settled) return true;
   // Stat data that moved without a content change (a nudge, a chmod) is
   // worth recording too, or every run re-reads those files.
   const before = new Map(o.baseline.emulators.map((e) => [e.path, e]));
   return o.fingerprint.emulators.some((e) => {
     const b = before.get(e.path);
-    return b !== undefined && (b.ctimeNs !== e.ctimeNs || b.mtimeNs !== e.mtimeNs || b.ino !== e.ino || b.size !== e.size);
+    return (
+      b !== undefined && (b.ctimeNs !== e.ctimeNs || b.mtimeNs !== e.mtimeNs || b.ino !== e.ino || b.size !== e.size)
+    );
   });
 }
 
 /** What a refused module does to a guest: the hot-plug fails, and where QEMU aborts on the next load, the guest may die. */
 function consequence(g: GuestRisk): string {
-  if (g.refusalAborts) return 'its QEMU aborts on the module load after a refused one, so a hot-plug can kill the guest';
+  if (g.refusalAborts)
+    return 'its QEMU aborts on the module load after a refused one, so a hot-plug can kill the guest';
   return 'a hot-plug that needs one fails, and whether its QEMU survives that is not known for its version';
 }
 
@@ -257,7 +322,9 @@ const FEW = 3;
 
 /** The first few names of a list that can be long (a whole upgrade), and how many more. */
 export function fewOf(names: string[]): string {
-  return names.length <= FEW + 1 ? names.join(', ') : `${names.slice(0, FEW).join(', ')} and ${names.length - FEW} more`;
+  return names.length <= FEW + 1
+    ? names.join(', ')
+    : `${names.slice(0, FEW).join(', ')} and ${names.length - FEW} more`;
 }
 
 export function hasInvalidatingChanges(c: Comparison): boolean {

@@ -87,7 +87,9 @@ export function assessGuest(g: GuestRecord, fp: Fingerprint, extraDirs: DirRecor
       continue;
     }
     const later = dirs.slice(dirs.indexOf(found.dir) + 1);
-    const copy = later.find((d) => d.path === upgradeCopyDir && d.modules.some((m) => m.name === name && m.stamp === stamp));
+    const copy = later.find(
+      (d) => d.path === upgradeCopyDir && d.modules.some((m) => m.name === name && m.stamp === stamp),
+    );
     out.modules.push({ name, file, stamp: found.module.stamp, shadowedCopy: copy ? `${copy.path}/${name}` : null });
   }
   out.atRisk = out.modules.length > 0;
@@ -108,7 +110,9 @@ function searchOrder(g: GuestRecord, scanned: DirRecord[]): { dirs: DirRecord[];
     if (d && !out.includes(d)) out.push(d);
   };
   if (g.moduleDirEnv) add(byPath.get(g.moduleDirEnv));
-  const compiled = guestModuleDirs(g).map((p) => byPath.get(p)).filter((d): d is DirRecord => !!d && d.source !== 'upgrade');
+  const compiled = guestModuleDirs(g)
+    .map((p) => byPath.get(p))
+    .filter((d): d is DirRecord => !!d && d.source !== 'upgrade');
   const sure = compiled.length > 0 || out.length > 0;
   if (sure) compiled.forEach(add);
   else scanned.filter((d) => d.source !== 'upgrade').forEach(add);
@@ -126,7 +130,9 @@ function searchOrder(g: GuestRecord, scanned: DirRecord[]): { dirs: DirRecord[];
 export function guestModuleDirs(g: GuestRecord): string[] {
   const r = g.running;
   if (!r) return [];
-  return r.dirsInBinary.filter((d) => MODULE_DIR_RE.test(d)).map((d) => (g.exe ? relocatedModuleDir(g.exe, d, r.version) ?? d : d));
+  return r.dirsInBinary
+    .filter((d) => MODULE_DIR_RE.test(d))
+    .map((d) => (g.exe ? (relocatedModuleDir(g.exe, d, r.version) ?? d) : d));
 }
 
 const MODULE_DIR_RE = /\/lib(?:64|exec)?(?:\/[^/]+)?\/qemu$/;
@@ -162,7 +168,9 @@ export function guestLabel(g: { domain: string | null; pid: number }): string {
 /** Splits what /proc/PID/exe's link says into the path and the kernel's " (deleted)" mark. */
 export function parseExeLink(text: string): { path: string; deleted: boolean } {
   const suffix = ' (deleted)';
-  return text.endsWith(suffix) ? { path: text.slice(0, -suffix.length), deleted: true } : { path: text, deleted: false };
+  return text.endsWith(suffix)
+    ? { path: text.slice(0, -suffix.length), deleted: true }
+    : { path: text, deleted: false };
 }
 
 /**

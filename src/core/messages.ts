@@ -58,7 +58,9 @@ export function changeText(changes: ModuleChange[]): string {
     list.length > MAX_NAMES
       ? `${list.slice(0, MAX_NAMES).map(base).join(', ')} and ${list.length - MAX_NAMES} more`
       : list.map(base).join(', ');
-  const parts = (['added', 'removed', 'replaced'] as const).filter((x) => k[x].length).map((x) => `${x} ${names(k[x])}`);
+  const parts = (['added', 'removed', 'replaced'] as const)
+    .filter((x) => k[x].length)
+    .map((x) => `${x} ${names(k[x])}`);
   return parts.length ? `QEMU modules changed (${parts.join('; ')})` : 'stale capabilities cache entries';
 }
 

@@ -38,7 +38,10 @@ export interface Nudge {
 }
 
 /** What a run looked at, as far as the plan cares. */
-export interface Look extends Pick<Observation, 'fingerprint' | 'baseline' | 'state' | 'comparison' | 'cache' | 'libvirtModdir'> {
+export interface Look extends Pick<
+  Observation,
+  'fingerprint' | 'baseline' | 'state' | 'comparison' | 'cache' | 'libvirtModdir'
+> {
   /** The last action the state file holds, kept when the run records none of its own. */
   lastAction: LastAction | null;
 }
@@ -103,7 +106,12 @@ export function changedEmulators(look: Look, assessment: Assessment): string[] {
   return [...new Set([...cached, ...emulatorsAffected(look.comparison, look.fingerprint, known)])].sort();
 }
 
-export function planRun(look: Look, assessment: Assessment, trigger: Trigger, config: { onChange: OnChange; nudge: NudgeMode }): Plan {
+export function planRun(
+  look: Look,
+  assessment: Assessment,
+  trigger: Trigger,
+  config: { onChange: OnChange; nudge: NudgeMode },
+): Plan {
   const changes = look.comparison.changes.filter(isInvalidating);
   const toDelete = assessment.invalidate.map((e) => e.file);
   const changed = toDelete.length > 0 || hasInvalidatingChanges(look.comparison);
@@ -125,8 +133,11 @@ export function planRun(look: Look, assessment: Assessment, trigger: Trigger, co
   };
   if (!base.acts) return { ...base, keepCorrupt: false, notes: problems(look, []) };
   if (!changed) return { ...base, record: 'baseline' };
-  if (policy === 'warn') return { ...base, record: look.state.kind !== 'ok' ? 'baseline' : 'none', leaveStanding: true };
-  const nudge = needsNudge(trigger) ? nudgeOf(config.nudge, changedEmulators(look, assessment), look.libvirtModdir) : null;
+  if (policy === 'warn')
+    return { ...base, record: look.state.kind !== 'ok' ? 'baseline' : 'none', leaveStanding: true };
+  const nudge = needsNudge(trigger)
+    ? nudgeOf(config.nudge, changedEmulators(look, assessment), look.libvirtModdir)
+    : null;
   return { ...base, delete: toDelete, nudge, record: 'action', refuse: policy === 'refuse' };
 }
 
@@ -195,8 +206,12 @@ export interface Outcome {
 /** The run's one journal line, after acting and recording, so it says what happened rather than what was meant to; null for none. */
 export function logLine(plan: Plan, outcome: Outcome): LogLine | null {
   const { look, notes } = plan;
-  if (!plan.acts) return notes.length > 0 ? { priority: 'warning', message: `nothing changed that could be seen${problemText(notes)}` } : null;
-  const corruptText = look.state.kind === 'corrupt' ? `${look.state.reason}${outcome.keptAs ? `, kept as ${outcome.keptAs}` : ''}` : '';
+  if (!plan.acts)
+    return notes.length > 0
+      ? { priority: 'warning', message: `nothing changed that could be seen${problemText(notes)}` }
+      : null;
+  const corruptText =
+    look.state.kind === 'corrupt' ? `${look.state.reason}${outcome.keptAs ? `, kept as ${outcome.keptAs}` : ''}` : '';
   if (plan.record === 'action' || plan.leaveStanding) {
     return changeLine(plan, outcome.done, corruptText ? [`state ignored: ${corruptText}`, ...notes] : notes);
   }
@@ -222,7 +237,9 @@ function changeLine(plan: Plan, done: Done, notes: string[]): LogLine {
   const { trigger, changes } = plan;
   const k = byKind(changes);
   const who =
-    trigger.kind === 'qemu' ? ` before ${trigger.op} of domain '${trigger.domain ?? '?'}' (emulator ${trigger.emulator ?? 'unknown'})` : '';
+    trigger.kind === 'qemu'
+      ? ` before ${trigger.op} of domain '${trigger.domain ?? '?'}' (emulator ${trigger.emulator ?? 'unknown'})`
+      : '';
   const action = plan.leaveStanding
     ? `${plan.invalidated.length} capabilities cache entries are stale; on_change = warn, so nothing was done ('qemu-modwatch accept' once handled)`
     : actionText(done);
@@ -276,18 +293,28 @@ export function planInvalidate(
   look: Pick<Look, 'fingerprint' | 'cache' | 'libvirtModdir'>,
   opts: { emulator?: string | undefined; fileOfEmulator: string | null; nudge: NudgeMode },
 ): InvalidatePlan {
-  const chosen = look.cache.entries.filter((e) => !opts.emulator || e.emulator === opts.emulator || e.file === opts.fileOfEmulator);
+  const chosen = look.cache.entries.filter(
+    (e) => !opts.emulator || e.emulator === opts.emulator || e.file === opts.fileOfEmulator,
+  );
   const leftAlone = (e: (typeof chosen)[number]) => e.error !== null && /symlink|not a regular file/.test(e.error);
   const selected = chosen.filter((e) => !leftAlone(e));
   const skipped = chosen.filter(leftAlone).map((e) => ({ file: e.file, reason: e.error! }));
   const known = look.fingerprint.emulators
     .filter((e) => e.kind !== 'missing' && (e.source === 'path' || e.source === 'config'))
     .map((e) => e.path);
-  const targets = opts.emulator ? [opts.emulator] : [...new Set([...selected.flatMap((e) => (e.emulator ? [e.emulator] : [])), ...known])].sort();
+  const targets = opts.emulator
+    ? [opts.emulator]
+    : [...new Set([...selected.flatMap((e) => (e.emulator ? [e.emulator] : [])), ...known])].sort();
   return { delete: selected.map((e) => e.file), skipped, nudge: nudgeOf(opts.nudge, targets, look.libvirtModdir) };
 }
 
 /** The last action an invalidate records. */
 export function invalidateAction(done: Done, now: Date): LastAction {
-  return { at: now.toISOString(), trigger: 'invalidate', summary: actionText(done), deleted: done.deleted, nudged: done.nudged };
+  return {
+    at: now.toISOString(),
+    trigger: 'invalidate',
+    summary: actionText(done),
+    deleted: done.deleted,
+    nudged: done.nudged,
+  };
 }

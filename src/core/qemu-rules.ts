@@ -18,7 +18,9 @@ export function upgradeDirOf(b: Pick<BinaryFacts, 'usesUpgradeDirs' | 'pkgVersio
 /** The target an emulator was built for, from its file name (qemu-system-x86_64: x86_64); null when the name does not say. */
 export function targetOf(emulatorPath: string | null): string | null {
   const base = emulatorPath?.slice(emulatorPath.lastIndexOf('/') + 1) ?? '';
-  return base.startsWith('qemu-system-') && base.length > 'qemu-system-'.length ? base.slice('qemu-system-'.length) : null;
+  return base.startsWith('qemu-system-') && base.length > 'qemu-system-'.length
+    ? base.slice('qemu-system-'.length)
+    : null;
 }
 
 /**

@@ -73,7 +73,14 @@ export interface StaleInput {
 }
 
 export function assessEntry(entry: CacheEntry, input: StaleInput): Staleness {
-  const out: Staleness = { file: entry.file, emulator: entry.emulator, stale: false, reasons: [], libvirtNotices: false, libvirtReason: null };
+  const out: Staleness = {
+    file: entry.file,
+    emulator: entry.emulator,
+    stale: false,
+    reasons: [],
+    libvirtNotices: false,
+    libvirtReason: null,
+  };
   if (entry.error || !entry.emulator) return out;
   const { fingerprint: fp } = input;
   const e = fp.emulators.find((x) => x.path === entry.emulator);

@@ -50,7 +50,15 @@ export interface ModuleInfo {
 
 /** A binary of which nothing could be read. */
 export function noFacts(kind: EmulatorKind): BinaryFacts {
-  return { kind, stamp: null, dirsInBinary: [], usesUpgradeDirs: false, version: null, pkgVersion: null, modinfo: null };
+  return {
+    kind,
+    stamp: null,
+    dirsInBinary: [],
+    usesUpgradeDirs: false,
+    version: null,
+    pkgVersion: null,
+    modinfo: null,
+  };
 }
 
 /** What an emulator binary says about itself, read without running it. */

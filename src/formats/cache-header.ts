@@ -51,13 +51,7 @@ export const CACHE_HEADER_READ_LIMIT = 1024 * 1024;
 /** Size of one read(2) of the cache file. */
 const READ_CHUNK = 16 * 1024;
 
-const HEADER_FIELDS = [
-  'emulator',
-  'qemuctime',
-  'qemumoddirmtime',
-  'selfctime',
-  'selfvers',
-] as const;
+const HEADER_FIELDS = ['emulator', 'qemuctime', 'qemumoddirmtime', 'selfctime', 'selfvers'] as const;
 type HeaderField = (typeof HEADER_FIELDS)[number];
 type NumericField = Exclude<HeaderField, 'emulator'>;
 
@@ -98,7 +92,8 @@ class HeaderReader extends EarlyStopReader {
 
   constructor() {
     super({
-      doctype: () => new CacheHeaderError('capabilities cache has a DOCTYPE (libvirt never writes one); entities are not expanded'),
+      doctype: () =>
+        new CacheHeaderError('capabilities cache has a DOCTYPE (libvirt never writes one); entities are not expanded'),
       ownError: CacheHeaderError,
       fromSaxes: fromSaxesError,
     });
@@ -125,9 +120,7 @@ class HeaderReader extends EarlyStopReader {
         this.depth = 2;
         return;
       default:
-        throw new CacheHeaderError(
-          `<${this.field ?? '?'}> must contain only text, found <${preview(name)}>`,
-        );
+        throw new CacheHeaderError(`<${this.field ?? '?'}> must contain only text, found <${preview(name)}>`);
     }
   }
 
@@ -206,9 +199,7 @@ export function parseCacheHeader(chunks: Iterable<string | Buffer>): CacheHeader
     }
     if (reader.write(text)) return reader.result();
     if (consumed >= CACHE_HEADER_READ_LIMIT) {
-      throw new CacheHeaderError(
-        `no end of header in the first ${CACHE_HEADER_READ_LIMIT / (1024 * 1024)} MiB`,
-      );
+      throw new CacheHeaderError(`no end of header in the first ${CACHE_HEADER_READ_LIMIT / (1024 * 1024)} MiB`);
     }
   }
   if (consumed === 0) {

@@ -46,7 +46,9 @@ const EAGAIN_SLEEP_MS = 10;
 function fromSaxesError(err: unknown): DomainXmlError {
   const parts = saxesErrorParts(err);
   if (parts === null) {
-    return new DomainXmlError(`malformed domain XML: ${preview(err instanceof Error ? err.message : String(err), 200)}`);
+    return new DomainXmlError(
+      `malformed domain XML: ${preview(err instanceof Error ? err.message : String(err), 200)}`,
+    );
   }
   const { line, column, message } = parts;
   if (message === 'undefined entity.') {
@@ -54,9 +56,7 @@ function fromSaxesError(err: unknown): DomainXmlError {
       `domain XML uses an undefined entity at line ${line}, column ${column}; entities are not expanded`,
     );
   }
-  return new DomainXmlError(
-    `malformed domain XML at line ${line}, column ${column}: ${preview(message, 200)}`,
-  );
+  return new DomainXmlError(`malformed domain XML at line ${line}, column ${column}: ${preview(message, 200)}`);
 }
 
 /** Strips XML whitespace (not every Unicode space) from both ends. */

@@ -58,8 +58,15 @@ function scanBinary(fd: number, size: number): EmulatorContents {
     // A table we cannot read is a table we do not know: every module counts, as before.
   }
   return {
-    kind: 'elf', stamp, dirsInBinary: [...dirs].sort(), usesUpgradeDirs, version: full?.version ?? null, pkgVersion: full?.pkgVersion ?? null, modinfo,
-    target: null, moduleDir: null,
+    kind: 'elf',
+    stamp,
+    dirsInBinary: [...dirs].sort(),
+    usesUpgradeDirs,
+    version: full?.version ?? null,
+    pkgVersion: full?.pkgVersion ?? null,
+    modinfo,
+    target: null,
+    moduleDir: null,
   };
 }
 
@@ -126,7 +133,9 @@ export function parseWrapperScript(script: string): { target: string | null; mod
   for (const rawLine of script.split('\n')) {
     const line = rawLine.replace(/(^|\s)#.*$/, '').trim();
     if (!line) continue;
-    for (const m of line.matchAll(/(?:^|[\s;])(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=("[^"$`]*"|'[^']*'|[^\s;"'$`]+)/g)) {
+    for (const m of line.matchAll(
+      /(?:^|[\s;])(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=("[^"$`]*"|'[^']*'|[^\s;"'$`]+)/g,
+    )) {
       const value = unquote(m[2]!);
       if (!vars.has(m[1]!)) vars.set(m[1]!, value);
       if (m[1] === 'QEMU_MODULE_DIR' && value.startsWith('/')) moduleDir ??= value;
@@ -145,7 +154,7 @@ function execTarget(rest: string, vars: Map<string, string>): string | null {
   const word = words[i];
   if (!word) return null;
   const ref = /^"?\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?"?$/.exec(word);
-  const value = ref ? vars.get(ref[1]!) ?? null : unquote(word);
+  const value = ref ? (vars.get(ref[1]!) ?? null) : unquote(word);
   return value && value.startsWith('/') && !/[$`*?]/.test(value) ? value : null;
 }
 

@@ -315,7 +315,13 @@ function findSymbol(ctx: Context, sections: Section[]): { value: number; size: n
  * Looks the symbol up through .gnu.hash, as the loader would: a few small
  * reads instead of the whole 1 MB of .dynsym and .dynstr.
  */
-function hashLookup(ctx: Context, hash: Section, dynsym: Section, strtab: Section, count: number): { value: number; size: number } | null {
+function hashLookup(
+  ctx: Context,
+  hash: Section,
+  dynsym: Section,
+  strtab: Section,
+  count: number,
+): { value: number; size: number } | null {
   if (hash.size < 16) throw new ElfError('truncated GNU hash table');
   const head = bytesAt(ctx, hash.offset, 16);
   const nbuckets = head.readUInt32LE(0);
@@ -357,7 +363,12 @@ function gnuHash(name: Buffer): number {
 }
 
 /** Without a GNU hash table (old or unusual linkers), every symbol is looked at. */
-function scanSymbols(ctx: Context, dynsym: Section, strtab: Section, count: number): { value: number; size: number } | null {
+function scanSymbols(
+  ctx: Context,
+  dynsym: Section,
+  strtab: Section,
+  count: number,
+): { value: number; size: number } | null {
   const symbols = leWords(readRegion(ctx, dynsym.offset, count * SYM_SIZE, 'dynamic symbol table'));
   const strings = readRegion(ctx, strtab.offset, strtab.size, 'dynamic string table');
   const first = SYMBOL_NAME[0];
@@ -398,7 +409,8 @@ function loadRelocations(ctx: Context, sections: Section[]): RelocTable[] {
   let bytes = 0;
   for (const s of relas) {
     if (s.entsize !== RELA_SIZE) throw new ElfError(`bad relocation entry size ${s.entsize}`);
-    if (s.size % RELA_SIZE !== 0) throw new ElfError(`relocation section size ${s.size} is not a multiple of ${RELA_SIZE}`);
+    if (s.size % RELA_SIZE !== 0)
+      throw new ElfError(`relocation section size ${s.size} is not a multiple of ${RELA_SIZE}`);
     bytes += s.size;
   }
   if (bytes > MAX_RELOC_BYTES) throw new ElfError(`relocation tables of ${bytes} bytes exceed limit`);
@@ -527,7 +539,8 @@ function readTable(ctx: Context, sections: Section[], relative: number, va: numb
   if (size === 0 || size % ENTRY_SIZE !== 0) {
     throw new ElfError(`qemu_modinfo size ${size} is not a positive multiple of ${ENTRY_SIZE}`);
   }
-  if (size / ENTRY_SIZE > MAX_ENTRIES + 1) throw new ElfError(`qemu_modinfo of ${size / ENTRY_SIZE} entries exceeds limit`);
+  if (size / ENTRY_SIZE > MAX_ENTRIES + 1)
+    throw new ElfError(`qemu_modinfo of ${size / ENTRY_SIZE} entries exceeds limit`);
   const where = mapOrThrow(ctx, va, 'qemu_modinfo');
   if (where.available < size) throw new ElfError('qemu_modinfo runs past the end of its segment');
   const table = readRegion(ctx, where.offset, size, 'qemu_modinfo');
@@ -575,7 +588,8 @@ function readTable(ctx: Context, sections: Section[], relative: number, va: numb
       const p = slot(arrayRelocs, a + k * PTR, () => rawSlot(ctx, a + k * PTR));
       if (p === null) return out;
       if (k === MAX_ARRAY_ITEMS) throw new ElfError(`string array at ${hex(a)} exceeds ${MAX_ARRAY_ITEMS} items`);
-      if (++items > MAX_TOTAL_ITEMS) throw new ElfError(`qemu_modinfo lists more than ${MAX_TOTAL_ITEMS} objs and deps`);
+      if (++items > MAX_TOTAL_ITEMS)
+        throw new ElfError(`qemu_modinfo lists more than ${MAX_TOTAL_ITEMS} objs and deps`);
       out.push(str(p));
     }
   };

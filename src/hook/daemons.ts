@@ -14,7 +14,12 @@ export function hookDaemon(paths: Paths, env: NodeJS.ProcessEnv): string | null 
   const given = env.QEMU_MODWATCH_DAEMON;
   if (given !== undefined) return given.trim() || null;
   try {
-    return fs.readFileSync(paths.host(`${PROC_DIR}/${process.ppid}/comm`), 'utf8').slice(0, 64).trim() || null;
+    return (
+      fs
+        .readFileSync(paths.host(`${PROC_DIR}/${process.ppid}/comm`), 'utf8')
+        .slice(0, 64)
+        .trim() || null
+    );
   } catch {
     return null;
   }

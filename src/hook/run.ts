@@ -25,7 +25,10 @@ export async function runHook(driver: Driver, args: string[], setup: HookSetup):
   if (args.length < 4) {
     // libvirt always passes four; anything else is a person or a broken caller, and worth one line.
     const shown = args.map((a) => `'${a}'`).join(' ') || 'none';
-    log(setup.paths, { priority: 'notice', message: `hook ${driver} called with ${args.length} of libvirt's 4 arguments (${shown}); ignored` });
+    log(setup.paths, {
+      priority: 'notice',
+      message: `hook ${driver} called with ${args.length} of libvirt's 4 arguments (${shown}); ignored`,
+    });
     return 0;
   }
   const op = classifyHook(driver, args);

@@ -28,11 +28,19 @@ export function statKey(st: fs.BigIntStats): string {
   return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
-export function memoEntry(key: string, e: Pick<CacheEntry, 'emulator' | 'qemuctime' | 'qemumoddirmtime' | 'selfvers'>): MemoEntry | null {
+export function memoEntry(
+  key: string,
+  e: Pick<CacheEntry, 'emulator' | 'qemuctime' | 'qemumoddirmtime' | 'selfvers'>,
+): MemoEntry | null {
   if (e.emulator === null) return null;
-  return { key, emulator: e.emulator, qemuctime: e.qemuctime, qemumoddirmtime: e.qemumoddirmtime, selfvers: e.selfvers };
+  return {
+    key,
+    emulator: e.emulator,
+    qemuctime: e.qemuctime,
+    qemumoddirmtime: e.qemumoddirmtime,
+    selfvers: e.selfvers,
+  };
 }
-
 
 /**
  * With a memo: `known` headers are taken for files whose stat data are
@@ -60,13 +68,17 @@ export function readCacheView(paths: Paths, memo?: { known: CacheMemo; seen: Cac
   view.exists = true;
   let names: string[];
   try {
-    names = fs.readdirSync(dir).filter((n) => CACHE_NAME_RE.test(n)).sort();
+    names = fs
+      .readdirSync(dir)
+      .filter((n) => CACHE_NAME_RE.test(n))
+      .sort();
   } catch (e) {
     view.error = `cannot list ${paths.cacheDir}: ${errCode(e)}`;
     return view;
   }
   for (const name of names) {
-    const entry = (memo && fromMemo(path.join(dir, name), name, memo)) ?? readEntry(path.join(dir, name), name, memo?.seen);
+    const entry =
+      (memo && fromMemo(path.join(dir, name), name, memo)) ?? readEntry(path.join(dir, name), name, memo?.seen);
     if (entry) view.entries.push(entry);
   }
   return view;
@@ -81,12 +93,28 @@ function fromMemo(file: string, name: string, memo: { known: CacheMemo; seen: Ca
   if (!st?.isFile() || statKey(st) !== known.key) return null;
   memo.seen.set(name, known);
   const { emulator, qemuctime, qemumoddirmtime, selfvers } = known;
-  return { file: name, mtimeNs: st.mtimeNs.toString(), size: Number(st.size), emulator, qemuctime, qemumoddirmtime, selfvers, error: null };
+  return {
+    file: name,
+    mtimeNs: st.mtimeNs.toString(),
+    size: Number(st.size),
+    emulator,
+    qemuctime,
+    qemumoddirmtime,
+    selfvers,
+    error: null,
+  };
 }
 
 function readEntry(file: string, name: string, seen?: CacheMemo): CacheEntry | null {
   const entry: CacheEntry = {
-    file: name, mtimeNs: '0', size: 0, emulator: null, qemuctime: null, qemumoddirmtime: null, selfvers: null, error: null,
+    file: name,
+    mtimeNs: '0',
+    size: 0,
+    emulator: null,
+    qemuctime: null,
+    qemumoddirmtime: null,
+    selfvers: null,
+    error: null,
   };
   let fd: number;
   let key = '';

@@ -16,12 +16,7 @@ export const SYSTEM_PID_DIR = '/run/libvirt/qemu';
 export const PROC_DIR = '/proc';
 
 /** Module directories distros compile into QEMU (CONFIG_QEMU_MODDIR). */
-export const DEFAULT_MODULE_DIRS = [
-  '/usr/lib64/qemu',
-  '/usr/lib/qemu',
-  '/usr/local/lib/qemu',
-  '/usr/local/lib64/qemu',
-];
+export const DEFAULT_MODULE_DIRS = ['/usr/lib64/qemu', '/usr/lib/qemu', '/usr/local/lib/qemu', '/usr/local/lib64/qemu'];
 /** Parents whose `<multiarch>/qemu` children are module directories (Debian/Ubuntu). */
 export const MULTIARCH_PARENTS = ['/usr/lib', '/usr/local/lib'];
 /** Debian's module-upgrade copies: /var/run/qemu/<package version>/. */
@@ -110,7 +105,10 @@ const MAX_LINKS = 40;
  */
 export function resolveInRoot(root: string, p: string, followLast: boolean): string {
   const done: string[] = [];
-  const todo = p.split('/').filter((c) => c !== '' && c !== '.').reverse();
+  const todo = p
+    .split('/')
+    .filter((c) => c !== '' && c !== '.')
+    .reverse();
   let links = 0;
   while (todo.length) {
     const name = todo.pop()!;
@@ -134,7 +132,12 @@ export function resolveInRoot(root: string, p: string, followLast: boolean): str
     }
     if (++links > MAX_LINKS) return `${here}${UNRESOLVABLE}`;
     if (target.startsWith('/')) done.length = 0;
-    todo.push(...target.split('/').filter((c) => c !== '' && c !== '.').reverse());
+    todo.push(
+      ...target
+        .split('/')
+        .filter((c) => c !== '' && c !== '.')
+        .reverse(),
+    );
   }
   return done.length ? `${root}/${done.join('/')}` : root;
 }

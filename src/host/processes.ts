@@ -35,7 +35,9 @@ export function scanGuests(paths: Paths, fp: Fingerprint): GuestScan {
     const argv = readArgs(paths, pid);
     if (argv) args.set(pid, argv);
     const link = readExeLink(paths, pid);
-    const isQemu = (argv?.[0] !== undefined && looksLikeEmulator(argv[0])) || (link !== null && looksLikeEmulator(parseExeLink(link).path));
+    const isQemu =
+      (argv?.[0] !== undefined && looksLikeEmulator(argv[0])) ||
+      (link !== null && looksLikeEmulator(parseExeLink(link).path));
     if (!isQemu) continue;
     const known = found.get(pid);
     if (known) known.sources.add('proc');
@@ -60,7 +62,10 @@ function pidFiles(paths: Paths): [number, string][] {
       const { fd, st } = openRegular(path.join(dir, name));
       try {
         const buf = Buffer.alloc(Math.min(Number(st.size), 64));
-        const text = buf.subarray(0, fs.readSync(fd, buf, 0, buf.length, 0)).toString('latin1').trim();
+        const text = buf
+          .subarray(0, fs.readSync(fd, buf, 0, buf.length, 0))
+          .toString('latin1')
+          .trim();
         if (/^[1-9][0-9]{0,9}$/.test(text)) out.push([Number(text), name.slice(0, -4)]);
       } finally {
         fs.closeSync(fd);
@@ -72,9 +77,27 @@ function pidFiles(paths: Paths): [number, string][] {
   return out;
 }
 
-function readGuest(paths: Paths, pid: number, domain: string | null, sources: ('libvirt' | 'proc')[], argv: string[], binaries: BinaryCache): GuestRecord {
+function readGuest(
+  paths: Paths,
+  pid: number,
+  domain: string | null,
+  sources: ('libvirt' | 'proc')[],
+  argv: string[],
+  binaries: BinaryCache,
+): GuestRecord {
   const proc = procFile(paths, pid);
-  const g: GuestRecord = { pid, domain, sources, exe: null, exeDeleted: false, running: null, onDisk: null, moduleDirEnv: null, loaded: [], error: null };
+  const g: GuestRecord = {
+    pid,
+    domain,
+    sources,
+    exe: null,
+    exeDeleted: false,
+    running: null,
+    onDisk: null,
+    moduleDirEnv: null,
+    loaded: [],
+    error: null,
+  };
   const link = readExeLink(paths, pid);
   if (link !== null) {
     const { path: p, deleted } = parseExeLink(link);
@@ -102,7 +125,10 @@ function readGuest(paths: Paths, pid: number, domain: string | null, sources: ('
     }
   }
   const env = readProcFile(proc('environ'), MAX_ENVIRON);
-  const dir = env?.split('\0').find((v) => v.startsWith('QEMU_MODULE_DIR='))?.slice('QEMU_MODULE_DIR='.length);
+  const dir = env
+    ?.split('\0')
+    .find((v) => v.startsWith('QEMU_MODULE_DIR='))
+    ?.slice('QEMU_MODULE_DIR='.length);
   if (dir?.startsWith('/')) g.moduleDirEnv = dir.length > 1 ? dir.replace(/\/+$/, '') : dir;
   g.loaded = loadedModules(paths, readProcFile(proc('maps'), MAX_MAPS) ?? '');
   return g;
@@ -116,7 +142,10 @@ function loadedModules(paths: Paths, maps: string): string[] {
     if (at < 0) continue;
     const file = paths.system(parseExeLink(line.slice(at + 1)).path);
     const dir = path.posix.dirname(file);
-    if (file.endsWith('.so') && (dir.endsWith('/qemu') || dir.startsWith(`${UPGRADE_PARENT}/`) || dir.startsWith('/run/qemu/'))) {
+    if (
+      file.endsWith('.so') &&
+      (dir.endsWith('/qemu') || dir.startsWith(`${UPGRADE_PARENT}/`) || dir.startsWith('/run/qemu/'))
+    ) {
       out.add(path.posix.basename(file));
     }
   }
@@ -239,6 +268,12 @@ function key(st: fs.BigIntStats): string {
 /** The facts of a binary, without what else a record holds. */
 function facts(e: BinaryFacts): RunningBinary {
   return {
-    kind: e.kind, stamp: e.stamp, dirsInBinary: e.dirsInBinary, usesUpgradeDirs: e.usesUpgradeDirs, version: e.version, pkgVersion: e.pkgVersion, modinfo: e.modinfo,
+    kind: e.kind,
+    stamp: e.stamp,
+    dirsInBinary: e.dirsInBinary,
+    usesUpgradeDirs: e.usesUpgradeDirs,
+    version: e.version,
+    pkgVersion: e.pkgVersion,
+    modinfo: e.modinfo,
   };
 }

@@ -1,13 +1,27 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RACY_MARGIN_NS, sameStat } from '../core/compare';
-import { noFacts, type DirRecord, type DirSource, type EmulatorRecord, type EmulatorSource, type Fingerprint, type ModuleRecord } from '../core/types';
+import {
+  noFacts,
+  type DirRecord,
+  type DirSource,
+  type EmulatorRecord,
+  type EmulatorSource,
+  type Fingerprint,
+  type ModuleRecord,
+} from '../core/types';
 import type { Config } from './config';
 import { readElfInfo } from '../formats/elf';
 import { readEmulator } from '../formats/emulator-reader';
 import { errCode, listDir, openRegular, sha256OfFd, statOrNull, statTuple } from '../os/file-info';
 import {
-  DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, type Paths,
+  DEFAULT_MODULE_DIRS,
+  EMULATOR_DIRS,
+  EXTRA_EMULATORS,
+  MULTIARCH_PARENTS,
+  MULTIARCH_RE,
+  UPGRADE_PARENT,
+  type Paths,
 } from './paths';
 
 // observe: turns the system into a Fingerprint. Files whose stat data equal
@@ -65,7 +79,8 @@ export function scanModuleDirs(paths: Paths, config: Config, dirPaths: string[])
   const out: DirRecord[] = [];
   for (const p of [...new Set(dirPaths)]) {
     const st = statOrNull(paths.host(p));
-    if (st?.isDirectory()) out.push(scanDir(paths, { path: p, source: 'guest' }, st, undefined, config.contentHash, null));
+    if (st?.isDirectory())
+      out.push(scanDir(paths, { path: p, source: 'guest' }, st, undefined, config.contentHash, null));
   }
   return out;
 }
@@ -89,7 +104,14 @@ export function moduleDirCandidates(input: Pick<ScanInput, 'paths' | 'config' | 
   return out;
 }
 
-function scanDir(paths: Paths, c: Candidate, st: fs.BigIntStats, before: DirRecord | undefined, contentHash: boolean, racyAfterNs: bigint | null): DirRecord {
+function scanDir(
+  paths: Paths,
+  c: Candidate,
+  st: fs.BigIntStats,
+  before: DirRecord | undefined,
+  contentHash: boolean,
+  racyAfterNs: bigint | null,
+): DirRecord {
   const record: DirRecord = {
     path: c.path,
     source: c.source,
@@ -100,7 +122,10 @@ function scanDir(paths: Paths, c: Candidate, st: fs.BigIntStats, before: DirReco
   };
   let names: string[];
   try {
-    names = fs.readdirSync(paths.host(c.path)).filter((n) => n.endsWith('.so')).sort();
+    names = fs
+      .readdirSync(paths.host(c.path))
+      .filter((n) => n.endsWith('.so'))
+      .sort();
   } catch (e) {
     record.error = `cannot list ${c.path}: ${errCode(e)}`;
     return record;
@@ -108,7 +133,8 @@ function scanDir(paths: Paths, c: Candidate, st: fs.BigIntStats, before: DirReco
   const previous = new Map(before?.modules.map((m) => [m.name, m]) ?? []);
   const dirOnHost = paths.host(c.path).replace(/\/+$/, '');
   // Under --root a module may be a symlink out of the image: each is resolved inside it.
-  const fileOnHost = paths.root === '/' ? (name: string) => `${dirOnHost}/${name}` : (name: string) => paths.host(`${c.path}/${name}`);
+  const fileOnHost =
+    paths.root === '/' ? (name: string) => `${dirOnHost}/${name}` : (name: string) => paths.host(`${c.path}/${name}`);
   for (const name of names) {
     // A plain concatenation: path.join costs more than the stat itself over 10,000 modules.
     const m = scanModule(fileOnHost(name), name, previous.get(name), contentHash, racyAfterNs);
@@ -118,7 +144,13 @@ function scanDir(paths: Paths, c: Candidate, st: fs.BigIntStats, before: DirReco
 }
 
 /** null when the file vanished between readdir and stat: it is simply not there. */
-function scanModule(file: string, name: string, before: ModuleRecord | undefined, contentHash: boolean, racyAfterNs: bigint | null): ModuleRecord | null {
+function scanModule(
+  file: string,
+  name: string,
+  before: ModuleRecord | undefined,
+  contentHash: boolean,
+  racyAfterNs: bigint | null,
+): ModuleRecord | null {
   let st: fs.BigIntStats;
   try {
     st = fs.statSync(file, { bigint: true });
@@ -127,7 +159,9 @@ function scanModule(file: string, name: string, before: ModuleRecord | undefined
     if (code === 'ENOENT') return null;
     // A symlink loop, or a file we may not look at: named like a module, so reported rather than skipped.
     const unseen = { size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0' };
-    return before && before.error === code && sameStat(before, unseen) ? { ...before, name } : { name, ...unseen, buildId: null, stamp: null, sha256: null, error: code };
+    return before && before.error === code && sameStat(before, unseen)
+      ? { ...before, name }
+      : { name, ...unseen, buildId: null, stamp: null, sha256: null, error: code };
   }
   const tuple = statTuple(st);
   const racy = racyAfterNs === null || st.ctimeNs >= racyAfterNs || st.mtimeNs >= racyAfterNs;
@@ -192,20 +226,48 @@ function scanEmulators(input: ScanInput): EmulatorRecord[] {
   return [...out.values()];
 }
 
-function scanEmulator(file: string, p: string, source: EmulatorSource, before: EmulatorRecord | undefined): EmulatorRecord {
+function scanEmulator(
+  file: string,
+  p: string,
+  source: EmulatorSource,
+  before: EmulatorRecord | undefined,
+): EmulatorRecord {
   const st = statOrNull(file);
   if (!st) {
-    return { path: p, source, mode: 0, size: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', dev: '0', ...noFacts('missing'), target: null, moduleDir: null, fileName: path.basename(p), error: null };
+    return {
+      path: p,
+      source,
+      mode: 0,
+      size: 0,
+      mtimeNs: '0',
+      ctimeNs: '0',
+      ino: '0',
+      dev: '0',
+      ...noFacts('missing'),
+      target: null,
+      moduleDir: null,
+      fileName: path.basename(p),
+      error: null,
+    };
   }
   const tuple = statTuple(st);
   const mode = Number(st.mode & 0o7777n);
-  if (before && before.kind !== 'missing' && sameStat(before, tuple) && reusable(before)) return { ...before, source, mode };
+  if (before && before.kind !== 'missing' && sameStat(before, tuple) && reusable(before))
+    return { ...before, source, mode };
   // Read only with the binary: the common run reuses the baseline's record.
   const empty = { target: null, moduleDir: null, fileName: fileNameOf(file, p) };
   try {
     const { fd, st: opened } = openRegular(file, { executable: true });
     try {
-      return { path: p, source, mode, fileName: empty.fileName, ...statTuple(opened), ...readEmulator(fd, Number(opened.size)), error: null };
+      return {
+        path: p,
+        source,
+        mode,
+        fileName: empty.fileName,
+        ...statTuple(opened),
+        ...readEmulator(fd, Number(opened.size)),
+        error: null,
+      };
     } finally {
       fs.closeSync(fd);
     }
@@ -232,10 +294,20 @@ function fileNameOf(file: string, p: string): string {
 function reusable(e: EmulatorRecord): boolean {
   const str = (v: unknown) => v === null || typeof v === 'string';
   return (
-    ['elf', 'wrapper', 'other'].includes(e.kind) && str(e.stamp) && str(e.target) && str(e.moduleDir) && str(e.error) &&
-    typeof e.usesUpgradeDirs === 'boolean' && Array.isArray(e.dirsInBinary) && e.dirsInBinary.every((d) => typeof d === 'string') &&
+    ['elf', 'wrapper', 'other'].includes(e.kind) &&
+    str(e.stamp) &&
+    str(e.target) &&
+    str(e.moduleDir) &&
+    str(e.error) &&
+    typeof e.usesUpgradeDirs === 'boolean' &&
+    Array.isArray(e.dirsInBinary) &&
+    e.dirsInBinary.every((d) => typeof d === 'string') &&
     // Baselines from before these were read have none: read the binary again.
-    str(e.version) && str(e.pkgVersion) && typeof e.fileName === 'string' &&
-    (e.modinfo === null || (Array.isArray(e.modinfo) && e.modinfo.every((m) => m !== null && typeof m === 'object' && typeof m.name === 'string' && str(m.arch))))
+    str(e.version) &&
+    str(e.pkgVersion) &&
+    typeof e.fileName === 'string' &&
+    (e.modinfo === null ||
+      (Array.isArray(e.modinfo) &&
+        e.modinfo.every((m) => m !== null && typeof m === 'object' && typeof m.name === 'string' && str(m.arch))))
   );
 }

@@ -68,7 +68,8 @@ export function runInstall(o: InstallOptions): Outcome {
   // Once installed, the layout stays: the version may no longer be readable
   // (a cache emptied by invalidation), and a change of layout is an upgrade
   // of libvirt the admin handles with uninstall and install.
-  const layout: Manifest['layout'] = previous?.layout ?? (version.version && older(version.version, DROPIN_SINCE) ? 'single' : 'dropin');
+  const layout: Manifest['layout'] =
+    previous?.layout ?? (version.version && older(version.version, DROPIN_SINCE) ? 'single' : 'dropin');
   const ours = new Set(previous?.files.map((f) => f.path) ?? []);
   const hadHook = Object.fromEntries(DRIVERS.map((d) => [d, driverHasHook(paths, d, ours)])) as Record<Driver, boolean>;
 
@@ -77,7 +78,11 @@ export function runInstall(o: InstallOptions): Outcome {
   const chained: Manifest['chained'] = [...(previous?.chained ?? [])];
   for (const driver of DRIVERS) {
     if (layout === 'dropin') {
-      files.push({ path: `${HOOKS_DIR}/${driver}.d/50-qemu-modwatch`, content: Buffer.from(dispatcher(driver, exe)), mode: 0o755 });
+      files.push({
+        path: `${HOOKS_DIR}/${driver}.d/50-qemu-modwatch`,
+        content: Buffer.from(dispatcher(driver, exe)),
+        mode: 0o755,
+      });
       continue;
     }
     const hook = `${HOOKS_DIR}/${driver}`;
@@ -110,13 +115,17 @@ export function runInstall(o: InstallOptions): Outcome {
   for (const { step, changed } of written) lines.push(`${changed ? `${verb}install ` : 'unchanged'} ${step.path}`);
   const linkChanged = readlinkOrNull(paths.hostNoFollow(SBIN_LINK)) !== exe;
   lines.push(`${linkChanged ? `${verb}link    ` : 'unchanged'} ${SBIN_LINK} -> ${exe}`);
-  lines.push(configExists ? `kept      ${CONFIG_FILE} (exists)` : `${verb}install  ${CONFIG_FILE} (example, all defaults)`);
+  lines.push(
+    configExists ? `kept      ${CONFIG_FILE} (exists)` : `${verb}install  ${CONFIG_FILE} (example, all defaults)`,
+  );
 
   if (!o.dryRun) {
     for (const r of renames) fs.renameSync(paths.hostNoFollow(r.from), paths.hostNoFollow(r.to));
-    for (const { step, changed } of written) if (changed) placeFile(paths.hostNoFollow(step.path), step.content, step.mode);
+    for (const { step, changed } of written)
+      if (changed) placeFile(paths.hostNoFollow(step.path), step.content, step.mode);
     if (linkChanged) placeSymlink(paths.hostNoFollow(SBIN_LINK), exe);
-    if (!configExists) placeFile(paths.hostNoFollow(CONFIG_FILE), Buffer.from(shippedFile('qemu-modwatch.conf')), 0o644);
+    if (!configExists)
+      placeFile(paths.hostNoFollow(CONFIG_FILE), Buffer.from(shippedFile('qemu-modwatch.conf')), 0o644);
     const manifest: Manifest = {
       schema: 1,
       version: VERSION,
@@ -128,12 +137,18 @@ export function runInstall(o: InstallOptions): Outcome {
       configCreated,
     };
     fs.mkdirSync(paths.host(paths.stateDir), { recursive: true, mode: 0o755 });
-    writeFileAtomic(paths.hostNoFollow(path.posix.join(paths.stateDir, MANIFEST)), JSON.stringify(manifest, null, 2) + '\n');
+    writeFileAtomic(
+      paths.hostNoFollow(path.posix.join(paths.stateDir, MANIFEST)),
+      JSON.stringify(manifest, null, 2) + '\n',
+    );
   }
 
   const nothing = renames.length === 0 && written.every((w) => !w.changed) && !linkChanged && configExists;
   if (nothing) lines.push('already installed; nothing changed');
-  const where = layout === 'dropin' ? `drop-ins in ${HOOKS_DIR}/qemu.d and daemon.d` : `single hook files ${HOOKS_DIR}/qemu and daemon (no .d directories before 6.5)`;
+  const where =
+    layout === 'dropin'
+      ? `drop-ins in ${HOOKS_DIR}/qemu.d and daemon.d`
+      : `single hook files ${HOOKS_DIR}/qemu and daemon (no .d directories before 6.5)`;
   lines.push(previous ? `${where}, as installed before` : `libvirt ${version.text}: ${where}`);
   const firsts = DRIVERS.filter((d) => !hadHook[d]);
   if (firsts.length && !nothing) {
@@ -172,7 +187,9 @@ export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boole
       if (!opts.dryRun) fs.renameSync(paths.hostNoFollow(c.savedAs), paths.hostNoFollow(c.hook));
       lines.push(`${verb}restore ${c.hook} (the hook that was there before)`);
     }
-    const prefixDirs = new Set(manifest.files.map((f) => path.posix.dirname(f.path)).filter((d) => d.startsWith('/usr/')));
+    const prefixDirs = new Set(
+      manifest.files.map((f) => path.posix.dirname(f.path)).filter((d) => d.startsWith('/usr/')),
+    );
     if (!opts.dryRun) for (const d of prefixDirs) removeIfEmpty(paths.hostNoFollow(d));
   }
   if (opts.purge) {
@@ -185,7 +202,8 @@ export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boole
       lines.push(`${verb}remove  ${paths.stateDir}`);
     }
   } else {
-    if (!opts.dryRun && manifest) fs.rmSync(paths.hostNoFollow(path.posix.join(paths.stateDir, MANIFEST)), { force: true });
+    if (!opts.dryRun && manifest)
+      fs.rmSync(paths.hostNoFollow(path.posix.join(paths.stateDir, MANIFEST)), { force: true });
     lines.push(`kept      ${CONFIG_FILE} and ${paths.stateDir} (uninstall --purge removes them)`);
   }
   return { stdout: lines.join('\n') + '\n', exitCode: 0 };
@@ -222,14 +240,23 @@ function libvirtVersion(paths: Paths): { version: Version | null; text: string }
       const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
       const r = spawnSync(daemon, ['--version'], { encoding: 'utf8', timeout: 10_000 });
       const m = /(\d+)\.(\d+)\.(\d+)/.exec(r.stdout ?? '');
-      if (m) return { version: [Number(m[1]), Number(m[2]), Number(m[3])], text: `${m[0]} (${path.basename(daemon)} --version)` };
+      if (m)
+        return {
+          version: [Number(m[1]), Number(m[2]), Number(m[3])],
+          text: `${m[0]} (${path.basename(daemon)} --version)`,
+        };
     }
   }
   // An image is never run: its package database, then its library's file name.
   const fromDpkg = dpkgVersion(paths, LIBVIRT_PACKAGES);
-  if (fromDpkg) return { version: fromDpkg.version, text: `${fromDpkg.version.join('.')} (${fromDpkg.pkg} ${fromDpkg.raw} in its dpkg database)` };
+  if (fromDpkg)
+    return {
+      version: fromDpkg.version,
+      text: `${fromDpkg.version.join('.')} (${fromDpkg.pkg} ${fromDpkg.raw} in its dpkg database)`,
+    };
   const fromLibrary = libraryVersion(paths);
-  if (fromLibrary) return { version: fromLibrary.version, text: `${fromLibrary.version.join('.')} (from ${fromLibrary.file})` };
+  if (fromLibrary)
+    return { version: fromLibrary.version, text: `${fromLibrary.version.join('.')} (from ${fromLibrary.file})` };
   // libvirt records its own version in every capabilities cache entry.
   const selfvers = readCacheView(paths).entries.reduce((max, e) => Math.max(max, e.selfvers ?? 0), 0);
   if (selfvers > 0) {
@@ -261,7 +288,8 @@ function dpkgVersion(paths: Paths, packages: string[]): { pkg: string; raw: stri
     const field = (name: string) => new RegExp(`^${name}: *(.*)$`, 'mi').exec(stanza)?.[1]?.trim();
     const pkg = field('Package');
     const version = field('Version');
-    if (pkg && version && packages.includes(pkg) && /^install ok installed$/.test(field('Status') ?? '')) installed.set(pkg, version);
+    if (pkg && version && packages.includes(pkg) && /^install ok installed$/.test(field('Status') ?? ''))
+      installed.set(pkg, version);
   }
   for (const pkg of packages) {
     const raw = installed.get(pkg);
@@ -273,11 +301,21 @@ function dpkgVersion(paths: Paths, packages: string[]): { pkg: string; raw: stri
 
 /** libvirt names its library by its version: libvirt.so.0.6000.0 is 6.0.0, libvirt.so.0.11003.0 is 11.3.0 (rpm images too). */
 function libraryVersion(paths: Paths): { file: string; version: Version } | null {
-  const dirs = ['/usr/lib64', '/usr/lib', ...listDir(paths.host('/usr/lib')).filter((n) => MULTIARCH_RE.test(n)).map((n) => `/usr/lib/${n}`)];
+  const dirs = [
+    '/usr/lib64',
+    '/usr/lib',
+    ...listDir(paths.host('/usr/lib'))
+      .filter((n) => MULTIARCH_RE.test(n))
+      .map((n) => `/usr/lib/${n}`),
+  ];
   for (const dir of dirs) {
     for (const name of listDir(paths.host(dir))) {
       const m = /^libvirt\.so\.0\.(\d+)\.(\d+)$/.exec(name);
-      if (m) return { file: `${dir}/${name}`, version: [Math.floor(Number(m[1]) / 1000), Number(m[1]) % 1000, Number(m[2])] };
+      if (m)
+        return {
+          file: `${dir}/${name}`,
+          version: [Math.floor(Number(m[1]) / 1000), Number(m[1]) % 1000, Number(m[2])],
+        };
     }
   }
   return null;
@@ -334,7 +372,9 @@ function placeSymlink(link: string, target: string): void {
 function sameFile(file: string, content: Buffer, mode: number): boolean {
   try {
     const st = fs.lstatSync(file);
-    return st.isFile() && (st.mode & 0o7777) === mode && st.size === content.length && fs.readFileSync(file).equals(content);
+    return (
+      st.isFile() && (st.mode & 0o7777) === mode && st.size === content.length && fs.readFileSync(file).equals(content)
+    );
   } catch {
     return false;
   }

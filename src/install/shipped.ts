@@ -20,7 +20,10 @@ export function shippedFile(name: ShippedName): string {
 
 /** A dispatcher with its settings lines set for where the executable is. */
 export function dispatcher(driver: 'qemu' | 'daemon', executable: string): string {
-  return shippedFile(`${driver}.d/50-qemu-modwatch`).replace(/^QEMU_MODWATCH=.*$/m, `QEMU_MODWATCH=${shellWord(executable)}`);
+  return shippedFile(`${driver}.d/50-qemu-modwatch`).replace(
+    /^QEMU_MODWATCH=.*$/m,
+    `QEMU_MODWATCH=${shellWord(executable)}`,
+  );
 }
 
 /** Quotes a path for a POSIX shell script. */

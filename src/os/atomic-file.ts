@@ -52,7 +52,14 @@ function createTemp(dir: string, base: string, mode: number): { tmp: string; fd:
   for (let attempt = 0; ; attempt++) {
     const tmp = path.join(dir, `.${base}.${process.pid}.${++tmpCounter}.tmp`);
     try {
-      return { tmp, fd: fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode) };
+      return {
+        tmp,
+        fd: fs.openSync(
+          tmp,
+          fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+          mode,
+        ),
+      };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 100) throw e;
     }

@@ -18,7 +18,6 @@ export function statTuple(st: fs.BigIntStats): StatTuple {
   };
 }
 
-
 // "Not there" is the common answer for many paths a run looks at (module
 // and emulator directories of other distros): throwIfNoEntry spares making
 // an Error and its stack trace for each, a good part of a cold start's cost.
@@ -76,7 +75,10 @@ export function errCode(e: unknown): string {
  * a device. With O_PATH nothing is opened yet; the descriptor pins the
  * inode, fstat checks it, and /proc/self/fd reopens exactly that inode.
  */
-export function openRegular(p: string, opts: { noFollow?: boolean; executable?: boolean } = {}): { fd: number; st: fs.BigIntStats } {
+export function openRegular(
+  p: string,
+  opts: { noFollow?: boolean; executable?: boolean } = {},
+): { fd: number; st: fs.BigIntStats } {
   const readFlags = fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY;
   const noFollow = opts.noFollow ? fs.constants.O_NOFOLLOW : 0;
   if (O_PATH !== 0 && haveProcFd()) {
@@ -131,7 +133,10 @@ function fstatRegular(fd: number): fs.BigIntStats {
 
 /** O_PATH has the generic value on every architecture Node builds for but a few old ones. */
 const O_PATH =
-  process.platform === 'linux' && ['x64', 'ia32', 'arm', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch) ? 0o10000000 : 0;
+  process.platform === 'linux' &&
+  ['x64', 'ia32', 'arm', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch)
+    ? 0o10000000
+    : 0;
 
 let procFd: boolean | undefined;
 /** Tried once: no /proc, or a security policy that forbids reopening through it, means the fallback. */

@@ -49,4 +49,3 @@ function sendToLogger(target: LogTarget, message: string, event: LogEvent): bool
   }
   return run(['-t', IDENTIFIER, '-p', `daemon.${event.priority}`, '--', message], '');
 }
-

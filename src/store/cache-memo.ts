@@ -38,7 +38,12 @@ export function loadCacheMemo(file: string): CacheMemo {
 export function saveCacheMemo(file: string, memo: { known: CacheMemo; seen: CacheMemo }): void {
   const { known, seen } = memo;
   const same = (a: MemoEntry, b: MemoEntry | undefined) =>
-    !!b && a.key === b.key && a.emulator === b.emulator && a.qemuctime === b.qemuctime && a.qemumoddirmtime === b.qemumoddirmtime && a.selfvers === b.selfvers;
+    !!b &&
+    a.key === b.key &&
+    a.emulator === b.emulator &&
+    a.qemuctime === b.qemuctime &&
+    a.qemumoddirmtime === b.qemumoddirmtime &&
+    a.selfvers === b.selfvers;
   if (seen.size === known.size && [...seen].every(([name, e]) => same(e, known.get(name)))) return;
   const entries = Object.fromEntries([...seen].sort(([a], [b]) => (a < b ? -1 : 1)));
   try {

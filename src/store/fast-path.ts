@@ -5,7 +5,14 @@ import { writeFileAtomic } from '../os/atomic-file';
 import type { Config } from '../host/config';
 import { listDir, statOrNull } from '../os/file-info';
 import {
-  DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, MULTIARCH_PARENTS, MULTIARCH_RE, UPGRADE_PARENT, stateFiles, type Paths,
+  DEFAULT_MODULE_DIRS,
+  EMULATOR_DIRS,
+  EXTRA_EMULATORS,
+  MULTIARCH_PARENTS,
+  MULTIARCH_RE,
+  UPGRADE_PARENT,
+  stateFiles,
+  type Paths,
 } from '../host/paths';
 
 // What the qemu hook dispatcher (a shell script) needs to skip starting
@@ -81,7 +88,8 @@ export function watchList(paths: Paths, config: Config, fp: Fingerprint): string
   const candidates = [...DEFAULT_MODULE_DIRS, ...config.dirs, ...fp.missingDirs];
   for (const parent of MULTIARCH_PARENTS) {
     self(parent);
-    for (const name of listDir(paths.host(parent))) if (MULTIARCH_RE.test(name)) candidates.push(`${parent}/${name}/qemu`);
+    for (const name of listDir(paths.host(parent)))
+      if (MULTIARCH_RE.test(name)) candidates.push(`${parent}/${name}/qemu`);
   }
   for (const c of candidates) if (!fp.dirs.some((d) => d.path === c)) self(c);
   self(UPGRADE_PARENT);
@@ -94,4 +102,3 @@ export function watchList(paths: Paths, config: Config, fp: Fingerprint): string
   self(paths.cacheDir);
   return [...out];
 }
-

@@ -63,7 +63,9 @@ async function acquire(lockPath: string): Promise<Held> {
     if (got) return got;
     if (breakIfAbandoned(lockPath)) continue;
     if (Date.now() >= deadline) {
-      throw new LockTimeoutError(`state lock ${lockPath} is still held by ${describeHolder(lockPath)} after ${WAIT_MS / 1000} s`);
+      throw new LockTimeoutError(
+        `state lock ${lockPath} is still held by ${describeHolder(lockPath)} after ${WAIT_MS / 1000} s`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, delay));
     delay = Math.min(MAX_DELAY_MS, Math.ceil(delay * 1.5));

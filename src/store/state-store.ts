@@ -15,10 +15,7 @@ export interface State {
   lastAction: LastAction | null;
 }
 
-export type LoadedState =
-  | { kind: 'none' }
-  | { kind: 'ok'; state: State }
-  | { kind: 'corrupt'; reason: string };
+export type LoadedState = { kind: 'none' } | { kind: 'ok'; state: State } | { kind: 'corrupt'; reason: string };
 
 export function loadState(file: string): LoadedState {
   let text: string;
@@ -36,7 +33,10 @@ export function loadState(file: string): LoadedState {
   try {
     data = JSON.parse(text);
   } catch {
-    return { kind: 'corrupt', reason: `${file} is not valid JSON (${text.length === 0 ? 'empty' : 'truncated or damaged'})` };
+    return {
+      kind: 'corrupt',
+      reason: `${file} is not valid JSON (${text.length === 0 ? 'empty' : 'truncated or damaged'})`,
+    };
   }
   const problem = validateState(data);
   return problem ? { kind: 'corrupt', reason: `${file}: ${problem}` } : { kind: 'ok', state: data as State };
@@ -47,9 +47,17 @@ export function loadState(file: string): LoadedState {
  * schema, as written by this version unless the caller keeps the writer
  * (invalidate changes only the last action).
  */
-export function recordState(file: string, what: { baseline: Fingerprint; lastAction: LastAction | null; writtenBy?: string | undefined }): void {
+export function recordState(
+  file: string,
+  what: { baseline: Fingerprint; lastAction: LastAction | null; writtenBy?: string | undefined },
+): void {
   const writtenBy = 'writtenBy' in what ? what.writtenBy : VERSION;
-  writeState(file, { schema: STATE_SCHEMA, writtenBy: writtenBy as string, baseline: what.baseline, lastAction: what.lastAction });
+  writeState(file, {
+    schema: STATE_SCHEMA,
+    writtenBy: writtenBy as string,
+    baseline: what.baseline,
+    lastAction: what.lastAction,
+  });
 }
 
 export function writeState(file: string, state: State): void {
@@ -69,29 +77,58 @@ function validateState(data: unknown): string | null {
     return 'baseline lacks dirs, emulators or missingDirs';
   }
   for (const d of b.dirs) {
-    if (!isObject(d) || typeof d.path !== 'string' || !DIR_SOURCES.includes(d.source as string) || !Array.isArray(d.modules)) {
+    if (
+      !isObject(d) ||
+      typeof d.path !== 'string' ||
+      !DIR_SOURCES.includes(d.source as string) ||
+      !Array.isArray(d.modules)
+    ) {
       return 'a baseline directory entry is malformed';
     }
-    if (!isTime(d.mtimeNs) || !isTime(d.ctimeNs) || !isNullableString(d.error)) return `directory ${d.path} is malformed`;
+    if (!isTime(d.mtimeNs) || !isTime(d.ctimeNs) || !isNullableString(d.error))
+      return `directory ${d.path} is malformed`;
     for (const m of d.modules) {
-      if (!isObject(m) || typeof m.name !== 'string' || !isStatTuple(m) || !isNullableString(m.buildId) ||
-        !isNullableString(m.stamp) || !isNullableString(m.sha256) || !isNullableString(m.error)) {
+      if (
+        !isObject(m) ||
+        typeof m.name !== 'string' ||
+        !isStatTuple(m) ||
+        !isNullableString(m.buildId) ||
+        !isNullableString(m.stamp) ||
+        !isNullableString(m.sha256) ||
+        !isNullableString(m.error)
+      ) {
         return `a module entry in ${d.path} is malformed`;
       }
     }
   }
   for (const e of b.emulators) {
-    if (!isObject(e) || typeof e.path !== 'string' || !isStatTuple(e) || !isNullableString(e.stamp) ||
-      !isStringArray(e.dirsInBinary) || typeof e.kind !== 'string' || typeof e.mode !== 'number' ||
-      !isNullableString(e.target) || !isNullableString(e.moduleDir) || typeof e.usesUpgradeDirs !== 'boolean' ||
-      !isNullableString(e.error)) {
+    if (
+      !isObject(e) ||
+      typeof e.path !== 'string' ||
+      !isStatTuple(e) ||
+      !isNullableString(e.stamp) ||
+      !isStringArray(e.dirsInBinary) ||
+      typeof e.kind !== 'string' ||
+      typeof e.mode !== 'number' ||
+      !isNullableString(e.target) ||
+      !isNullableString(e.moduleDir) ||
+      typeof e.usesUpgradeDirs !== 'boolean' ||
+      !isNullableString(e.error)
+    ) {
       return 'an emulator entry is malformed';
     }
   }
   const a = data.lastAction;
   if (a !== null && a !== undefined) {
-    if (!isObject(a) || typeof a.at !== 'string' || Number.isNaN(Date.parse(a.at)) || typeof a.trigger !== 'string' ||
-      typeof a.summary !== 'string' || !isStringArray(a.deleted) || !isStringArray(a.nudged)) {
+    if (
+      !isObject(a) ||
+      typeof a.at !== 'string' ||
+      Number.isNaN(Date.parse(a.at)) ||
+      typeof a.trigger !== 'string' ||
+      typeof a.summary !== 'string' ||
+      !isStringArray(a.deleted) ||
+      !isStringArray(a.nudged)
+    ) {
       return 'lastAction is malformed';
     }
   }

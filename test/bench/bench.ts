@@ -95,7 +95,13 @@ try {
       fs.copyFileSync(`/usr/bin/${e}`, host.host(`/usr/bin/${e}`));
     }
     acceptSettled(host);
-    compare('--check, baseline, host modules', () => timeOnce([EXE, '--root', hostRoot, '--check']), '--version', version, '<= 1.15');
+    compare(
+      '--check, baseline, host modules',
+      () => timeOnce([EXE, '--root', hostRoot, '--check']),
+      '--version',
+      version,
+      '<= 1.15',
+    );
   }
 
   // Scan cost and how it grows: stat-only (baseline present), full read
@@ -103,11 +109,29 @@ try {
   for (const n of [25, 200, 10_000]) {
     const s = generated(n);
     acceptSettled(s);
-    compare(`stat-only scan, ${n} modules`, () => timeOnce([EXE, '--root', s.root, '--check']), '--version', version, n === 10_000 ? '< 300 ms over' : 'linear');
+    compare(
+      `stat-only scan, ${n} modules`,
+      () => timeOnce([EXE, '--root', s.root, '--check']),
+      '--version',
+      version,
+      n === 10_000 ? '< 300 ms over' : 'linear',
+    );
     const fresh = generated(n);
-    compare(`full read, no baseline, ${n} modules`, () => timeOnce([EXE, '--root', fresh.root, '--check']), '--version', version, 'linear');
+    compare(
+      `full read, no baseline, ${n} modules`,
+      () => timeOnce([EXE, '--root', fresh.root, '--check']),
+      '--version',
+      version,
+      'linear',
+    );
     const hashed = generated(n, '[modules]\ncontent_hash = yes\n');
-    compare(`content hash, no baseline, ${n} modules`, () => timeOnce([EXE, '--root', hashed.root, '--check']), '--version', version, 'linear');
+    compare(
+      `content hash, no baseline, ${n} modules`,
+      () => timeOnce([EXE, '--root', hashed.root, '--check']),
+      '--version',
+      version,
+      'linear',
+    );
   }
 
   // Issue "hooks": the dispatcher and the hook itself on a settled host.
@@ -119,36 +143,82 @@ try {
   spawnSync(hooks.qemu, ['bench', 'prepare', 'begin', '-'], { input: xml, env: BARE });
   const settle = () => fs.utimesSync(s.host('/var/lib/qemu-modwatch/mark'), new Date(), new Date());
   settle();
-  compare('qemu dispatcher, no change (fast path)', () => timeOnce([hooks.qemu, 'bench', 'prepare', 'begin', '-'], xml), '/bin/sh -c true', () => timeOnce(['/bin/sh', '-c', 'true']), '< 10 ms, no Node');
-  compare('qemu dispatcher, ignored op (stopped)', () => timeOnce([hooks.qemu, 'bench', 'stopped', 'end', '-'], xml), '/bin/true', () => timeOnce(['/bin/true']), '~1');
-  compare('full prepare hook, no change', () => timeOnce([EXE, '--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml), '--version', version, '<= 1.10');
+  compare(
+    'qemu dispatcher, no change (fast path)',
+    () => timeOnce([hooks.qemu, 'bench', 'prepare', 'begin', '-'], xml),
+    '/bin/sh -c true',
+    () => timeOnce(['/bin/sh', '-c', 'true']),
+    '< 10 ms, no Node',
+  );
+  compare(
+    'qemu dispatcher, ignored op (stopped)',
+    () => timeOnce([hooks.qemu, 'bench', 'stopped', 'end', '-'], xml),
+    '/bin/true',
+    () => timeOnce(['/bin/true']),
+    '~1',
+  );
+  compare(
+    'full prepare hook, no change',
+    () => timeOnce([EXE, '--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml),
+    '--version',
+    version,
+    '<= 1.10',
+  );
   const starts = hooks.starts();
 
   // `npm run bench -- --code-cache`: the executable built with each kind of
   // V8 code cache (build/sea.mjs), against the one built without.
-  const variants = new Map((process.env.BENCH_CODE_CACHE_EXES ?? '').split(',').filter(Boolean).map((v) => v.split('=') as [string, string]));
+  const variants = new Map(
+    (process.env.BENCH_CODE_CACHE_EXES ?? '')
+      .split(',')
+      .filter(Boolean)
+      .map((v) => v.split('=') as [string, string]),
+  );
   const none = variants.get('none');
   for (const [kind, exe] of none ? variants : []) {
     if (kind === 'none') continue;
-    compare(`--version, ${kind} code cache`, () => timeOnce([exe, '--version']), 'no code cache', () => timeOnce([none!, '--version']), '< 1');
+    compare(
+      `--version, ${kind} code cache`,
+      () => timeOnce([exe, '--version']),
+      'no code cache',
+      () => timeOnce([none!, '--version']),
+      '< 1',
+    );
     const hookArgs = ['--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'];
-    compare(`prepare hook, ${kind} code cache`, () => timeOnce([exe, ...hookArgs], xml), 'no code cache', () => timeOnce([none!, ...hookArgs], xml), '< 1');
+    compare(
+      `prepare hook, ${kind} code cache`,
+      () => timeOnce([exe, ...hookArgs], xml),
+      'no code cache',
+      () => timeOnce([none!, ...hookArgs], xml),
+      '< 1',
+    );
   }
 
   const rss = peakRssKiB([EXE, '--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml);
-  const rss10k = peakRssKiB([EXE, '--root', generated(10_000).root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml);
+  const rss10k = peakRssKiB(
+    [EXE, '--root', generated(10_000).root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'],
+    xml,
+  );
 
   if (process.argv.includes('--json')) {
     console.log(JSON.stringify({ runs: RUNS, rows, peakRssKiB: { hook: rss, hookFirstRun10k: rss10k } }, null, 2));
   } else {
     const fmt = (x: number) => x.toFixed(1).padStart(8);
-    console.log(`qemu-modwatch benchmarks: medians of ${RUNS} interleaved runs, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}`);
-    console.log(`${'measurement'.padEnd(42)} ${'ms'.padStart(8)}  ${'reference'.padEnd(16)} ${'ref ms'.padStart(8)} ${'ratio'.padStart(7)} ${'+ms'.padStart(8)}  target`);
+    console.log(
+      `qemu-modwatch benchmarks: medians of ${RUNS} interleaved runs, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}`,
+    );
+    console.log(
+      `${'measurement'.padEnd(42)} ${'ms'.padStart(8)}  ${'reference'.padEnd(16)} ${'ref ms'.padStart(8)} ${'ratio'.padStart(7)} ${'+ms'.padStart(8)}  target`,
+    );
     for (const r of rows) {
-      console.log(`${r.what.padEnd(42)} ${fmt(r.ms)}  ${r.reference.padEnd(16)} ${fmt(r.refMs)} ${r.ratio.toFixed(2).padStart(7)} ${fmt(r.ms - r.refMs)}  ${r.target}`);
+      console.log(
+        `${r.what.padEnd(42)} ${fmt(r.ms)}  ${r.reference.padEnd(16)} ${fmt(r.refMs)} ${r.ratio.toFixed(2).padStart(7)} ${fmt(r.ms - r.refMs)}  ${r.target}`,
+      );
     }
     console.log(`executable starts during the fast-path runs: ${starts - 1} (0 expected)`);
-    console.log(`peak RSS of the prepare hook: ${rss ?? '?'} KiB; first run over 10,000 modules: ${rss10k ?? '?'} KiB (target < 80 MB)`);
+    console.log(
+      `peak RSS of the prepare hook: ${rss ?? '?'} KiB; first run over 10,000 modules: ${rss10k ?? '?'} KiB (target < 80 MB)`,
+    );
   }
 } finally {
   for (const d of tmp) fs.rmSync(d, { recursive: true, force: true });

@@ -23,7 +23,9 @@ async function main(): Promise<number> {
   }
   const can = canRun();
   if (!can.ok || !fs.existsSync(BUILT_EXE)) {
-    process.stderr.write(`bench-start: cannot run here: ${can.ok ? `${BUILT_EXE} not built (npm run build)` : can.reason}\n`);
+    process.stderr.write(
+      `bench-start: cannot run here: ${can.ok ? `${BUILT_EXE} not built (npm run build)` : can.reason}\n`,
+    );
     return 2;
   }
   const started: Env[] = [];
@@ -34,7 +36,9 @@ async function main(): Promise<number> {
       return env;
     });
     const m = await measureStarts(envs, runs);
-    process.stdout.write(JSON.stringify({ withHookMs: m.withHookMs, withoutHookMs: m.withoutHookMs, ratio: m.ratio, runs: m.runs }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ withHookMs: m.withHookMs, withoutHookMs: m.withoutHookMs, ratio: m.ratio, runs: m.runs }) + '\n',
+    );
     return 0;
   } finally {
     await Promise.all(started.map((e) => e.teardown()));

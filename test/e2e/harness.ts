@@ -59,7 +59,20 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { inCI } from '../fixtures/ci';
 import { overlayMountLines } from '../fixtures/overlay-mount';
-import { comm, isAlive, isExecutable, kill, readNs, run, sleep, tail, waitFor, which, type ExecOptions, type ExecResult } from '../fixtures/processes';
+import {
+  comm,
+  isAlive,
+  isExecutable,
+  kill,
+  readNs,
+  run,
+  sleep,
+  tail,
+  waitFor,
+  which,
+  type ExecOptions,
+  type ExecResult,
+} from '../fixtures/processes';
 import { shq as q } from '../fixtures/shell';
 
 export { isExecutable, type ExecOptions, type ExecResult };
@@ -403,7 +416,8 @@ function reprobeReason(text: string): ReprobeReason {
 export function parseReprobes(log: string): Reprobe[] {
   return log.split('\n').flatMap((line) => {
     const outdated = /Outdated capabilities for '([^']*)': (.*)$/.exec(line);
-    if (outdated) return [{ emulator: outdated[1] ?? '', reason: reprobeReason(outdated[2] ?? ''), text: outdated[2] ?? '' }];
+    if (outdated)
+      return [{ emulator: outdated[1] ?? '', reason: reprobeReason(outdated[2] ?? ''), text: outdated[2] ?? '' }];
     const kvm = /KVM was not enabled when probing '([^']*)', but it should be usable now/.exec(line);
     return kvm ? [{ emulator: kvm[1] ?? '', reason: 'kvm usable now' as const, text: 'KVM should be usable now' }] : [];
   });
@@ -415,7 +429,14 @@ export function parseReprobes(log: string): Reprobe[] {
  * what a scenario set up.
  */
 export function reprobeSummary(env: { reprobes(): Reprobe[] }, from = 0): string[] {
-  return [...new Set(env.reprobes().slice(from).map((r) => `${r.emulator}: ${r.reason}`))];
+  return [
+    ...new Set(
+      env
+        .reprobes()
+        .slice(from)
+        .map((r) => `${r.emulator}: ${r.reason}`),
+    ),
+  ];
 }
 
 interface Mapping {
@@ -528,10 +549,9 @@ export class Env {
 
   /** Writes a file inside the namespace (works for overlay-only paths too). */
   async writeFile(nsPath: string, content: string | Buffer, mode = 0o644): Promise<void> {
-    await this.exec(
-      ['sh', '-c', 'umask 022; cat > "$1" && chmod "$2" "$1"', 'sh', nsPath, mode.toString(8)],
-      { input: content },
-    );
+    await this.exec(['sh', '-c', 'umask 022; cat > "$1" && chmod "$2" "$1"', 'sh', nsPath, mode.toString(8)], {
+      input: content,
+    });
   }
 
   async readFile(nsPath: string): Promise<string> {
@@ -621,7 +641,8 @@ export class Env {
 
   async startVirtlogd(): Promise<void> {
     if (this.virtlogd && this.virtlogd.exitCode === null && this.virtlogd.signalCode === null) return;
-    for (const s of ['virtlogd-sock', 'virtlogd-admin-sock']) fs.rmSync(this.hostPath(`/run/libvirt/${s}`), { force: true });
+    for (const s of ['virtlogd-sock', 'virtlogd-admin-sock'])
+      fs.rmSync(this.hostPath(`/run/libvirt/${s}`), { force: true });
     const t0 = performance.now();
     this.virtlogd = this.spawnDaemon(VIRTLOGD, 'virtlogd.out');
     await this.waitSocket(this.virtlogd, '/run/libvirt/virtlogd-sock', 'virtlogd', this.logFile('virtlogd.out'));
@@ -645,7 +666,8 @@ export class Env {
     if (this.daemonPid()) throw new Error(`${name} already running`);
     await this.startVirtlogd();
     const sock = name === 'libvirtd' ? 'libvirt' : name;
-    for (const s of ['sock', 'sock-ro', 'admin-sock']) fs.rmSync(this.hostPath(`/run/libvirt/${sock}-${s}`), { force: true });
+    for (const s of ['sock', 'sock-ro', 'admin-sock'])
+      fs.rmSync(this.hostPath(`/run/libvirt/${sock}-${s}`), { force: true });
     const log = this.logFile(`${name}.out`);
     const t0 = performance.now();
     const child = this.spawnDaemon(`/usr/sbin/${name}`, `${name}.out`, args);
@@ -678,7 +700,8 @@ export class Env {
     if (this.tornDown) throw new Error('env already torn down');
     if (this.modularPid(name)) throw new Error(`${name} already running`);
     await this.startVirtlogd();
-    for (const s of ['sock', 'sock-ro', 'admin-sock']) fs.rmSync(this.hostPath(`/run/libvirt/${name}-${s}`), { force: true });
+    for (const s of ['sock', 'sock-ro', 'admin-sock'])
+      fs.rmSync(this.hostPath(`/run/libvirt/${name}-${s}`), { force: true });
     const child = this.spawnDaemon(`/usr/sbin/${name}`, `${name}.out`, args);
     this.modular.set(name, child);
     await this.waitSocket(child, `/run/libvirt/${name}-sock`, name, this.logFile(`${name}.out`));
@@ -791,7 +814,10 @@ export class Env {
   /** Names of the running (or paused) domains, via virsh list. */
   async runningDomains(): Promise<string[]> {
     const r = await this.virsh('list', '--name');
-    return r.stdout.split('\n').map((s) => s.trim()).filter(Boolean);
+    return r.stdout
+      .split('\n')
+      .map((s) => s.trim())
+      .filter(Boolean);
   }
 
   /**
@@ -886,7 +912,10 @@ export class Env {
       if (left.length) problems.push(`processes left: ${left.map((p) => `${p.pid} ${p.comm}`).join(', ')}`);
     }
     kill(this.holderPid, 'SIGKILL');
-    await waitFor(() => this.holder.exitCode !== null || this.holder.signalCode !== null || !isAlive(this.holderPid), 5_000);
+    await waitFor(
+      () => this.holder.exitCode !== null || this.holder.signalCode !== null || !isAlive(this.holderPid),
+      5_000,
+    );
     if (this.reaperPid) kill(this.reaperPid, 'SIGKILL');
     try {
       fs.rmSync(this.dir, { recursive: true, force: true });
@@ -981,7 +1010,8 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   if (!can.ok) throw new Error(`e2e environment cannot run: ${can.reason}`);
   const extraDirs = (opts.privateDirs ?? []).map((p) => {
     const target = path.posix.normalize(p).replace(/\/+$/, '');
-    if (!path.posix.isAbsolute(target) || target === '/') throw new Error(`privateDirs: not an absolute directory below /: ${p}`);
+    if (!path.posix.isAbsolute(target) || target === '/')
+      throw new Error(`privateDirs: not an absolute directory below /: ${p}`);
     return { target, key: `extra${target.replace(/[^A-Za-z0-9]+/g, '-')}` };
   });
   const extraOverlays = (opts.overlayDirs ?? []).map((o) => {
@@ -1017,7 +1047,11 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     // The modular daemons read their own files; each one's debug log is its own.
     const conf = opts.libvirtdConf ?? LIBVIRTD_CONF;
     fs.writeFileSync(path.join(etcLibvirt, `${qemuDaemon}.conf`), conf);
-    for (const d of COMPANIONS[qemuDaemon]) fs.writeFileSync(path.join(etcLibvirt, `${d}.conf`), conf.replaceAll(debugLogOf(qemuDaemon, qemuDaemon), debugLogOf(d, qemuDaemon)));
+    for (const d of COMPANIONS[qemuDaemon])
+      fs.writeFileSync(
+        path.join(etcLibvirt, `${d}.conf`),
+        conf.replaceAll(debugLogOf(qemuDaemon, qemuDaemon), debugLogOf(d, qemuDaemon)),
+      );
     // No firewall tool in the world: the network daemon would refuse to start.
     fs.appendFileSync(path.join(etcLibvirt, 'network.conf'), 'firewall_backend = "none"\n');
   }
@@ -1046,7 +1080,14 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     fs.mkdirSync(path.join(base, 'work'), { recursive: true });
     const layer = opts.layers?.[o];
     const lower = Array.isArray(layer) ? layer.join(':') : layer;
-    script.push(...overlayMountLines(o, { upper: path.join(base, 'upper'), work: path.join(base, 'work'), stage: path.join(base, 'stage'), ...(lower ? { lower } : {}) }));
+    script.push(
+      ...overlayMountLines(o, {
+        upper: path.join(base, 'upper'),
+        work: path.join(base, 'work'),
+        stage: path.join(base, 'stage'),
+        ...(lower ? { lower } : {}),
+      }),
+    );
   });
   // The module dir's copy is taken from inside, so that it holds the
   // modules of the QEMU the layers install (cp -a keeps the mtimes).
@@ -1084,11 +1125,15 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   }
   const hostNs = readNs(process.pid);
   let mntNs: string | null = null;
-  await waitFor(() => {
-    const ns = readNs(holderPid);
-    if (ns && ns !== hostNs && comm(holderPid) === 'sleep') mntNs = ns;
-    return mntNs !== null || holder.exitCode !== null;
-  }, 10_000, 10);
+  await waitFor(
+    () => {
+      const ns = readNs(holderPid);
+      if (ns && ns !== hostNs && comm(holderPid) === 'sleep') mntNs = ns;
+      return mntNs !== null || holder.exitCode !== null;
+    },
+    10_000,
+    10,
+  );
   if (!mntNs) {
     kill(holderPid, 'SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });

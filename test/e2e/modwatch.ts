@@ -95,7 +95,9 @@ export function scenarioSkip(t: TestLike): string | false {
   if (!reason) {
     const stale = newestSource();
     if (stale && stale.mtimeMs > fs.statSync(BUILT_EXE).mtimeMs) {
-      t.comment(`note: ${path.relative(TOP, stale.file)} is newer than ${path.relative(TOP, BUILT_EXE)}; testing the older build`);
+      t.comment(
+        `note: ${path.relative(TOP, stale.file)} is newer than ${path.relative(TOP, BUILT_EXE)}; testing the older build`,
+      );
     }
     return false;
   }
@@ -245,7 +247,10 @@ export interface DebugLog {
 /** Lines of libvirtd's debug log saying it ran our dispatcher for `op`. */
 export function hookCalls(env: DebugLog, driver: 'qemu' | 'daemon', op?: string): string[] {
   const re = new RegExp(`Calling hook /etc/libvirt/hooks/${driver}\\.d/${HOOK_NAME} .*op=${op ?? '\\S+'}\\b`);
-  return env.daemonLog().split('\n').filter((l) => re.test(l));
+  return env
+    .daemonLog()
+    .split('\n')
+    .filter((l) => re.test(l));
 }
 
 export interface HookRun {
@@ -285,7 +290,15 @@ export function hookRuns(env: DebugLog): HookRun[] {
     const at = logTime(date, time);
     const call = /^Calling hook (\S+) id=(\S+) op=(\S+) /.exec(body);
     if (where.startsWith('virRunScript:') && call) {
-      const run: HookRun = { file: call[1] ?? '', id: call[2] ?? '', op: call[3] ?? '', status: null, stdout: '', stderr: '', ms: null };
+      const run: HookRun = {
+        file: call[1] ?? '',
+        id: call[2] ?? '',
+        op: call[3] ?? '',
+        status: null,
+        stdout: '',
+        stderr: '',
+        ms: null,
+      };
       if (run.file.endsWith(`/${HOOK_NAME}`)) out.push(run);
       waiting.set(thread, { run, at });
       continue;
@@ -350,7 +363,11 @@ export interface InPlaceChange {
  * build: QEMU refuses to load it, as after a half-done upgrade. `world`
  * maps its paths to the host's: an Env, or a systemd container.
  */
-export function replaceModuleInPlace(world: { hostPath(p: string): string }, nsDir: string, name: string): InPlaceChange {
+export function replaceModuleInPlace(
+  world: { hostPath(p: string): string },
+  nsDir: string,
+  name: string,
+): InPlaceChange {
   const dir = world.hostPath(nsDir);
   const file = path.join(dir, name);
   const bytes = foreignSharedObject();
@@ -440,7 +457,6 @@ export function watchCacheEntry(env: Env, name: string, everyMs = 5): { stop(): 
   };
 }
 
-
 /**
  * The dispatcher skips the executable only when nothing it watches is newer
  * than the mark, which the executable back-dates by 2 s. After a probe wrote
@@ -463,8 +479,14 @@ export interface LineDiff {
 
 /** Line hunks that differ between a and b (LCS), whitespace-trimmed. */
 export function diffLines(a: string, b: string): LineDiff[] {
-  const x = a.split('\n').map((l) => l.trim()).filter(Boolean);
-  const y = b.split('\n').map((l) => l.trim()).filter(Boolean);
+  const x = a
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const y = b
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const n = x.length;
   const m = y.length;
   const lcs: number[][] = Array.from({ length: n + 1 }, () => new Array<number>(m + 1).fill(0));
@@ -520,7 +542,9 @@ export interface StartMeasurement {
 }
 
 /** Two envs, identical but for the hook; the tiny guest 'bench' defined and warm in both. */
-export async function benchEnvs(start: (opts: EnvOptions) => Promise<Env>): Promise<{ withHook: Env; withoutHook: Env }> {
+export async function benchEnvs(
+  start: (opts: EnvOptions) => Promise<Env>,
+): Promise<{ withHook: Env; withoutHook: Env }> {
   const withoutHook = await start(layout('modwatch-bench-without'));
   await withoutHook.startDaemon();
   const withHook = await start(hookLayout('modwatch-bench-with'));
@@ -546,7 +570,10 @@ const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
  * each followed by a destroy; means in ms. With the hook installed and
  * nothing changed, this is the dispatcher's fast path.
  */
-export async function measureStarts(envs: { withHook: Env; withoutHook: Env }, runs: number): Promise<StartMeasurement> {
+export async function measureStarts(
+  envs: { withHook: Env; withoutHook: Env },
+  runs: number,
+): Promise<StartMeasurement> {
   const samples = { withHook: [] as number[], withoutHook: [] as number[] };
   const runsBefore = hookRuns(envs.withHook).length;
   const one = async (env: Env, into: number[]) => {
@@ -568,8 +595,17 @@ export async function measureStarts(envs: { withHook: Env; withoutHook: Env }, r
   med.ratio = ratio(med.withHookMs, med.withoutHookMs);
   const hookMsPerStart: Record<string, number> = {};
   for (const r of hookRuns(envs.withHook).slice(runsBefore)) {
-    if (['prepare', 'start', 'started'].includes(r.op) && r.ms !== null) hookMsPerStart[r.op] = (hookMsPerStart[r.op] ?? 0) + r.ms / runs;
+    if (['prepare', 'start', 'started'].includes(r.op) && r.ms !== null)
+      hookMsPerStart[r.op] = (hookMsPerStart[r.op] ?? 0) + r.ms / runs;
   }
   for (const k of Object.keys(hookMsPerStart)) hookMsPerStart[k] = Math.round(hookMsPerStart[k]! * 10) / 10;
-  return { withHookMs, withoutHookMs, ratio: ratio(withHookMs, withoutHookMs), runs, samples, medians: med, hookMsPerStart };
+  return {
+    withHookMs,
+    withoutHookMs,
+    ratio: ratio(withHookMs, withoutHookMs),
+    runs,
+    samples,
+    medians: med,
+    hookMsPerStart,
+  };
 }

@@ -29,13 +29,17 @@ const UPSTREAM = path.join(STACKS_DIR, 'libvirt-11.3.0');
 const BACKPORTS = path.join(STACKS_DIR, 'backports');
 
 function upstreamMissing(): string | null {
-  return fs.existsSync(path.join(UPSTREAM, '.complete')) ? null : `${path.relative(TOP, UPSTREAM)} is not built (bash build/libvirt-modular.sh)`;
+  return fs.existsSync(path.join(UPSTREAM, '.complete'))
+    ? null
+    : `${path.relative(TOP, UPSTREAM)} is not built (bash build/libvirt-modular.sh)`;
 }
 
 /** The backports layers hold what dpkg changed over the host's packages of then: the script that makes them says whether they still fit. */
 function backportsMissing(): string | null {
   const r = spawnSync('bash', [path.join(TOP, 'build/backports-stack.sh'), '--check'], { encoding: 'utf8' });
-  return r.status === 0 ? null : r.stdout.trim() || `build/backports-stack.sh --check: ${r.stderr.trim() || r.error?.message}`;
+  return r.status === 0
+    ? null
+    : r.stdout.trim() || `build/backports-stack.sh --check: ${r.stderr.trim() || r.error?.message}`;
 }
 
 const layer = (dir: string, top: string) => path.join(dir, top);

@@ -48,11 +48,36 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { inCI } from '../fixtures/ci';
-import { comm, isAlive, isExecutable, kill, readNs, run as runCommand, tail, waitFor, which, type ExecOptions, type ExecResult } from '../fixtures/processes';
+import {
+  comm,
+  isAlive,
+  isExecutable,
+  kill,
+  readNs,
+  run as runCommand,
+  tail,
+  waitFor,
+  which,
+  type ExecOptions,
+  type ExecResult,
+} from '../fixtures/processes';
 import { shq as q } from '../fixtures/shell';
 
 export type { ExecOptions, ExecResult };
-import { CACHE_DIR, LIBVIRTD_CONF, listCacheFiles, type CacheFile, QEMU_CONF, canRun, domainXml, parseReprobes, parseVideoModels, type DomainOptions, type Reprobe, type TestLike } from './harness';
+import {
+  CACHE_DIR,
+  LIBVIRTD_CONF,
+  listCacheFiles,
+  type CacheFile,
+  QEMU_CONF,
+  canRun,
+  domainXml,
+  parseReprobes,
+  parseVideoModels,
+  type DomainOptions,
+  type Reprobe,
+  type TestLike,
+} from './harness';
 import { BUILT_EXE, EXE, HOOK_DAEMON, HOOK_NAME, HOOK_QEMU, TOP } from './modwatch';
 
 export const STACK_TREE = path.join(TOP, '.stacks/libvirt-11.3.0');
@@ -82,11 +107,16 @@ function containerMissing(): string | null {
   const r = canRun();
   if (!r.ok) return r.reason;
   if (!isExecutable(BUILT_EXE)) return `${path.relative(TOP, BUILT_EXE)} not built (npm run build)`;
-  if (!fs.existsSync(path.join(STACK_TREE, 'usr/lib/systemd/system/virtqemud.socket')) || !fs.existsSync(path.join(STACK_TREE, '.complete'))) {
+  if (
+    !fs.existsSync(path.join(STACK_TREE, 'usr/lib/systemd/system/virtqemud.socket')) ||
+    !fs.existsSync(path.join(STACK_TREE, '.complete'))
+  ) {
     return `${path.relative(TOP, STACK_TREE)} is not built with libvirt's units (bash build/libvirt-modular.sh)`;
   }
-  if (!fs.existsSync(path.join(CONTAINER_ROOT, '.complete'))) return `${path.relative(TOP, CONTAINER_ROOT)} is not built (bash build/nspawn-root.sh)`;
-  if (!which('systemd-nspawn')) return 'systemd-nspawn not found (package systemd-container; bash build/nspawn-root.sh installs it)';
+  if (!fs.existsSync(path.join(CONTAINER_ROOT, '.complete')))
+    return `${path.relative(TOP, CONTAINER_ROOT)} is not built (bash build/nspawn-root.sh)`;
+  if (!which('systemd-nspawn'))
+    return 'systemd-nspawn not found (package systemd-container; bash build/nspawn-root.sh installs it)';
   if (!which('systemctl')) return 'systemctl not found (the host systemd package enables the units offline)';
   return null;
 }
@@ -107,7 +137,9 @@ function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
  */
 function cgroupDirs(name: string): string[] {
   if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) return [`/sys/fs/cgroup/${name}`];
-  return ['/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified'].filter((d) => fs.existsSync(path.join(d, 'cgroup.procs'))).map((d) => `${d}/${name}`);
+  return ['/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified']
+    .filter((d) => fs.existsSync(path.join(d, 'cgroup.procs')))
+    .map((d) => `${d}/${name}`);
 }
 
 /** A cgroup and its children, deepest first (rmdir removes only empty ones). */
@@ -115,7 +147,10 @@ function removeCgroup(dir: string): boolean {
   const walk = (d: string): string[] => {
     let subs: string[] = [];
     try {
-      subs = fs.readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(d, e.name));
+      subs = fs
+        .readdirSync(d, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => path.join(d, e.name));
     } catch {
       return [];
     }
@@ -134,7 +169,10 @@ function removeCgroup(dir: string): boolean {
 /** The host's nspawn leftovers, if any (it keeps state in /run/systemd/nspawn*). */
 function hostNspawnPaths(): string[] {
   try {
-    return fs.readdirSync('/run/systemd').filter((n) => n.startsWith('nspawn')).map((n) => `/run/systemd/${n}`);
+    return fs
+      .readdirSync('/run/systemd')
+      .filter((n) => n.startsWith('nspawn'))
+      .map((n) => `/run/systemd/${n}`);
   } catch {
     return [];
   }
@@ -248,16 +286,23 @@ export class Container {
     fs.mkdirSync(path.join(this.dir, 'upper'));
     fs.mkdirSync(path.join(this.dir, 'work'));
     fs.mkdirSync(this.root);
-    const holder = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sleep', 'infinity'], { stdio: 'ignore', detached: true });
+    const holder = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sleep', 'infinity'], {
+      stdio: 'ignore',
+      detached: true,
+    });
     holder.on('error', () => {});
     holder.unref();
     this.holder = holder;
     const hostNs = readNs('self');
-    const entered = await waitFor(() => {
-      const ns = holder.pid ? readNs(holder.pid) : null;
-      if (ns && ns !== hostNs && comm(holder.pid!) === 'sleep') this.holderNs = ns;
-      return this.holderNs !== null || holder.exitCode !== null;
-    }, 10_000, 10);
+    const entered = await waitFor(
+      () => {
+        const ns = holder.pid ? readNs(holder.pid) : null;
+        if (ns && ns !== hostNs && comm(holder.pid!) === 'sleep') this.holderNs = ns;
+        return this.holderNs !== null || holder.exitCode !== null;
+      },
+      10_000,
+      10,
+    );
     if (!entered || !this.holderNs) throw new Error('the mount namespace holder did not start');
     this.startReaper();
 
@@ -265,18 +310,22 @@ export class Container {
     // Where the host has none, /run itself gets one (mkdir would create it on the host).
     const runTmpfs = fs.existsSync('/run/systemd') ? '/run/systemd' : '/run';
     for (const p of [this.dir, STACK_TREE, CONTAINER_ROOT]) {
-      if (p.startsWith(`${runTmpfs}/`)) throw new Error(`${p} is under ${runTmpfs}, which the container's namespace hides; set TMPDIR elsewhere`);
+      if (p.startsWith(`${runTmpfs}/`))
+        throw new Error(`${p} is under ${runTmpfs}, which the container's namespace hides; set TMPDIR elsewhere`);
     }
     const lower = `${STACK_TREE}:${CONTAINER_ROOT}`;
-    await run([
-      ...this.inHolder(),
-      'sh',
-      '-euc',
+    await run(
       [
-        `mount -t overlay overlay -o ${q(`lowerdir=${lower},upperdir=${this.dir}/upper,workdir=${this.dir}/work`)} ${q(this.root)}`,
-        `mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs ${q(runTmpfs)}`,
-      ].join('\n'),
-    ], { timeout: 30_000 });
+        ...this.inHolder(),
+        'sh',
+        '-euc',
+        [
+          `mount -t overlay overlay -o ${q(`lowerdir=${lower},upperdir=${this.dir}/upper,workdir=${this.dir}/work`)} ${q(this.root)}`,
+          `mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs ${q(runTmpfs)}`,
+        ].join('\n'),
+      ],
+      { timeout: 30_000 },
+    );
     await this.prepareRoot();
     await this.boot();
   }
@@ -304,7 +353,10 @@ export class Container {
     // The build's qemu_user is root: no libvirt-qemu user needed (virtqemud starts without one).
 
     if (o.product) {
-      for (const [driver, file] of [['qemu', HOOK_QEMU], ['daemon', HOOK_DAEMON]] as const) {
+      for (const [driver, file] of [
+        ['qemu', HOOK_QEMU],
+        ['daemon', HOOK_DAEMON],
+      ] as const) {
         this.write(`/etc/libvirt/hooks/${driver}.d/${HOOK_NAME}`, fs.readFileSync(file, 'utf8'), 0o755);
       }
       const exe = this.holderPath(EXE);
@@ -312,7 +364,11 @@ export class Container {
       if (o.countExecs) {
         fs.copyFileSync(BUILT_EXE, `${exe}.real`);
         fs.chmodSync(`${exe}.real`, 0o755);
-        this.write(EXE, `#!/bin/sh\n# e2e: count the starts of the executable.\necho "$*" >> ${EXEC_LOG}\nexec ${EXE}.real "$@"\n`, 0o755);
+        this.write(
+          EXE,
+          `#!/bin/sh\n# e2e: count the starts of the executable.\necho "$*" >> ${EXEC_LOG}\nexec ${EXE}.real "$@"\n`,
+          0o755,
+        );
       } else {
         fs.copyFileSync(BUILT_EXE, exe);
         fs.chmodSync(exe, 0o755);
@@ -320,10 +376,15 @@ export class Container {
     }
     if (o.qemuIdleTimeout !== undefined) {
       // Later Environment= lines win: this replaces the unit's "--timeout 120".
-      this.write('/etc/systemd/system/virtqemud.service.d/50-e2e-timeout.conf', `[Service]\nEnvironment=VIRTQEMUD_ARGS="--timeout ${o.qemuIdleTimeout}"\n`);
+      this.write(
+        '/etc/systemd/system/virtqemud.service.d/50-e2e-timeout.conf',
+        `[Service]\nEnvironment=VIRTQEMUD_ARGS="--timeout ${o.qemuIdleTimeout}"\n`,
+      );
     }
     // As `systemctl enable` does it on an installed system, here offline.
-    await run([...this.inHolder(), 'systemctl', `--root=${this.root}`, 'enable', ...ENABLED_UNITS], { timeout: 30_000 });
+    await run([...this.inHolder(), 'systemctl', `--root=${this.root}`, 'enable', ...ENABLED_UNITS], {
+      timeout: 30_000,
+    });
   }
 
   private async boot(): Promise<void> {
@@ -351,27 +412,45 @@ export class Container {
     const nspawn = this.nspawn;
     const gone = () => nspawn.exitCode !== null || nspawn.signalCode !== null;
     const hostPidNs = readNs('self', 'pid');
-    const found = await waitFor(() => {
-      if (gone()) return true;
-      const kids = (() => {
-        try {
-          return fs.readFileSync(`/proc/${nspawn.pid}/task/${nspawn.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-        } catch {
-          return [];
-        }
-      })();
-      const leader = kids.find((k) => readNs(k, 'pid') !== hostPidNs && comm(k) === 'systemd');
-      if (leader) this.leaderPid = leader;
-      return leader !== undefined;
-    }, this.opts.bootTimeout ?? 60_000, 20);
+    const found = await waitFor(
+      () => {
+        if (gone()) return true;
+        const kids = (() => {
+          try {
+            return fs
+              .readFileSync(`/proc/${nspawn.pid}/task/${nspawn.pid}/children`, 'utf8')
+              .trim()
+              .split(/\s+/)
+              .filter(Boolean)
+              .map(Number);
+          } catch {
+            return [];
+          }
+        })();
+        const leader = kids.find((k) => readNs(k, 'pid') !== hostPidNs && comm(k) === 'systemd');
+        if (leader) this.leaderPid = leader;
+        return leader !== undefined;
+      },
+      this.opts.bootTimeout ?? 60_000,
+      20,
+    );
     if (!found || gone()) throw new Error(`systemd-nspawn ${gone() ? 'exited' : 'started no systemd'}:\n${tail(log)}`);
     let state = '';
-    const up = await waitFor(async () => {
-      if (gone()) return true;
-      state = (await this.exec(['systemctl', 'is-system-running'], { allowFail: true, timeout: 10_000 })).stdout.trim();
-      return state === 'running' || state === 'degraded';
-    }, this.opts.bootTimeout ?? 60_000, 50);
-    if (!up || gone()) throw new Error(`the container did not boot (${gone() ? 'nspawn exited' : `is-system-running: ${state}`}):\n${tail(log)}`);
+    const up = await waitFor(
+      async () => {
+        if (gone()) return true;
+        state = (
+          await this.exec(['systemctl', 'is-system-running'], { allowFail: true, timeout: 10_000 })
+        ).stdout.trim();
+        return state === 'running' || state === 'degraded';
+      },
+      this.opts.bootTimeout ?? 60_000,
+      50,
+    );
+    if (!up || gone())
+      throw new Error(
+        `the container did not boot (${gone() ? 'nspawn exited' : `is-system-running: ${state}`}):\n${tail(log)}`,
+      );
     this.bootMs = Math.round(performance.now() - t0);
     this.systemState = state;
   }
@@ -380,10 +459,17 @@ export class Container {
     const file = path.join(this.dir, 'reaper.sh');
     fs.writeFileSync(file, REAPER);
     // nspawn's PID is not known yet: the reaper reads it from a file written at boot.
-    const reaper = spawn('bash', ['-c', `sleep 0.1; while [ ! -s ${q(`${this.dir}/nspawn.pid`)} ] && kill -0 ${process.pid} 2>/dev/null; do sleep 0.5; done; exec bash ${q(file)} ${process.pid} "$(cat ${q(`${this.dir}/nspawn.pid`)} 2>/dev/null || echo 0)" ${this.holder?.pid} ${q(this.holderNs ?? '')} ${q(this.dir)} ${this.cgroups.map(q).join(' ')}`], {
-      stdio: 'ignore',
-      detached: true,
-    });
+    const reaper = spawn(
+      'bash',
+      [
+        '-c',
+        `sleep 0.1; while [ ! -s ${q(`${this.dir}/nspawn.pid`)} ] && kill -0 ${process.pid} 2>/dev/null; do sleep 0.5; done; exec bash ${q(file)} ${process.pid} "$(cat ${q(`${this.dir}/nspawn.pid`)} 2>/dev/null || echo 0)" ${this.holder?.pid} ${q(this.holderNs ?? '')} ${q(this.dir)} ${this.cgroups.map(q).join(' ')}`,
+      ],
+      {
+        stdio: 'ignore',
+        detached: true,
+      },
+    );
     reaper.on('error', () => {});
     reaper.unref();
     this.reaperPid = reaper.pid;
@@ -417,12 +503,26 @@ export class Container {
 
   /** Defines the tiny TCG guest of the other worlds (harness domainXml). */
   async defineDomain(name: string, opts: DomainOptions = {}): Promise<void> {
-    await this.exec(['sh', '-c', `cat > /root/${name}.xml && virsh -c ${URI} define /root/${name}.xml`], { input: domainXml(name, opts) });
+    await this.exec(['sh', '-c', `cat > /root/${name}.xml && virsh -c ${URI} define /root/${name}.xml`], {
+      input: domainXml(name, opts),
+    });
   }
 
   /** `virsh domcapabilities` for the x86_64 emulator, TCG, machine pc. */
   async domcapabilities(emulator = '/usr/bin/qemu-system-x86_64'): Promise<string> {
-    return (await this.virsh('domcapabilities', '--emulatorbin', emulator, '--arch', 'x86_64', '--machine', 'pc', '--virttype', 'qemu')).stdout;
+    return (
+      await this.virsh(
+        'domcapabilities',
+        '--emulatorbin',
+        emulator,
+        '--arch',
+        'x86_64',
+        '--machine',
+        'pc',
+        '--virttype',
+        'qemu',
+      )
+    ).stdout;
   }
 
   async domcapsVideoModels(emulator?: string): Promise<string[]> {
@@ -451,7 +551,11 @@ export class Container {
   /** What qemu-modwatch logged to the container's journal, oldest first (journald flushed first). */
   async journal(): Promise<JournalEntry[]> {
     await this.exec(['journalctl', '--sync'], { allowFail: true });
-    const out = (await this.exec(['journalctl', '-o', 'json', '--no-pager', 'SYSLOG_IDENTIFIER=qemu-modwatch'], { allowFail: true })).stdout;
+    const out = (
+      await this.exec(['journalctl', '-o', 'json', '--no-pager', 'SYSLOG_IDENTIFIER=qemu-modwatch'], {
+        allowFail: true,
+      })
+    ).stdout;
     return out
       .split('\n')
       .filter((l) => l.startsWith('{'))
@@ -462,19 +566,31 @@ export class Container {
           // journald gives a field that is not valid UTF-8 as an array of bytes.
           fields[k] = Array.isArray(v) ? Buffer.from(v as number[]).toString('utf8') : String(v);
         }
-        return { fields, message: fields.MESSAGE ?? '', priority: fields.PRIORITY !== undefined ? Number(fields.PRIORITY) : null };
+        return {
+          fields,
+          message: fields.MESSAGE ?? '',
+          priority: fields.PRIORITY !== undefined ? Number(fields.PRIORITY) : null,
+        };
       });
   }
 
   /** `systemctl show` of a unit. */
   async unit(name: string): Promise<UnitState> {
-    const out = (await this.exec(['systemctl', 'show', '-p', 'ActiveState,SubState,MainPID,Result,ExecMainStatus', name])).stdout;
+    const out = (
+      await this.exec(['systemctl', 'show', '-p', 'ActiveState,SubState,MainPID,Result,ExecMainStatus', name])
+    ).stdout;
     const v: Record<string, string> = {};
     for (const line of out.split('\n')) {
       const i = line.indexOf('=');
       if (i > 0) v[line.slice(0, i)] = line.slice(i + 1);
     }
-    return { ActiveState: v.ActiveState ?? '', SubState: v.SubState ?? '', MainPID: Number(v.MainPID ?? 0), Result: v.Result ?? '', ExecMainStatus: v.ExecMainStatus ?? '' };
+    return {
+      ActiveState: v.ActiveState ?? '',
+      SubState: v.SubState ?? '',
+      MainPID: Number(v.MainPID ?? 0),
+      Result: v.Result ?? '',
+      ExecMainStatus: v.ExecMainStatus ?? '',
+    };
   }
 
   /** Resolves true once the unit is in `state` (ActiveState), false after timeoutMs. */
@@ -486,7 +602,6 @@ export class Container {
   cacheFiles(): CacheFile[] {
     return listCacheFiles(this.hostPath(CACHE_DIR));
   }
-
 
   /** Starts of the executable so far (countExecs). */
   execCount(): number {
@@ -531,11 +646,13 @@ export class Container {
         if (!(await waitFor(() => !this.isNspawn(), 5_000))) kill(n.pid, 'SIGKILL');
       }
     }
-    if (this.leaderPid && isAlive(this.leaderPid) && readNs(this.leaderPid, 'pid') !== readNs('self', 'pid')) kill(this.leaderPid, 'SIGKILL');
+    if (this.leaderPid && isAlive(this.leaderPid) && readNs(this.leaderPid, 'pid') !== readNs('self', 'pid'))
+      kill(this.leaderPid, 'SIGKILL');
     this.killHolder();
     const h = this.holder;
     if (h?.pid) await waitFor(() => !isAlive(h.pid!), 5_000, 50);
-    if (!(await waitFor(() => this.cgroups.every(removeCgroup), 10_000, 200))) problems.push(`cgroups left: ${this.cgroups.filter((c) => fs.existsSync(c)).join(' ')}`);
+    if (!(await waitFor(() => this.cgroups.every(removeCgroup), 10_000, 200)))
+      problems.push(`cgroups left: ${this.cgroups.filter((c) => fs.existsSync(c)).join(' ')}`);
     this.removeNspawnLeftovers();
     if (this.reaperPid) kill(this.reaperPid, 'SIGKILL');
     try {
@@ -561,7 +678,8 @@ export class Container {
   teardownSync(): void {
     if (this.tornDown) return;
     this.tornDown = Promise.resolve();
-    if (this.leaderPid && isAlive(this.leaderPid) && readNs(this.leaderPid, 'pid') !== readNs('self', 'pid')) kill(this.leaderPid, 'SIGKILL');
+    if (this.leaderPid && isAlive(this.leaderPid) && readNs(this.leaderPid, 'pid') !== readNs('self', 'pid'))
+      kill(this.leaderPid, 'SIGKILL');
     if (this.nspawn?.pid && this.isNspawn()) kill(this.nspawn.pid, 'SIGKILL');
     this.killHolder();
     for (let i = 0; i < 20 && !this.cgroups.every(removeCgroup); i++) spawnSync('sleep', ['0.2']);

@@ -29,7 +29,8 @@ function outcome(f: () => CacheHeader): Outcome {
     return h;
   } catch (e) {
     if (!(e instanceof CacheHeaderError)) throw e;
-    if (/[\r\n]/.test(e.message) || e.message.length > 300) throw new Error(`not a one-line message: ${JSON.stringify(e.message)}`);
+    if (/[\r\n]/.test(e.message) || e.message.length > 300)
+      throw new Error(`not a one-line message: ${JSON.stringify(e.message)}`);
     return 'error';
   }
 }
@@ -52,12 +53,14 @@ interface Input {
 function check({ bytes, sizes }: Input): void {
   const whole = outcome(() => parseCacheHeader([bytes]));
   const pieces = outcome(() => parseCacheHeader(cut(bytes, sizes)));
-  if (JSON.stringify(whole) !== JSON.stringify(pieces)) throw new Error(`chunking changed the result: ${JSON.stringify([whole, pieces])}`);
+  if (JSON.stringify(whole) !== JSON.stringify(pieces))
+    throw new Error(`chunking changed the result: ${JSON.stringify([whole, pieces])}`);
   fs.writeFileSync(file, bytes);
   const fd = fs.openSync(file, 'r');
   try {
     const fromFd = bytes.length === 0 ? 'error' : outcome(() => readCacheHeader(fd, bytes.length));
-    if (bytes.length > 0 && JSON.stringify(whole) !== JSON.stringify(fromFd)) throw new Error(`file and Buffer disagree: ${JSON.stringify([whole, fromFd])}`);
+    if (bytes.length > 0 && JSON.stringify(whole) !== JSON.stringify(fromFd))
+      throw new Error(`file and Buffer disagree: ${JSON.stringify([whole, fromFd])}`);
   } finally {
     fs.closeSync(fd);
   }

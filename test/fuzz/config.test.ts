@@ -19,16 +19,21 @@ const file = path.join(dir, 'qemu-modwatch.conf');
 
 function wellFormed(c: Config): void {
   const paths = (v: unknown, what: string) => {
-    if (!Array.isArray(v) || !v.every((p) => typeof p === 'string' && p.startsWith('/') && !/[\0\n]/.test(p))) throw new Error(`${what}: ${JSON.stringify(v)}`);
+    if (!Array.isArray(v) || !v.every((p) => typeof p === 'string' && p.startsWith('/') && !/[\0\n]/.test(p)))
+      throw new Error(`${what}: ${JSON.stringify(v)}`);
   };
   paths(c.dirs, 'dirs');
   paths(c.emulators, 'emulators');
   if (typeof c.contentHash !== 'boolean') throw new Error(`contentHash ${JSON.stringify(c.contentHash)}`);
   if (!['invalidate', 'warn', 'refuse'].includes(c.onChange)) throw new Error(`onChange ${JSON.stringify(c.onChange)}`);
-  if (!['emulator-ctime', 'moddir-mtime', 'none'].includes(c.nudge)) throw new Error(`nudge ${JSON.stringify(c.nudge)}`);
+  if (!['emulator-ctime', 'moddir-mtime', 'none'].includes(c.nudge))
+    throw new Error(`nudge ${JSON.stringify(c.nudge)}`);
   if (!['open', 'closed'].includes(c.fail)) throw new Error(`fail ${JSON.stringify(c.fail)}`);
-  if (c.libvirtModdir !== null && (typeof c.libvirtModdir !== 'string' || !c.libvirtModdir.startsWith('/'))) throw new Error(`libvirtModdir ${JSON.stringify(c.libvirtModdir)}`);
-  const extra = Object.keys(c).filter((k) => !['dirs', 'emulators', 'contentHash', 'onChange', 'nudge', 'fail', 'libvirtModdir'].includes(k));
+  if (c.libvirtModdir !== null && (typeof c.libvirtModdir !== 'string' || !c.libvirtModdir.startsWith('/')))
+    throw new Error(`libvirtModdir ${JSON.stringify(c.libvirtModdir)}`);
+  const extra = Object.keys(c).filter(
+    (k) => !['dirs', 'emulators', 'contentHash', 'onChange', 'nudge', 'fail', 'libvirtModdir'].includes(k),
+  );
   if (extra.length) throw new Error(`unexpected fields ${extra.join(', ')}`);
 }
 
@@ -42,7 +47,8 @@ function parsed(text: string): Config | 'error' {
     return 'error';
   } finally {
     const proto = Object.getOwnPropertyNames(Object.prototype).filter((k) => !BUILTIN.has(k));
-    if (proto.length || ({} as Record<string, unknown>).polluted !== undefined) throw new Error(`Object.prototype polluted: ${proto.join(', ')}`);
+    if (proto.length || ({} as Record<string, unknown>).polluted !== undefined)
+      throw new Error(`Object.prototype polluted: ${proto.join(', ')}`);
   }
 }
 const BUILTIN = new Set(Object.getOwnPropertyNames(Object.prototype));
@@ -52,7 +58,13 @@ const grammar = fc
   .array(
     fc.oneof(
       fc.constantFrom(...CONFIG_TOKENS.filter((x) => x.startsWith('['))),
-      fc.tuple(fc.constantFrom(...CONFIG_TOKENS), fc.constantFrom(' = ', '=', ' =', '= '), fc.array(fc.constantFrom(...CONFIG_TOKENS), { maxLength: 4 })).map(([k, eq, v]) => `${k}${eq}${v.join('')}`),
+      fc
+        .tuple(
+          fc.constantFrom(...CONFIG_TOKENS),
+          fc.constantFrom(' = ', '=', ' =', '= '),
+          fc.array(fc.constantFrom(...CONFIG_TOKENS), { maxLength: 4 }),
+        )
+        .map(([k, eq, v]) => `${k}${eq}${v.join('')}`),
       fc.string({ maxLength: 40 }),
     ),
     { maxLength: 12 },
@@ -60,12 +72,24 @@ const grammar = fc
   .map((lines) => lines.join('\n'));
 
 const texts = fc.oneof(
-  { weight: 3, arbitrary: fc.tuple(fc.nat({ max: CONFIGS.length - 1 }), fc.array(byteMutation, { minLength: 1, maxLength: 6 })).map(([b, m]) => mutate(Buffer.from(CONFIGS[b]!), m, CONFIG_TOKENS).toString('utf8')) },
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(fc.nat({ max: CONFIGS.length - 1 }), fc.array(byteMutation, { minLength: 1, maxLength: 6 }))
+      .map(([b, m]) => mutate(Buffer.from(CONFIGS[b]!), m, CONFIG_TOKENS).toString('utf8')),
+  },
   { weight: 2, arbitrary: grammar },
 );
 
 t.test('parseConfig: mutated real configs and generated ones', async (t) => {
-  await fuzz(t, { name: 'config', arbitrary: texts, check: (text) => void parsed(text), encode: (v) => ({ input: b64(v) }), decode: (r) => unb64(r.input).toString('utf8'), ciRuns: 3000 });
+  await fuzz(t, {
+    name: 'config',
+    arbitrary: texts,
+    check: (text) => void parsed(text),
+    encode: (v) => ({ input: b64(v) }),
+    decode: (r) => unb64(r.input).toString('utf8'),
+    ciRuns: 3000,
+  });
 });
 
 interface FileInput {
@@ -92,13 +116,16 @@ function checkFile(v: FileInput): void {
     got = 'error';
     message = e.message;
   }
-  const othersCanChange = (v.mode & 0o002) !== 0 || (isRoot && v.uid !== 0) || (isRoot && (v.mode & 0o020) !== 0 && v.gid !== 0);
+  const othersCanChange =
+    (v.mode & 0o002) !== 0 || (isRoot && v.uid !== 0) || (isRoot && (v.mode & 0o020) !== 0 && v.gid !== 0);
   if (othersCanChange) {
-    if (got !== 'error' || !/refusing a config/.test(message)) throw new Error(`accepted a config others can change (mode ${v.mode.toString(8)}, uid ${v.uid}, gid ${v.gid})`);
+    if (got !== 'error' || !/refusing a config/.test(message))
+      throw new Error(`accepted a config others can change (mode ${v.mode.toString(8)}, uid ${v.uid}, gid ${v.gid})`);
     return;
   }
   const expected = parsed(v.text);
-  if (JSON.stringify(got) !== JSON.stringify(expected)) throw new Error(`loadConfig and parseConfig disagree: ${JSON.stringify([got, expected])}`);
+  if (JSON.stringify(got) !== JSON.stringify(expected))
+    throw new Error(`loadConfig and parseConfig disagree: ${JSON.stringify([got, expected])}`);
 }
 
 t.test('loadConfig: who may change the file decides whether it is read', async (t) => {
@@ -113,7 +140,10 @@ t.test('loadConfig: who may change the file decides whether it is read', async (
     arbitrary: files,
     check: checkFile,
     encode: (v) => ({ input: b64(v.text), extra: { mode: v.mode, uid: v.uid, gid: v.gid } }),
-    decode: (r) => ({ text: unb64(r.input).toString('utf8'), ...(r.extra as { mode: number; uid: number; gid: number }) }),
+    decode: (r) => ({
+      text: unb64(r.input).toString('utf8'),
+      ...(r.extra as { mode: number; uid: number; gid: number }),
+    }),
     ciRuns: 1500,
   });
 });

@@ -25,12 +25,14 @@ function outcome(f: () => DomainInfo): Outcome {
       if (r[k] !== null && typeof r[k] !== 'string') throw new Error(`${k} is ${typeof r[k]}`);
     }
     for (const k of ['uuid', 'emulator'] as const) {
-      if (r[k] !== null && (r[k] === '' || /^[ \t\r\n]|[ \t\r\n]$/.test(r[k]!))) throw new Error(`${k} not trimmed: ${JSON.stringify(r[k])}`);
+      if (r[k] !== null && (r[k] === '' || /^[ \t\r\n]|[ \t\r\n]$/.test(r[k]!)))
+        throw new Error(`${k} not trimmed: ${JSON.stringify(r[k])}`);
     }
     return r;
   } catch (e) {
     if (!(e instanceof DomainXmlError)) throw e;
-    if (/[\r\n]/.test(e.message) || e.message.length > 300) throw new Error(`not a one-line message: ${JSON.stringify(e.message)}`);
+    if (/[\r\n]/.test(e.message) || e.message.length > 300)
+      throw new Error(`not a one-line message: ${JSON.stringify(e.message)}`);
     return 'error';
   }
 }
@@ -46,10 +48,12 @@ function check(bytes: Buffer): void {
   } finally {
     fs.closeSync(fd);
   }
-  if (JSON.stringify(fromBuffer) !== JSON.stringify(fromFd)) throw new Error(`stdin and Buffer disagree: ${JSON.stringify([fromBuffer, fromFd])}`);
+  if (JSON.stringify(fromBuffer) !== JSON.stringify(fromFd))
+    throw new Error(`stdin and Buffer disagree: ${JSON.stringify([fromBuffer, fromFd])}`);
   // Valid UTF-8 must mean the same as a string; invalid UTF-8 is decoded with replacement either way.
   const fromString = outcome(() => parseDomainXml(bytes.toString('utf8')));
-  if (JSON.stringify(fromBuffer) !== JSON.stringify(fromString)) throw new Error(`string and Buffer disagree: ${JSON.stringify([fromBuffer, fromString])}`);
+  if (JSON.stringify(fromBuffer) !== JSON.stringify(fromString))
+    throw new Error(`string and Buffer disagree: ${JSON.stringify([fromBuffer, fromString])}`);
 }
 
 const input = fc
@@ -57,5 +61,12 @@ const input = fc
   .map(([base, mutations]) => mutate(BASES[base]!, mutations, DOMAIN_TOKENS));
 
 t.test('domain XML: mutated real documents', async (t) => {
-  await fuzz(t, { name: 'domain-xml', arbitrary: input, check, encode: (v) => ({ input: b64(v) }), decode: (r) => unb64(r.input), ciRuns: 1500 });
+  await fuzz(t, {
+    name: 'domain-xml',
+    arbitrary: input,
+    check,
+    encode: (v) => ({ input: b64(v) }),
+    decode: (r) => unb64(r.input),
+    ciRuns: 1500,
+  });
 });

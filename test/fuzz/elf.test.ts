@@ -58,7 +58,7 @@ function fields(buf: Buffer): Field[] {
   const W = w as 4 | 8;
   // ELF header.
   for (const at of [4, 5, 6]) f(at, 1);
-  f(16, 2), f(18, 2), f(20, 4), f(24, W), f(24 + w, W), f(24 + 2 * w, W), f(24 + 3 * w, 4);
+  (f(16, 2), f(18, 2), f(20, 4), f(24, W), f(24 + w, W), f(24 + 2 * w, W), f(24 + 3 * w, 4));
   for (let i = 0; i < 6; i++) f(28 + 3 * w + 2 * i, 2);
   const phoff = word(24 + w);
   const shoff = word(24 + 2 * w);
@@ -73,15 +73,32 @@ function fields(buf: Buffer): Field[] {
     const p = phoff + i * phent;
     if (p + phent > buf.length) break;
     const type = u32(p);
-    const [off, vaddr, filesz] = is64 ? [word(p + 8), word(p + 16), word(p + 32)] : [word(p + 4), word(p + 8), word(p + 16)];
-    for (const [at, width] of is64 ? [[0, 4], [8, 8], [16, 8], [32, 8], [48, 8]] : [[0, 4], [4, 4], [8, 4], [16, 4], [28, 4]]) f(p + at!, width as 4 | 8);
+    const [off, vaddr, filesz] = is64
+      ? [word(p + 8), word(p + 16), word(p + 32)]
+      : [word(p + 4), word(p + 8), word(p + 16)];
+    for (const [at, width] of is64
+      ? [
+          [0, 4],
+          [8, 8],
+          [16, 8],
+          [32, 8],
+          [48, 8],
+        ]
+      : [
+          [0, 4],
+          [4, 4],
+          [8, 4],
+          [16, 4],
+          [28, 4],
+        ])
+      f(p + at!, width as 4 | 8);
     if (type === 1) loads.push({ off, vaddr, filesz });
     if (type === 2) dynamic = { off, size: filesz };
   }
   const map = (addr: number) => loads.find((l) => addr >= l.vaddr && addr < l.vaddr + l.filesz);
   if (dynamic) {
     for (let at = dynamic.off; at + 2 * w <= Math.min(buf.length, dynamic.off + dynamic.size); at += 2 * w) {
-      f(at, W), f(at + w, W);
+      (f(at, W), f(at + w, W));
       const tag = word(at);
       const val = word(at + w);
       const l = map(val);
@@ -93,10 +110,16 @@ function fields(buf: Buffer): Field[] {
   for (let i = 0; i < shnum; i++) {
     const s = shoff + i * shent;
     if (s + shent > buf.length) break;
-    f(s, 4), f(s + 4, 4), f(s + 8 + 2 * w, W), f(s + 8 + 3 * w, W), f(s + 8 + 4 * w, 4), f(s + 16 + 4 * w, W), f(s + 16 + 5 * w, W);
+    (f(s, 4),
+      f(s + 4, 4),
+      f(s + 8 + 2 * w, W),
+      f(s + 8 + 3 * w, W),
+      f(s + 8 + 4 * w, 4),
+      f(s + 16 + 4 * w, W),
+      f(s + 16 + 5 * w, W));
     const type = u32(s + 4);
     const off = word(s + 8 + 2 * w);
-    if (type === 7) f(off, 4), f(off + 4, 4), f(off + 8, 4);
+    if (type === 7) (f(off, 4), f(off + 4, 4), f(off + 8, 4));
     if (type === 11) for (let k = 1; k < 6; k++) f(off + k * (is64 ? 24 : 16), 4);
   }
   return out;
@@ -106,7 +129,23 @@ const FIELDS = BASES.map(fields);
 
 /** Values that break size and offset arithmetic. */
 function hostile(choice: number, fileSize: number, random: number): bigint {
-  const values = [0n, 1n, 2n, 0x7fn, 0xffn, 0xffffn, 0x7fffffffn, 0x80000000n, 0xffffffffn, 1n << 63n, (1n << 64n) - 1n, BigInt(fileSize), BigInt(fileSize) - 1n, BigInt(fileSize) + 1n, BigInt(random)];
+  const values = [
+    0n,
+    1n,
+    2n,
+    0x7fn,
+    0xffn,
+    0xffffn,
+    0x7fffffffn,
+    0x80000000n,
+    0xffffffffn,
+    1n << 63n,
+    (1n << 64n) - 1n,
+    BigInt(fileSize),
+    BigInt(fileSize) - 1n,
+    BigInt(fileSize) + 1n,
+    BigInt(random),
+  ];
   return values[choice % values.length]!;
 }
 
@@ -125,7 +164,10 @@ interface Input {
 const input: fc.Arbitrary<Input> = fc
   .record({
     base: fc.nat({ max: BASES.length - 1 }),
-    fieldLies: fc.array(fc.record({ field: fc.nat(), value: fc.nat(), random: fc.nat({ max: 0xffffffff }) }), { minLength: 1, maxLength: 4 }),
+    fieldLies: fc.array(fc.record({ field: fc.nat(), value: fc.nat(), random: fc.nat({ max: 0xffffffff }) }), {
+      minLength: 1,
+      maxLength: 4,
+    }),
     bytes: fc.array(byteMutation, { maxLength: 2 }),
     truncate: fc.option(fc.nat(), { nil: undefined, freq: 5 }),
   })
@@ -133,8 +175,12 @@ const input: fc.Arbitrary<Input> = fc
     const src = BASES[base]!;
     const buf = Buffer.from(src);
     const fs_ = FIELDS[base]!;
-    for (const lie of fieldLies) writeField(buf, fs_[lie.field % fs_.length]!, hostile(lie.value, buf.length, lie.random), src[5] === 1);
-    let out = mutate(buf, bytes.map((m) => ({ ...m, kind: m.kind === 'token' ? 'set' : m.kind })));
+    for (const lie of fieldLies)
+      writeField(buf, fs_[lie.field % fs_.length]!, hostile(lie.value, buf.length, lie.random), src[5] === 1);
+    let out = mutate(
+      buf,
+      bytes.map((m) => ({ ...m, kind: m.kind === 'token' ? 'set' : m.kind })),
+    );
     if (truncate !== undefined) out = out.subarray(0, truncate % (out.length + 1));
     return { bytes: out };
   });
@@ -147,7 +193,8 @@ function check({ bytes }: Input): void {
   const fd = fs.openSync(file, 'r');
   try {
     const info = readElfInfo(fd, bytes.length);
-    if (info.buildId !== null && !/^[0-9a-f]+$/.test(info.buildId)) throw new Error(`build-id not lowercase hex: ${info.buildId}`);
+    if (info.buildId !== null && !/^[0-9a-f]+$/.test(info.buildId))
+      throw new Error(`build-id not lowercase hex: ${info.buildId}`);
     if (info.stamp !== null && typeof info.stamp !== 'string') throw new Error('stamp not a string');
     parsed++;
   } catch (e) {

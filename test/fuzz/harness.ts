@@ -51,12 +51,22 @@ const envSeed = process.env.QEMU_MODWATCH_FUZZ_SEED;
 
 const envRuns = Number(process.env.QEMU_MODWATCH_FUZZ_RUNS || 0);
 
-export function budget(ciRuns: number): { seed: number; numRuns: number; interruptAfterTimeLimit?: number; mode: string } {
+export function budget(ciRuns: number): {
+  seed: number;
+  numRuns: number;
+  interruptAfterTimeLimit?: number;
+  mode: string;
+} {
   const long = longSeconds > 0 || envRuns > 0;
   const seed = envSeed !== undefined && envSeed !== '' ? Number(envSeed) : long ? (Math.random() * 2 ** 31) | 0 : 42;
   if (envRuns > 0) return { seed, numRuns: envRuns, mode: `${envRuns} runs` };
   if (longSeconds > 0) {
-    return { seed, numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: longSeconds * 1000, mode: `${longSeconds} s` };
+    return {
+      seed,
+      numRuns: Number.MAX_SAFE_INTEGER,
+      interruptAfterTimeLimit: longSeconds * 1000,
+      mode: `${longSeconds} s`,
+    };
   }
   return { seed, numRuns: ciRuns, mode: `${ciRuns} runs` };
 }
@@ -112,25 +122,34 @@ export function fuzz<T>(t: Test, target: Target<T>): Promise<void> {
     collect();
     const heapBefore = process.memoryUsage().heapUsed;
     const start = performance.now();
-    const out = fc.check(fc.property(target.arbitrary, (v) => check(v)), {
-      seed: b.seed,
-      numRuns: b.numRuns,
-      interruptAfterTimeLimit: b.interruptAfterTimeLimit,
-      markInterruptAsFailure: false,
-    });
+    const out = fc.check(
+      fc.property(target.arbitrary, (v) => check(v)),
+      {
+        seed: b.seed,
+        numRuns: b.numRuns,
+        interruptAfterTimeLimit: b.interruptAfterTimeLimit,
+        markInterruptAsFailure: false,
+      },
+    );
     const ms = performance.now() - start;
     collect();
     const leaked = process.memoryUsage().heapUsed - heapBefore;
     t.comment(`${target.name}: ${out.numRuns} runs in ${(ms / 1000).toFixed(1)} s`);
     if (out.failed) {
       const value = out.counterexample![0] as T;
-      const r: Regression = { note: `${String((out.errorInstance as Error)?.message ?? out.errorInstance).slice(0, 200)} (seed ${b.seed})`, ...target.encode(value) };
+      const r: Regression = {
+        note: `${String((out.errorInstance as Error)?.message ?? out.errorInstance).slice(0, 200)} (seed ${b.seed})`,
+        ...target.encode(value),
+      };
       if (process.env.QEMU_MODWATCH_FUZZ_SAVE === '1') saveRegression(target.name, r);
       t.fail(`${target.name}: ${r.note}\ninput: ${JSON.stringify(r)}\npath: ${out.counterexamplePath}`);
     } else {
       t.pass(`${target.name}: no finding in ${out.numRuns} runs`);
     }
-    t.ok(leaked < TARGET_LEAK_LIMIT, `${target.name}: heap after a full collection within ${TARGET_LEAK_LIMIT / 1e6} MB of the start (${(leaked / 1e6).toFixed(1)} MB)`);
+    t.ok(
+      leaked < TARGET_LEAK_LIMIT,
+      `${target.name}: heap after a full collection within ${TARGET_LEAK_LIMIT / 1e6} MB of the start (${(leaked / 1e6).toFixed(1)} MB)`,
+    );
   }) as unknown as Promise<void>;
 }
 
@@ -171,7 +190,8 @@ export function mutate(base: Buffer, mutations: ByteMutation[], tokens: string[]
         buf = buf.subarray(0, at);
         break;
       case 'token':
-        if (tokens.length) buf = Buffer.concat([buf.subarray(0, at), Buffer.from(tokens[m.token % tokens.length]!), buf.subarray(at)]);
+        if (tokens.length)
+          buf = Buffer.concat([buf.subarray(0, at), Buffer.from(tokens[m.token % tokens.length]!), buf.subarray(at)]);
         break;
     }
   }

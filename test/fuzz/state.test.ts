@@ -19,7 +19,11 @@ import { byteMutation, fuzz, mutate, type ByteMutation } from './harness';
 const s = Sysroot.qemuHost();
 t.teardown(() => s.cleanup());
 s.addEmulator('/usr/bin/qemu-system-i386-real', { dirs: [MODDIR] });
-s.write('/usr/bin/qemu-system-i386', '#!/bin/sh\nexport QEMU_MODULE_DIR=/opt/qemu/lib/qemu\nexec /usr/bin/qemu-system-i386-real "$@"\n', 0o755);
+s.write(
+  '/usr/bin/qemu-system-i386',
+  '#!/bin/sh\nexport QEMU_MODULE_DIR=/opt/qemu/lib/qemu\nexec /usr/bin/qemu-system-i386-real "$@"\n',
+  0o755,
+);
 s.addModule('/opt/qemu/lib/qemu', 'ui-gtk.so');
 s.addModule(MODDIR, 'nobuildid.so', { buildId: null });
 s.write(`${MODDIR}/broken.so`, 'not an ELF file');
@@ -38,8 +42,27 @@ function leaves(v: unknown, at: (string | number)[] = [], out: (string | number)
 const PATHS = leaves(JSON.parse(REAL));
 
 const REPLACEMENTS: unknown[] = [
-  null, true, false, 0, -1, 1.5, 1e308, 2 ** 53 + 1, '', 'x', '/abs/path', '123', '-1', '1'.repeat(40), [], {}, [1, 'a', null], { a: 1 },
-  '__proto__', 'ü\u0000\u001b[31m', [[[[[[]]]]]],
+  null,
+  true,
+  false,
+  0,
+  -1,
+  1.5,
+  1e308,
+  2 ** 53 + 1,
+  '',
+  'x',
+  '/abs/path',
+  '123',
+  '-1',
+  '1'.repeat(40),
+  [],
+  {},
+  [1, 'a', null],
+  { a: 1 },
+  '__proto__',
+  'ü\u0000\u001b[31m',
+  [[[[[[]]]]]],
 ];
 
 /** One change to the real state: a JSON path (stable across runs: the scan's order is), and what to do there. */
@@ -51,8 +74,16 @@ interface Edit {
 
 const editAt = (paths: (string | number)[][]): fc.Arbitrary<Edit> =>
   fc
-    .record({ path: fc.nat(), op: fc.constantFrom<Edit['op']>('replace', 'replace', 'replace', 'delete', 'proto'), value: fc.nat() })
-    .map(({ path, op, value }) => ({ at: paths[path % paths.length]!, op, ...(op === 'replace' ? { value: REPLACEMENTS[value % REPLACEMENTS.length] } : {}) }));
+    .record({
+      path: fc.nat(),
+      op: fc.constantFrom<Edit['op']>('replace', 'replace', 'replace', 'delete', 'proto'),
+      value: fc.nat(),
+    })
+    .map(({ path, op, value }) => ({
+      at: paths[path % paths.length]!,
+      op,
+      ...(op === 'replace' ? { value: REPLACEMENTS[value % REPLACEMENTS.length] } : {}),
+    }));
 const edit = editAt(PATHS);
 
 function applyEdits(edits: Edit[], base = REAL): string {
@@ -67,7 +98,12 @@ function applyEdits(edits: Edit[], base = REAL): string {
       if (Array.isArray(parent)) parent.splice(Number(key), 1);
       else delete parent[key];
     } else if (e.op === 'proto') {
-      Object.defineProperty(parent, '__proto__', { value: { polluted: true }, enumerable: true, configurable: true, writable: true });
+      Object.defineProperty(parent, '__proto__', {
+        value: { polluted: true },
+        enumerable: true,
+        configurable: true,
+        writable: true,
+      });
     } else {
       parent[key] = structuredClone(e.value);
     }
@@ -84,7 +120,11 @@ const input: fc.Arbitrary<Input> = fc.oneof(
 );
 
 function text(v: Input): string {
-  return 'edits' in v ? applyEdits(v.edits) : mutate(Buffer.from(REAL), v.bytes, ['{', '}', '[', ']', '"', ',', ':', 'null', '1e999', '"\\u0000"']).toString('latin1');
+  return 'edits' in v
+    ? applyEdits(v.edits)
+    : mutate(Buffer.from(REAL), v.bytes, ['{', '}', '[', ']', '"', ',', ':', 'null', '1e999', '"\\u0000"']).toString(
+        'latin1',
+      );
 }
 
 let ok = 0;
@@ -95,7 +135,8 @@ function check(v: Input): void {
   const loaded = loadState(s.statePath());
   if (loaded.kind === 'corrupt') {
     corrupt++;
-    if (typeof loaded.reason !== 'string' || /[\r\n]/.test(loaded.reason)) throw new Error(`reason ${JSON.stringify(loaded.reason)}`);
+    if (typeof loaded.reason !== 'string' || /[\r\n]/.test(loaded.reason))
+      throw new Error(`reason ${JSON.stringify(loaded.reason)}`);
     return;
   }
   if (loaded.kind !== 'ok') throw new Error(`loaded ${loaded.kind} from an existing file`);
@@ -107,7 +148,14 @@ function check(v: Input): void {
 }
 
 t.test('state: hand-edited and damaged', async (t) => {
-  await fuzz(t, { name: 'state', arbitrary: input, check, encode: (v) => ({ input: '', extra: v }), decode: (r) => r.extra as Input, ciRuns: 1500 });
+  await fuzz(t, {
+    name: 'state',
+    arbitrary: input,
+    check,
+    encode: (v) => ({ input: '', extra: v }),
+    decode: (r) => r.extra as Input,
+    ciRuns: 1500,
+  });
   t.ok(ok > 0 && corrupt > 0, `both outcomes seen (${ok} accepted, ${corrupt} refused)`);
 });
 
@@ -119,10 +167,23 @@ const entryFile = `${s.cacheDir()}/${entryName}`;
 const MEMO_FILE = s.host('/var/lib/qemu-modwatch/cache-headers.json');
 const REAL_MEMO = JSON.stringify({
   schema: 1,
-  entries: { [entryName]: { key: statKey(fs.lstatSync(entryFile, { bigint: true })), emulator: '/from/the/memo', qemuctime: 1, qemumoddirmtime: null, selfvers: 9000000 } },
+  entries: {
+    [entryName]: {
+      key: statKey(fs.lstatSync(entryFile, { bigint: true })),
+      emulator: '/from/the/memo',
+      qemuctime: 1,
+      qemumoddirmtime: null,
+      selfvers: 9000000,
+    },
+  },
 });
 const memoInput: fc.Arbitrary<Input> = fc.oneof(
-  { weight: 4, arbitrary: fc.array(editAt(leaves(JSON.parse(REAL_MEMO))), { minLength: 1, maxLength: 3 }).map((edits) => ({ edits })) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .array(editAt(leaves(JSON.parse(REAL_MEMO))), { minLength: 1, maxLength: 3 })
+      .map((edits) => ({ edits })),
+  },
   { weight: 1, arbitrary: fc.array(byteMutation, { minLength: 1, maxLength: 4 }).map((bytes) => ({ bytes })) },
 );
 
@@ -130,11 +191,20 @@ let fromMemo = 0;
 
 function checkMemo(v: Input): void {
   fs.writeFileSync(s.statePath(), REAL);
-  const textOf = 'edits' in v ? applyEdits(v.edits, REAL_MEMO) : mutate(Buffer.from(REAL_MEMO), v.bytes, ['{', '}', '"', ',', ':', 'null', '-1']).toString('latin1');
+  const textOf =
+    'edits' in v
+      ? applyEdits(v.edits, REAL_MEMO)
+      : mutate(Buffer.from(REAL_MEMO), v.bytes, ['{', '}', '"', ',', ':', 'null', '-1']).toString('latin1');
   fs.writeFileSync(MEMO_FILE, textOf, 'latin1');
   const memo = loadCacheMemo(MEMO_FILE);
   for (const [name, m] of memo) {
-    if (!/^[0-9a-f]{64}\.xml$/.test(name) || typeof m.key !== 'string' || typeof m.emulator !== 'string' || m.emulator === '') throw new Error(`loaded ${JSON.stringify([name, m])}`);
+    if (
+      !/^[0-9a-f]{64}\.xml$/.test(name) ||
+      typeof m.key !== 'string' ||
+      typeof m.emulator !== 'string' ||
+      m.emulator === ''
+    )
+      throw new Error(`loaded ${JSON.stringify([name, m])}`);
   }
   const observed = look(ctx);
   assess(observed);
@@ -142,13 +212,21 @@ function checkMemo(v: Input): void {
   if (entry?.emulator !== EMULATOR) {
     // Not what the file says: then only what the memo says of this very file.
     const m = memo.get(entryName);
-    if (!m || entry?.emulator !== m.emulator || m.key !== statKey(fs.lstatSync(entryFile, { bigint: true }))) throw new Error(`entry ${JSON.stringify(entry)}`);
+    if (!m || entry?.emulator !== m.emulator || m.key !== statKey(fs.lstatSync(entryFile, { bigint: true })))
+      throw new Error(`entry ${JSON.stringify(entry)}`);
     fromMemo++;
   }
   if (({} as Record<string, unknown>).polluted !== undefined) throw new Error('Object.prototype polluted');
 }
 
 t.test('cache-header memo: hand-edited and damaged', async (t) => {
-  await fuzz(t, { name: 'cache-memo', arbitrary: memoInput, check: checkMemo, encode: (v) => ({ input: '', extra: v }), decode: (r) => r.extra as Input, ciRuns: 500 });
+  await fuzz(t, {
+    name: 'cache-memo',
+    arbitrary: memoInput,
+    check: checkMemo,
+    encode: (v) => ({ input: '', extra: v }),
+    decode: (r) => r.extra as Input,
+    ciRuns: 500,
+  });
   t.ok(fromMemo > 0, `some memos were used (${fromMemo})`);
 });

@@ -24,9 +24,16 @@ t.test('first check: directories, counts, stamps; no baseline is not a warning',
   t.equal(code, 0);
   t.equal(report.status, 'OK');
   t.equal(report.baseline.state, 'none');
-  t.same(report.moduleDirs.map((d: any) => [d.path, d.moduleCount]), [[MODDIR, 3]]);
+  t.same(
+    report.moduleDirs.map((d: any) => [d.path, d.moduleCount]),
+    [[MODDIR, 3]],
+  );
   t.ok(report.stampsChecked);
-  t.ok(report.moduleDirs[0].modules.every((m: any) => m.stamp === s.stamp && !m.refused && /^[0-9a-f]{40}$/.test(m.buildId)));
+  t.ok(
+    report.moduleDirs[0].modules.every(
+      (m: any) => m.stamp === s.stamp && !m.refused && /^[0-9a-f]{40}$/.test(m.buildId),
+    ),
+  );
   const emu = report.emulators.find((e: any) => e.path === EMULATOR);
   t.equal(emu.stamp, s.stamp);
   t.same(emu.usesModuleDirs, [MODDIR]);
@@ -56,7 +63,9 @@ t.test('accept records a baseline; unchanged modules report nothing', async (t) 
 t.test('added, removed, replaced in place and metadata-only changes', async (t) => {
   const s = sysroot(t);
   s.run(['accept']);
-  const oldQxl = JSON.parse(fs.readFileSync(s.statePath(), 'utf8')).baseline.dirs[0].modules.find((m: any) => m.name === 'hw-display-qxl.so').buildId;
+  const oldQxl = JSON.parse(fs.readFileSync(s.statePath(), 'utf8')).baseline.dirs[0].modules.find(
+    (m: any) => m.name === 'hw-display-qxl.so',
+  ).buildId;
   s.addModule(MODDIR, 'hw-usb-smartcard.so');
   fs.rmSync(s.host(`${MODDIR}/block-rbd.so`));
   const newQxl = s.replaceInPlace(MODDIR, 'hw-display-qxl.so');
@@ -74,7 +83,10 @@ t.test('added, removed, replaced in place and metadata-only changes', async (t) 
   t.equal(byName['hw-usb-redirect.so'].kind, 'metadata');
   const text = s.run(['--check']);
   t.match(text.stdout, /qemu-modwatch WARNING: 3 modules changed/);
-  t.match(text.stdout, new RegExp(`replaced\\s+${MODDIR}/hw-display-qxl.so\\s+build-id ${oldQxl.slice(0, 12)} -> ${newQxl!.slice(0, 12)}`));
+  t.match(
+    text.stdout,
+    new RegExp(`replaced\\s+${MODDIR}/hw-display-qxl.so\\s+build-id ${oldQxl.slice(0, 12)} -> ${newQxl!.slice(0, 12)}`),
+  );
 });
 
 t.test('a metadata-only touch alone is not a warning', async (t) => {
@@ -84,7 +96,10 @@ t.test('a metadata-only touch alone is not a warning', async (t) => {
   fs.utimesSync(s.host(`${MODDIR}/hw-usb-redirect.so`), later, later);
   const { code, report } = s.json();
   t.equal(code, 0);
-  t.same(report.changes.map((c: any) => c.kind), ['metadata']);
+  t.same(
+    report.changes.map((c: any) => c.kind),
+    ['metadata'],
+  );
 });
 
 t.test('a module without a build-id is told apart by its contents', async (t) => {
@@ -94,10 +109,16 @@ t.test('a module without a build-id is told apart by its contents', async (t) =>
   // Same bytes written again: new ctime, same content.
   const file = s.host(`${MODDIR}/ui-gtk.so`);
   fs.writeFileSync(file, fs.readFileSync(file));
-  t.same(s.json().report.changes.map((c: any) => c.kind), ['metadata']);
+  t.same(
+    s.json().report.changes.map((c: any) => c.kind),
+    ['metadata'],
+  );
   s.replaceInPlace(MODDIR, 'ui-gtk.so', { buildId: null, stamp: s.stamp + '' });
   fs.appendFileSync(file, 'x');
-  t.same(s.json().report.changes.map((c: any) => c.kind), ['replaced']);
+  t.same(
+    s.json().report.changes.map((c: any) => c.kind),
+    ['replaced'],
+  );
 });
 
 t.test('a module from another build is CRITICAL', async (t) => {
@@ -107,9 +128,17 @@ t.test('a module from another build is CRITICAL', async (t) => {
   const { code, report } = s.json();
   t.equal(code, 2);
   t.equal(report.status, 'CRITICAL');
-  const msgs = report.findings.filter((f: any) => f.code === 'stamp-mismatch').map((f: any) => f.message).sort();
+  const msgs = report.findings
+    .filter((f: any) => f.code === 'stamp-mismatch')
+    .map((f: any) => f.message)
+    .sort();
   t.equal(msgs.length, 2);
-  t.match(msgs[0], new RegExp(`QEMU will refuse to load hw-usb-host.so in ${MODDIR} \\(stamp abababababab, emulator has ${s.stamp.slice(0, 12)}\\)`));
+  t.match(
+    msgs[0],
+    new RegExp(
+      `QEMU will refuse to load hw-usb-host.so in ${MODDIR} \\(stamp abababababab, emulator has ${s.stamp.slice(0, 12)}\\)`,
+    ),
+  );
   t.match(msgs[1], /ui-curses.so .*no build stamp/);
   t.match(s.run(['--check']).stdout, /CRITICAL\s+QEMU will refuse to load hw-usb-host.so/);
 });
@@ -119,7 +148,10 @@ t.test('upgrade copies under /var/run/qemu are listed but not held to the new bu
   s.addModule('/var/run/qemu/1_7.2+dfsg-7', 'block-rbd.so', { stamp: 'cd'.repeat(20) });
   const { code, report } = s.json();
   t.equal(code, 0);
-  t.same(report.moduleDirs.map((d: any) => d.source), ['default', 'upgrade']);
+  t.same(
+    report.moduleDirs.map((d: any) => d.source),
+    ['default', 'upgrade'],
+  );
 });
 
 t.test('corrupt, truncated and unknown-version state is a WARNING and is not overwritten', async (t) => {
@@ -153,19 +185,30 @@ t.test('hostile module files are findings, never crashes', async (t) => {
   t.equal(code, 1);
   const unreadable = report.findings.filter((f: any) => f.code === 'unreadable-module').map((f: any) => f.message);
   for (const name of ['empty.so', 'text.so', 'truncated.so', 'bad-shoff.so', 'dir.so']) {
-    t.ok(unreadable.some((m: string) => m.startsWith(`unreadable module ${MODDIR}/${name}: `)), name);
+    t.ok(
+      unreadable.some((m: string) => m.startsWith(`unreadable module ${MODDIR}/${name}: `)),
+      name,
+    );
   }
 });
 
-t.test('a FIFO named like a module does not hang the check', { skip: process.getuid?.() !== 0 && 'mkfifo needs no root, but keep CI deterministic' }, async (t) => {
-  const s = sysroot(t);
-  const fifo = s.host(`${MODDIR}/hw-fifo.so`);
-  const r = require('node:child_process').spawnSync('mkfifo', [fifo]);
-  t.equal(r.status, 0);
-  const { code, report } = s.json();
-  t.equal(code, 1);
-  t.ok(report.findings.some((f: any) => f.code === 'unreadable-module' && /hw-fifo.so: not a regular file/.test(f.message)));
-});
+t.test(
+  'a FIFO named like a module does not hang the check',
+  { skip: process.getuid?.() !== 0 && 'mkfifo needs no root, but keep CI deterministic' },
+  async (t) => {
+    const s = sysroot(t);
+    const fifo = s.host(`${MODDIR}/hw-fifo.so`);
+    const r = require('node:child_process').spawnSync('mkfifo', [fifo]);
+    t.equal(r.status, 0);
+    const { code, report } = s.json();
+    t.equal(code, 1);
+    t.ok(
+      report.findings.some(
+        (f: any) => f.code === 'unreadable-module' && /hw-fifo.so: not a regular file/.test(f.message),
+      ),
+    );
+  },
+);
 
 t.test('configured directories: found, and missing ones are a finding', async (t) => {
   const s = sysroot(t);
@@ -173,7 +216,13 @@ t.test('configured directories: found, and missing ones are a finding', async (t
   s.writeConfig('[modules]\ndirs = /opt/qemu-extra/mods, /opt/nowhere\n');
   const { code, report } = s.json();
   t.equal(code, 1);
-  t.same(report.moduleDirs.map((d: any) => [d.path, d.source]), [[MODDIR, 'default'], ['/opt/qemu-extra/mods', 'config']]);
+  t.same(
+    report.moduleDirs.map((d: any) => [d.path, d.source]),
+    [
+      [MODDIR, 'default'],
+      ['/opt/qemu-extra/mods', 'config'],
+    ],
+  );
   t.same(report.missingDirs, ['/opt/nowhere']);
   t.ok(report.findings.some((f: any) => f.code === 'missing-dir' && f.message.includes('/opt/nowhere')));
 });
@@ -194,7 +243,11 @@ t.test('a wrapper script is followed to the binary it execs', async (t) => {
   const s = sysroot(t);
   s.addEmulator('/usr/libexec/qemu-system-i386', { dirs: [MODDIR] });
   s.write('/usr/bin/qemu-system-i386', '#! /bin/sh\nexe=/usr/libexec/qemu-system-i386\nexec "$exe" "$@"\n', 0o755);
-  s.write('/usr/local/bin/qemu-system-custom', '#!/bin/sh\nQEMU_MODULE_DIR=/opt/mods exec /usr/bin/qemu-system-x86_64 "$@"\n', 0o755);
+  s.write(
+    '/usr/local/bin/qemu-system-custom',
+    '#!/bin/sh\nQEMU_MODULE_DIR=/opt/mods exec /usr/bin/qemu-system-x86_64 "$@"\n',
+    0o755,
+  );
   s.addModule('/opt/mods', 'hw-usb-host.so');
   s.write('/usr/local/bin/qemu-system-weird', '#!/bin/sh\nexec $(which qemu) "$@"\n', 0o755);
   const { report } = s.json();

@@ -37,7 +37,12 @@ t.test('invalidate: all entries, nudged, printed, recorded as the last action', 
   const r = s.run(['invalidate'], { env: log.env });
   t.equal(r.code, 0, r.stderr);
   const rows = [`  ${arm}  ${AARCH}`, `  ${x86}  ${EMULATOR}`].sort().join('\\n');
-  t.match(r.stdout, new RegExp(`^deleted 2 capabilities cache entries:\\n${rows}\\nnudged \\(emulator-ctime\\): ${AARCH}, ${EMULATOR}\\n`));
+  t.match(
+    r.stdout,
+    new RegExp(
+      `^deleted 2 capabilities cache entries:\\n${rows}\\nnudged \\(emulator-ctime\\): ${AARCH}, ${EMULATOR}\\n`,
+    ),
+  );
   t.same(s.cacheFiles(), ['c'.repeat(64) + '.xml', 'notes.txt'], 'only regular files named like entries are deleted');
   t.ok(fs.lstatSync(path.join(s.cacheDir(), 'c'.repeat(64) + '.xml')).isSymbolicLink());
   const after = fileId(s.host(EMULATOR))!;
@@ -88,14 +93,26 @@ t.test('refresh: acts like the hooks, records the baseline, exits 0; JSON and te
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const r = s.run(['refresh', '--textfile', dir], { env: log.env });
   t.equal(r.code, 0, r.stderr);
-  t.match(r.stdout, new RegExp(`^qemu-modwatch refresh: deleted 1 capabilities cache entry; nudged ${EMULATOR}; recorded the baseline\\n`));
-  t.match(r.stdout, /Still needs attention\n(?: {2}WARNING .*\n)* {2}WARNING {2}guest 'web01' \(pid 4242\) will fail to load/);
+  t.match(
+    r.stdout,
+    new RegExp(
+      `^qemu-modwatch refresh: deleted 1 capabilities cache entry; nudged ${EMULATOR}; recorded the baseline\\n`,
+    ),
+  );
+  t.match(
+    r.stdout,
+    /Still needs attention\n(?: {2}WARNING .*\n)* {2}WARNING {2}guest 'web01' \(pid 4242\) will fail to load/,
+  );
   t.match(r.stdout, /Next: Restart or migrate this guest/);
   t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)));
   t.equal(state(s).lastAction.trigger, 'refresh');
   t.match(log.lines().join('\n'), /QEMU modules changed \(replaced hw-display-qxl\.so\)/);
   const prom = parsePrometheus(fs.readFileSync(path.join(dir, 'qemu_modwatch.prom'), 'utf8'));
-  t.equal(value(prom.samples, 'qemu_modwatch_pending_changes', { kind: 'replaced' }), 0, 'the metrics tell the state after refreshing');
+  t.equal(
+    value(prom.samples, 'qemu_modwatch_pending_changes', { kind: 'replaced' }),
+    0,
+    'the metrics tell the state after refreshing',
+  );
   t.equal(value(prom.samples, 'qemu_modwatch_guests_at_risk'), 1);
 
   const again = s.run(['refresh', '--json']);
@@ -143,7 +160,10 @@ t.test('status: none, then the baseline and the last action; corrupt is a WARNIN
   t.equal(r.code, 0);
   t.match(r.stdout, /State +\/var\/lib\/qemu-modwatch\/state\.json \(written by qemu-modwatch \d+\.\d+\.\d+\)/);
   t.match(r.stdout, /Baseline +\S+Z \(\d+ s ago\): 4 modules in 1 module directory/);
-  t.match(r.stdout, /Last action +\S+Z \(\d+ s ago\) by hook daemon reload: QEMU modules changed \(added hw-usb-smartcard\.so\); deleted 1 capabilities cache entries/);
+  t.match(
+    r.stdout,
+    /Last action +\S+Z \(\d+ s ago\) by hook daemon reload: QEMU modules changed \(added hw-usb-smartcard\.so\); deleted 1 capabilities cache entries/,
+  );
   t.match(r.stdout, /Last full check +\S+Z \(\d+ s ago\), by a hook or refresh/);
   const j = JSON.parse(s.run(['status', '--json']).stdout);
   assertSchema(j, 'status');

@@ -31,7 +31,11 @@ t.test('the build wrote the man page and completion from the current table', asy
 t.test('every option and command in --help, the man page and the completion', async (t) => {
   for (const o of OPTIONS) {
     t.match(help, new RegExp(`^  --${o.name}\\b`, 'm'), `--help: --${o.name}`);
-    t.match(man, new RegExp(String.raw`^\.BI? "?\\-\\-` + o.name.split('-').join(String.raw`\\-`), 'm'), `man: --${o.name}`);
+    t.match(
+      man,
+      new RegExp(String.raw`^\.BI? "?\\-\\-` + o.name.split('-').join(String.raw`\\-`), 'm'),
+      `man: --${o.name}`,
+    );
     t.ok(completion.includes(`--${o.name}`), `completion: --${o.name}`);
   }
   for (const c of COMMANDS) {
@@ -42,7 +46,11 @@ t.test('every option and command in --help, the man page and the completion', as
 });
 
 t.test('nothing claims an option that does not exist', async (t) => {
-  for (const [what, text] of [['--help', help], ['man page', man], ['completion', completion]] as const) {
+  for (const [what, text] of [
+    ['--help', help],
+    ['man page', man],
+    ['completion', completion],
+  ] as const) {
     const extra = [...claimed(text)].filter((o) => !optionNames.has(o));
     t.same(extra, [], `${what} names only real options`);
   }
@@ -62,18 +70,26 @@ t.test('the man page is well-formed roff', async (t) => {
     if (/\\(?![-e&"])/.test(line.replace(/^\.\\".*/, ''))) t.fail(`stray escape: ${line.slice(0, 60)}`);
   }
   t.match(man, /^\.TH QEMU\\-MODWATCH 8 /m);
-  for (const section of ['NAME', 'SYNOPSIS', 'DESCRIPTION', 'COMMANDS', 'OPTIONS', 'EXIT STATUS', 'FILES']) t.match(man, new RegExp(`^\\.SH ${section}$`, 'm'));
+  for (const section of ['NAME', 'SYNOPSIS', 'DESCRIPTION', 'COMMANDS', 'OPTIONS', 'EXIT STATUS', 'FILES'])
+    t.match(man, new RegExp(`^\\.SH ${section}$`, 'm'));
 });
 
 const groff = spawnSync('groff', ['--version']).status === 0;
-t.test('the man page renders without warnings', { skip: !groff && 'groff is not installed (Debian: groff-base)' }, async (t) => {
-  const r = spawnSync('groff', ['-man', '-Tutf8', '-ww', MAN], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80' } });
-  t.equal(r.status, 0);
-  t.equal(r.stderr, '', 'no warnings');
-  const text = r.stdout.replace(/.\x08/g, '');
-  t.match(text, /qemu-modwatch - keep libvirt's QEMU capabilities cache/);
-  for (const o of OPTIONS) t.match(text, new RegExp(`--${o.name}`), `rendered: --${o.name}`);
-});
+t.test(
+  'the man page renders without warnings',
+  { skip: !groff && 'groff is not installed (Debian: groff-base)' },
+  async (t) => {
+    const r = spawnSync('groff', ['-man', '-Tutf8', '-ww', MAN], {
+      encoding: 'utf8',
+      env: { ...process.env, MANWIDTH: '80' },
+    });
+    t.equal(r.status, 0);
+    t.equal(r.stderr, '', 'no warnings');
+    const text = r.stdout.replace(/.\x08/g, '');
+    t.match(text, /qemu-modwatch - keep libvirt's QEMU capabilities cache/);
+    for (const o of OPTIONS) t.match(text, new RegExp(`--${o.name}`), `rendered: --${o.name}`);
+  },
+);
 
 t.test('bash completion completes commands, options per command and option values', async (t) => {
   const complete = (line: string): string[] => {

@@ -7,7 +7,8 @@ import { EMULATOR, MODDIR, Sysroot, sysroot } from '../fixtures/sysroot';
 // The qemu dispatcher's fast path: no Node start when nothing changed, and
 // a full check whenever anything it watches may have changed.
 
-const start = (file: string, name = 'g') => runHookFile(file, [name, 'prepare', 'begin', '-'], { input: domainXml(name) });
+const start = (file: string, name = 'g') =>
+  runHookFile(file, [name, 'prepare', 'begin', '-'], { input: domainXml(name) });
 
 /**
  * Moves the mark to now, as if the last full check had run a while after
@@ -50,7 +51,13 @@ t.test('ops the hook ignores never start it, whatever the state', async (t) => {
   const s = sysroot(t);
   const hooks = installDispatchers(s);
   hooks.forbidExecutable();
-  for (const [op, sub] of [['started', 'begin'], ['stopped', 'end'], ['release', 'end'], ['reconnect', 'begin'], ['attach', 'begin']]) {
+  for (const [op, sub] of [
+    ['started', 'begin'],
+    ['stopped', 'end'],
+    ['release', 'end'],
+    ['reconnect', 'begin'],
+    ['attach', 'begin'],
+  ]) {
     t.equal(runHookFile(hooks.qemu, ['g', op!, sub!, '-'], { input: domainXml() }).code, 0, op);
   }
   t.equal(runHookFile(hooks.daemon, ['-', 'shutdown', '-', 'shutdown']).code, 0);
@@ -93,7 +100,10 @@ t.test('a change made while the executable is scanning is not lost', async (t) =
   sysroot(t, s);
   s.addCacheEntry(EMULATOR, { ageSeconds: -5 });
   const hooks = installDispatchers(s);
-  const child = spawn(hooks.qemu, ['g', 'prepare', 'begin', '-'], { env: BARE_ENV, stdio: ['pipe', 'ignore', 'ignore'] });
+  const child = spawn(hooks.qemu, ['g', 'prepare', 'begin', '-'], {
+    env: BARE_ENV,
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
   // Listened for from the start: a quick run may be over before the change below is made.
   const closed = new Promise((r) => child.on('close', r));
   child.stdin.end(domainXml());
@@ -155,20 +165,32 @@ t.test('a missing, unreadable or odd mark or watch list means the full check', a
   const cases: [string, (s: Sysroot) => void][] = [
     ['mark missing', (s) => fs.rmSync(s.host('/var/lib/qemu-modwatch/mark'))],
     ['watch missing', (s) => fs.rmSync(s.host('/var/lib/qemu-modwatch/watch'))],
-    ['mark is a directory', (s) => {
-      fs.rmSync(s.host('/var/lib/qemu-modwatch/mark'));
-      fs.mkdirSync(s.host('/var/lib/qemu-modwatch/mark'));
-    }],
-    ['mark is a dangling symlink', (s) => {
-      fs.rmSync(s.host('/var/lib/qemu-modwatch/mark'));
-      fs.symlinkSync('/nonexistent', s.host('/var/lib/qemu-modwatch/mark'));
-    }],
+    [
+      'mark is a directory',
+      (s) => {
+        fs.rmSync(s.host('/var/lib/qemu-modwatch/mark'));
+        fs.mkdirSync(s.host('/var/lib/qemu-modwatch/mark'));
+      },
+    ],
+    [
+      'mark is a dangling symlink',
+      (s) => {
+        fs.rmSync(s.host('/var/lib/qemu-modwatch/mark'));
+        fs.symlinkSync('/nonexistent', s.host('/var/lib/qemu-modwatch/mark'));
+      },
+    ],
     ['watch list garbage', (s) => fs.writeFileSync(s.host('/var/lib/qemu-modwatch/watch'), 'X what\n')],
-    ['watched path vanished', (s) => fs.writeFileSync(s.host('/var/lib/qemu-modwatch/watch'), `F ${s.host('/gone')}\nE\n`)],
-    ['watch list cut short', (s) => {
-      const file = s.host('/var/lib/qemu-modwatch/watch');
-      fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/E\n$/, ''));
-    }],
+    [
+      'watched path vanished',
+      (s) => fs.writeFileSync(s.host('/var/lib/qemu-modwatch/watch'), `F ${s.host('/gone')}\nE\n`),
+    ],
+    [
+      'watch list cut short',
+      (s) => {
+        const file = s.host('/var/lib/qemu-modwatch/watch');
+        fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/E\n$/, ''));
+      },
+    ],
   ];
   for (const [label, spoil] of cases) {
     const { s, hooks } = primed(t);

@@ -55,7 +55,11 @@ t.test('found through pid files and /proc; stale pid files and other processes a
 
 t.test('after an upgrade: guests on the old build are at risk and run a replaced emulator', async (t) => {
   const s = sysroot(t);
-  addGuest(s, { pid: 100, domain: 'web01', mapped: [`${MODDIR}/hw-usb-redirect.so`, '/usr/lib/x86_64-linux-gnu/libc.so.6'] });
+  addGuest(s, {
+    pid: 100,
+    domain: 'web01',
+    mapped: [`${MODDIR}/hw-usb-redirect.so`, '/usr/lib/x86_64-linux-gnu/libc.so.6'],
+  });
   upgrade(s);
   const { report, code, text, nagios, prom, nagiosRaw } = checkAllFormats(s);
   t.equal(code, 1, 'WARNING');
@@ -65,7 +69,10 @@ t.test('after an upgrade: guests on the old build are at risk and run a replaced
   t.equal(g.stampOnDisk, NEW);
   t.equal(g.atRisk, true);
   t.same(g.loadedModules, ['hw-usb-redirect.so'], 'a module it mapped already is not loaded again');
-  t.same(g.modulesAtRisk.map((m: any) => m.name), ['block-rbd.so', 'hw-display-qxl.so']);
+  t.same(
+    g.modulesAtRisk.map((m: any) => m.name),
+    ['block-rbd.so', 'hw-display-qxl.so'],
+  );
   t.same(g.modulesAtRisk[0], { name: 'block-rbd.so', file: `${MODDIR}/block-rbd.so`, stamp: NEW, shadowedCopy: null });
   t.same(report.counts.guestsAtRisk, 1);
   t.same(report.counts.guestsEmulatorReplaced, 1);
@@ -90,7 +97,11 @@ t.test("upgrade copies under /var/run/qemu serve a guest's build, unless shadowe
   const { report } = checkAllFormats(s);
   const g = byPid(report)[100];
   t.same(g.searchDirs, [MODDIR, UPGRADE]);
-  t.same(g.servedByUpgradeCopy, [{ name: 'block-rbd.so', file: `${UPGRADE}/block-rbd.so` }], 'gone from the module directory, served by the copy');
+  t.same(
+    g.servedByUpgradeCopy,
+    [{ name: 'block-rbd.so', file: `${UPGRADE}/block-rbd.so` }],
+    'gone from the module directory, served by the copy',
+  );
   const qxl = g.modulesAtRisk.find((m: any) => m.name === 'hw-display-qxl.so');
   t.equal(qxl.shadowedCopy, `${UPGRADE}/hw-display-qxl.so`, 'QEMU 7.2+ stops at the new file in the module directory');
   t.ok(g.modulesAtRisk.some((m: any) => m.name === 'hw-usb-redirect.so' && m.shadowedCopy === null));
@@ -104,7 +115,11 @@ t.test('QEMU_MODULE_DIR in the guest environment is searched first', async (t) =
   upgrade(s);
   const g = byPid(checkAllFormats(s).report)[100];
   t.same(g.searchDirs, ['/opt/mods', MODDIR]);
-  t.same(g.modulesAtRisk.map((m: any) => m.name), ['block-rbd.so', 'hw-usb-redirect.so'], 'qxl is found first in its own directory, with its stamp');
+  t.same(
+    g.modulesAtRisk.map((m: any) => m.name),
+    ['block-rbd.so', 'hw-usb-redirect.so'],
+    'qxl is found first in its own directory, with its stamp',
+  );
 });
 
 t.test('exe as a link: relative links resolve inside the root; " (deleted)" and missing binaries', async (t) => {
@@ -122,7 +137,13 @@ t.test('exe as a link: relative links resolve inside the root; " (deleted)" and 
   t.equal(g[300].emulatorState, 'replaced', 'the kernel says deleted and a file is at the path');
   t.equal(g[300].atRisk, null, 'its binary cannot be read in a fake tree');
   t.match(text, /removed\s+pid 200\s+\/usr\/bin\/qemu-system-gone\s+EMULATOR REMOVED/);
-  t.ok(report.findings.some((f: any) => f.code === 'guest-emulator-replaced' && /'removed' \(pid 200\).*which was removed since it started/.test(f.message)));
+  t.ok(
+    report.findings.some(
+      (f: any) =>
+        f.code === 'guest-emulator-replaced' &&
+        /'removed' \(pid 200\).*which was removed since it started/.test(f.message),
+    ),
+  );
 });
 
 t.test('a hundred guests on one binary: read once, fast', async (t) => {

@@ -2,7 +2,16 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { BARE_ENV, domainXml, fakeSyslog, fileId, prepare, runHook, runHookAsync, runHookFile } from '../fixtures/hooks';
+import {
+  BARE_ENV,
+  domainXml,
+  fakeSyslog,
+  fileId,
+  prepare,
+  runHook,
+  runHookAsync,
+  runHookFile,
+} from '../fixtures/hooks';
 import { EMULATOR, EXE, MODDIR, Sysroot, sysroot } from '../fixtures/sysroot';
 
 // The hook, run as libvirt runs it, against sysroots.
@@ -47,7 +56,11 @@ t.test('cache headers are remembered by hooks and accept, never written by --che
   t.equal(s.run(['--check']).code, 0);
   t.notOk(fs.existsSync(memo), '--check writes nothing');
   t.equal(prepare(s, 'guest1', EMULATOR).code, 0);
-  t.equal(JSON.parse(fs.readFileSync(memo, 'utf8')).entries[entry]?.emulator, EMULATOR, 'the hook remembered the header');
+  t.equal(
+    JSON.parse(fs.readFileSync(memo, 'utf8')).entries[entry]?.emulator,
+    EMULATOR,
+    'the hook remembered the header',
+  );
   const id = fileId(memo);
   t.equal(prepare(s, 'guest1', EMULATOR).code, 0);
   t.same(fileId(memo), id, 'and does not rewrite what it already has');
@@ -70,17 +83,29 @@ t.test('module added, removed, replaced in place: invalidate and nudge (defaults
     t.equal(r.code, 0, r.stderr);
     t.equal(r.stdout, '');
     t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)), `${change}: entry deleted`);
-    t.equal(s.cacheFiles().length, 0, `${change}: the missing emulator's stale entry too (unsure which directory it uses)`);
+    t.equal(
+      s.cacheFiles().length,
+      0,
+      `${change}: the missing emulator's stale entry too (unsure which directory it uses)`,
+    );
     const after = fileId(s.host(EMULATOR))!;
     t.ok(after.ctimeMs > before.ctimeMs, `${change}: emulator ctime moved`);
     t.equal(after.mtimeMs, before.mtimeMs, `${change}: emulator mtime not touched`);
     t.equal(fs.statSync(s.host(EMULATOR)).mode & 0o7777, 0o755, 'mode unchanged');
     const lines = log.lines();
     t.equal(lines.length, 1, `${change}: one log line`);
-    t.match(lines[0], new RegExp(`-t qemu-modwatch -p daemon.warning -- QEMU modules changed \\(${change} [a-z-]+\\.so\\) before prepare of domain 'web01' \\(emulator ${EMULATOR}\\): deleted 2 capabilities cache entries, nudged ${EMULATOR}`));
+    t.match(
+      lines[0],
+      new RegExp(
+        `-t qemu-modwatch -p daemon.warning -- QEMU modules changed \\(${change} [a-z-]+\\.so\\) before prepare of domain 'web01' \\(emulator ${EMULATOR}\\): deleted 2 capabilities cache entries, nudged ${EMULATOR}`,
+      ),
+    );
     const st = state(s);
     t.equal(st.lastAction.trigger, 'hook qemu prepare');
-    t.same(st.lastAction.deleted.sort(), [entry, s.cacheFiles()[0] ?? st.lastAction.deleted.find((x: string) => x !== entry)].sort());
+    t.same(
+      st.lastAction.deleted.sort(),
+      [entry, s.cacheFiles()[0] ?? st.lastAction.deleted.find((x: string) => x !== entry)].sort(),
+    );
     t.equal(s.json().report.changes.length, 0, `${change}: baseline moved`);
     // The nudge itself is recorded: the next run neither re-reads nor re-acts.
     const again = prepare(s, 'web01', EMULATOR, log.env);
@@ -135,7 +160,10 @@ t.test('on_change = refuse: first start fails with one line, the next passes', a
   const first = prepare(s, 'db1', EMULATOR, log.env);
   t.equal(first.code, 1);
   t.equal(first.stdout, '');
-  t.match(first.stderr, /^qemu-modwatch: QEMU modules changed \(replaced hw-usb-redirect\.so\); libvirt's capabilities were refreshed \(1 cache entries\), start the domain again\n$/);
+  t.match(
+    first.stderr,
+    /^qemu-modwatch: QEMU modules changed \(replaced hw-usb-redirect\.so\); libvirt's capabilities were refreshed \(1 cache entries\), start the domain again\n$/,
+  );
   t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)));
   const second = prepare(s, 'db1');
   t.equal(second.code, 0, second.stderr);
@@ -164,7 +192,9 @@ t.test('first run: records a baseline; deletes only entries stale by age', async
   const stale = s.addCacheEntry(EMULATOR, { ageSeconds: 600 });
   const fresh = s.addCacheEntry('/usr/bin/qemu-system-aarch64', { ageSeconds: -5 });
   // As libvirtd's own start runs it (the dispatcher names the daemon); an unnamed one is also nudged (daemons.test.ts).
-  const r = runHook(s, 'daemon', ['-', 'start', '-', 'start'], { env: { ...log.env, QEMU_MODWATCH_DAEMON: 'libvirtd' } });
+  const r = runHook(s, 'daemon', ['-', 'start', '-', 'start'], {
+    env: { ...log.env, QEMU_MODWATCH_DAEMON: 'libvirtd' },
+  });
   t.equal(r.code, 0, r.stderr);
   t.same(s.cacheFiles(), [fresh]);
   t.notOk(s.cacheFiles().includes(stale));
@@ -187,11 +217,18 @@ t.test('daemon reload nudges; shutdown and other ops do nothing', async (t) => {
   s.addModule(MODDIR, 'hw-usb-host.so');
   s.write('/var/lib/qemu-modwatch/state.json.keep', fs.readFileSync(s.statePath()));
   const emu = fileId(s.host(EMULATOR))!;
-  for (const args of [['-', 'shutdown', '-', 'shutdown'], ['-', 'bogus']]) {
+  for (const args of [
+    ['-', 'shutdown', '-', 'shutdown'],
+    ['-', 'bogus'],
+  ]) {
     t.equal(runHook(s, 'daemon', args).code, 0);
   }
   for (const op of ['started', 'stopped', 'release', 'reconnect', 'attach', 'start']) {
-    t.equal(runHook(s, 'qemu', ['g', op, op === 'stopped' || op === 'release' ? 'end' : 'begin', '-'], { input: domainXml() }).code, 0);
+    t.equal(
+      runHook(s, 'qemu', ['g', op, op === 'stopped' || op === 'release' ? 'end' : 'begin', '-'], { input: domainXml() })
+        .code,
+      0,
+    );
   }
   t.equal(s.cacheFiles().length, 1, 'ignored ops left the cache alone');
   t.equal(runHook(s, 'daemon', ['-', 'reload', 'begin', 'SIGHUP']).code, 0);
@@ -209,31 +246,44 @@ t.test('ignored ops do not even read the state', async (t) => {
   t.equal(fs.readFileSync(s.statePath(), 'utf8'), 'garbage');
 });
 
-t.test('started by name: through a qemu.d symlink, and as hooks/qemu, with no options and a bare environment', async (t) => {
-  for (const name of ['/etc/libvirt/hooks/qemu.d/50-qemu-modwatch', '/etc/libvirt/hooks/qemu']) {
-    const { s, entry } = settled(t);
-    const link = s.host(name);
-    fs.mkdirSync(path.dirname(link), { recursive: true });
-    fs.symlinkSync(EXE, link);
-    s.addModule(MODDIR, 'hw-usb-host.so');
-    const r = runHookFile(link, ['vm', 'prepare', 'begin', '-'], { input: domainXml('vm'), env: { QEMU_MODWATCH_ROOT: s.root } });
-    t.equal(r.code, 0, r.stderr);
-    t.equal(r.stdout, '');
-    t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)), `${name}: acted`);
-  }
-  {
-    // Completely empty environment.
-    const { s, entry } = settled(t);
-    s.addModule(MODDIR, 'hw-usb-host.so');
-    const r = spawnSync(EXE, ['--root', s.root, 'hook', 'qemu', 'vm', 'prepare', 'begin', '-'], { input: domainXml('vm'), env: {}, encoding: 'utf8' });
-    t.equal(r.status, 0, r.stderr);
-    t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)), 'env -i: acted');
-  }
-});
+t.test(
+  'started by name: through a qemu.d symlink, and as hooks/qemu, with no options and a bare environment',
+  async (t) => {
+    for (const name of ['/etc/libvirt/hooks/qemu.d/50-qemu-modwatch', '/etc/libvirt/hooks/qemu']) {
+      const { s, entry } = settled(t);
+      const link = s.host(name);
+      fs.mkdirSync(path.dirname(link), { recursive: true });
+      fs.symlinkSync(EXE, link);
+      s.addModule(MODDIR, 'hw-usb-host.so');
+      const r = runHookFile(link, ['vm', 'prepare', 'begin', '-'], {
+        input: domainXml('vm'),
+        env: { QEMU_MODWATCH_ROOT: s.root },
+      });
+      t.equal(r.code, 0, r.stderr);
+      t.equal(r.stdout, '');
+      t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)), `${name}: acted`);
+    }
+    {
+      // Completely empty environment.
+      const { s, entry } = settled(t);
+      s.addModule(MODDIR, 'hw-usb-host.so');
+      const r = spawnSync(EXE, ['--root', s.root, 'hook', 'qemu', 'vm', 'prepare', 'begin', '-'], {
+        input: domainXml('vm'),
+        env: {},
+        encoding: 'utf8',
+      });
+      t.equal(r.status, 0, r.stderr);
+      t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)), 'env -i: acted');
+    }
+  },
+);
 
 t.test('a symlink planted in the cache directory survives, and so does its target', async (t) => {
   const { s, entry } = settled(t);
-  const outside = s.write('/srv/precious.xml', `<qemuCaps><emulator>${EMULATOR}</emulator><qemuctime>1</qemuctime></qemuCaps>`);
+  const outside = s.write(
+    '/srv/precious.xml',
+    `<qemuCaps><emulator>${EMULATOR}</emulator><qemuctime>1</qemuctime></qemuCaps>`,
+  );
   const old = new Date('2001-01-01');
   fs.utimesSync(outside, old, old);
   const link = path.join(s.cacheDir(), 'c'.repeat(64) + '.xml');
@@ -264,7 +314,11 @@ t.test('bad stdin XML: fail open with one logged line; fail = closed refuses', a
   const cases: [string, string | Buffer, RegExp][] = [
     ['malformed', '<domain><name>x</name>', /domain XML|XML/],
     ['empty', '', /no domain XML on stdin/],
-    ['entity bomb', '<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><domain><name>&b;</name></domain>', /DOCTYPE/],
+    [
+      'entity bomb',
+      '<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><domain><name>&b;</name></domain>',
+      /DOCTYPE/,
+    ],
     ['17 MiB', Buffer.alloc(17 * 1024 * 1024, 0x20), /larger than 16 MiB/],
   ];
   for (const [label, input, why] of cases) {
@@ -275,7 +329,10 @@ t.test('bad stdin XML: fail open with one logged line; fail = closed refuses', a
     t.equal(r.code, 0, `${label}: not blocking`);
     t.equal(r.stdout, '');
     t.equal(log.lines().length, 1, `${label}: logged once`);
-    t.match(log.lines()[0], /-p daemon.err -- hook qemu prepare for domain 'vm' failed: .*not blocking \(fail = open\)/);
+    t.match(
+      log.lines()[0],
+      /-p daemon.err -- hook qemu prepare for domain 'vm' failed: .*not blocking \(fail = open\)/,
+    );
     t.match(log.lines()[0], why, label);
     t.ok(fs.existsSync(path.join(s.cacheDir(), entry)), `${label}: nothing done on bad input`);
   }
@@ -305,21 +362,46 @@ t.test('a bad config fails open and is logged', async (t) => {
   t.match(log.lines()[0], /unknown key \[policy\] whatever; not blocking/);
 });
 
-t.test('read-only state directory: fail open, logged', { skip: process.getuid?.() !== 0 ? 'needs root for a read-only bind mount' : false }, async (t) => {
-  const { s } = settled(t);
-  const log = fakeSyslog(s);
-  s.addModule(MODDIR, 'hw-usb-host.so');
-  const stateDir = s.host('/var/lib/qemu-modwatch');
-  const script = `mount --bind ${stateDir} ${stateDir} && mount -o remount,bind,ro ${stateDir} && exec "$@"`;
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', EXE, '--root', s.root, 'hook', 'qemu', 'g', 'prepare', 'begin', '-'], {
-    input: domainXml('g'),
-    env: { ...BARE_ENV, ...log.env },
-    encoding: 'utf8',
-  });
-  t.equal(r.status, 0, r.stderr);
-  t.equal(r.stdout, '');
-  t.match(log.lines().join('\n'), /EROFS|read-only/);
-});
+t.test(
+  'read-only state directory: fail open, logged',
+  { skip: process.getuid?.() !== 0 ? 'needs root for a read-only bind mount' : false },
+  async (t) => {
+    const { s } = settled(t);
+    const log = fakeSyslog(s);
+    s.addModule(MODDIR, 'hw-usb-host.so');
+    const stateDir = s.host('/var/lib/qemu-modwatch');
+    const script = `mount --bind ${stateDir} ${stateDir} && mount -o remount,bind,ro ${stateDir} && exec "$@"`;
+    const r = spawnSync(
+      'unshare',
+      [
+        '-m',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        script,
+        'sh',
+        EXE,
+        '--root',
+        s.root,
+        'hook',
+        'qemu',
+        'g',
+        'prepare',
+        'begin',
+        '-',
+      ],
+      {
+        input: domainXml('g'),
+        env: { ...BARE_ENV, ...log.env },
+        encoding: 'utf8',
+      },
+    );
+    t.equal(r.status, 0, r.stderr);
+    t.equal(r.stdout, '');
+    t.match(log.lines().join('\n'), /EROFS|read-only/);
+  },
+);
 
 t.test('journal: structured fields', async (t) => {
   const { s } = settled(t);
@@ -327,7 +409,10 @@ t.test('journal: structured fields', async (t) => {
   s.replaceInPlace(MODDIR, 'hw-display-qxl.so');
   t.equal(prepare(s, 'evil\nname', EMULATOR, log.env).code, 0);
   const line = log.lines()[0]!;
-  t.match(line, /^--journald MESSAGE=QEMU modules changed \(replaced hw-display-qxl.so\) before prepare of domain 'evil\\x0aname'/);
+  t.match(
+    line,
+    /^--journald MESSAGE=QEMU modules changed \(replaced hw-display-qxl.so\) before prepare of domain 'evil\\x0aname'/,
+  );
   t.match(line, /\|SYSLOG_IDENTIFIER=qemu-modwatch\|PRIORITY=4\|/);
   t.match(line, new RegExp(`QEMU_MODWATCH_REPLACED=${MODDIR}/hw-display-qxl.so\\|`));
   t.match(line, /QEMU_MODWATCH_DOMAIN=evil\\x0aname\|/);
@@ -339,9 +424,14 @@ t.test('50 hooks in parallel with one change: one set of deletions, valid state'
   const log = fakeSyslog(s);
   s.addModule(MODDIR, 'hw-usb-host.so');
   const runs = await Promise.all(
-    Array.from({ length: 50 }, (_, i) => runHookAsync(s, 'qemu', [`g${i}`, 'prepare', 'begin', '-'], domainXml(`g${i}`), log.env)),
+    Array.from({ length: 50 }, (_, i) =>
+      runHookAsync(s, 'qemu', [`g${i}`, 'prepare', 'begin', '-'], domainXml(`g${i}`), log.env),
+    ),
   );
-  t.ok(runs.every((r) => r.code === 0 && r.stdout === ''), 'all started');
+  t.ok(
+    runs.every((r) => r.code === 0 && r.stdout === ''),
+    'all started',
+  );
   t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)));
   const warnings = log.lines().filter((l) => /daemon.warning/.test(l));
   t.equal(warnings.length, 1, 'acted once');

@@ -11,7 +11,8 @@ import { EXE } from '../fixtures/sysroot';
 
 const MODDIR = '/usr/lib/x86_64-linux-gnu/qemu';
 const EMULATOR = '/usr/bin/qemu-system-x86_64';
-const missing = !fs.existsSync(MODDIR) || !fs.existsSync(EMULATOR) ? 'QEMU (qemu-system-x86) is not installed on this host' : false;
+const missing =
+  !fs.existsSync(MODDIR) || !fs.existsSync(EMULATOR) ? 'QEMU (qemu-system-x86) is not installed on this host' : false;
 if (missing && inCI()) t.fail(`${missing}, and CI must run this test`);
 
 t.test('--check on the real host matches readelf and the emulator binary', { skip: missing }, async (t) => {
@@ -20,9 +21,15 @@ t.test('--check on the real host matches readelf and the emulator binary', { ski
   const report = JSON.parse(r.stdout);
   const dir = report.moduleDirs.find((d: any) => d.path === MODDIR);
   t.ok(dir, `${MODDIR} found`);
-  const files = fs.readdirSync(MODDIR).filter((n) => n.endsWith('.so')).sort();
+  const files = fs
+    .readdirSync(MODDIR)
+    .filter((n) => n.endsWith('.so'))
+    .sort();
   t.equal(dir.moduleCount, files.length, 'module count');
-  t.same(dir.modules.map((m: any) => m.name), files);
+  t.same(
+    dir.modules.map((m: any) => m.name),
+    files,
+  );
 
   // The emulator's stamp, as a string inside the binary.
   const binary = fs.readFileSync(EMULATOR).toString('latin1');
@@ -36,7 +43,10 @@ t.test('--check on the real host matches readelf and the emulator binary', { ski
     t.equal(m.stamp, stamp, `${m.name} stamp equals the emulator's`);
     t.equal(m.refused, false);
   }
-  t.notOk(report.findings.some((f: any) => f.code === 'stamp-mismatch'), 'no module refused on a consistent install');
+  t.notOk(
+    report.findings.some((f: any) => f.code === 'stamp-mismatch'),
+    'no module refused on a consistent install',
+  );
 });
 
 t.test('the single executable runs with an empty environment, away from node_modules', async (t) => {
@@ -50,8 +60,16 @@ t.test('the single executable runs with an empty environment, away from node_mod
   t.match(v.stdout, /^qemu-modwatch \d+\.\d+\.\d+\n$/);
   t.equal(v.stderr, '', 'no warnings (SEA warning disabled)');
   // V8 rejects a code cache silently (the start is then slower, BENCHMARKS.md): the entry says so on request.
-  const cache = spawnSync(copy, ['--version'], { cwd: dir, env: { QEMU_MODWATCH_DEBUG: 'code-cache' }, encoding: 'utf8' });
-  t.equal(cache.stderr, ['none', 'node'].includes(process.env.SEA_CODE_CACHE ?? '') ? '' : 'code cache accepted\n', 'the build-time code cache is used');
+  const cache = spawnSync(copy, ['--version'], {
+    cwd: dir,
+    env: { QEMU_MODWATCH_DEBUG: 'code-cache' },
+    encoding: 'utf8',
+  });
+  t.equal(
+    cache.stderr,
+    ['none', 'node'].includes(process.env.SEA_CODE_CACHE ?? '') ? '' : 'code cache accepted\n',
+    'the build-time code cache is used',
+  );
   const root = path.join(dir, 'root');
   fs.mkdirSync(root);
   const c = spawnSync(copy, ['--root', root, '--check'], { cwd: dir, env: {}, encoding: 'utf8' });
@@ -60,7 +78,11 @@ t.test('the single executable runs with an empty environment, away from node_mod
   // The bundle for distros with their own Node.js.
   const cjs = path.join(dir, 'qemu-modwatch.cjs');
   fs.copyFileSync(EXE + '.cjs', cjs);
-  const n = spawnSync(process.execPath, [cjs, '--root', root, '--check', '--json'], { cwd: dir, env: {}, encoding: 'utf8' });
+  const n = spawnSync(process.execPath, [cjs, '--root', root, '--check', '--json'], {
+    cwd: dir,
+    env: {},
+    encoding: 'utf8',
+  });
   t.equal(n.status, 0, n.stderr);
   t.equal(JSON.parse(n.stdout).status, 'OK');
   t.match(fs.readFileSync(cjs, 'utf8'), /^#!\/usr\/bin\/env node\n/);

@@ -10,7 +10,8 @@ import { EXE, Sysroot, sysroot, TOP } from '../fixtures/sysroot';
 // `install` and `uninstall` into sysroots.
 
 const PREFIX_EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
-const manifestOf = (s: Sysroot) => JSON.parse(fs.readFileSync(s.host('/var/lib/qemu-modwatch/install-manifest.json'), 'utf8'));
+const manifestOf = (s: Sysroot) =>
+  JSON.parse(fs.readFileSync(s.host('/var/lib/qemu-modwatch/install-manifest.json'), 'utf8'));
 const mode = (p: string) => fs.statSync(p).mode & 0o7777;
 
 /** A cache entry written by a libvirt of this version (libvirt records it as selfvers). */
@@ -31,10 +32,17 @@ t.test('install on a libvirt with drop-in directories', async (t) => {
     t.equal(mode(d), 0o755, `${driver} dispatcher`);
     const text = fs.readFileSync(d, 'utf8');
     t.match(text, new RegExp(`^QEMU_MODWATCH=${PREFIX_EXE}$`, 'm'));
-    t.equal(text, fs.readFileSync(path.join(TOP, `hooks/${driver}.d/50-qemu-modwatch`), 'utf8'), 'as shipped (default prefix)');
+    t.equal(
+      text,
+      fs.readFileSync(path.join(TOP, `hooks/${driver}.d/50-qemu-modwatch`), 'utf8'),
+      'as shipped (default prefix)',
+    );
   }
   t.equal(fs.readlinkSync(s.host('/usr/sbin/qemu-modwatch')), PREFIX_EXE);
-  t.equal(fs.readFileSync(s.host('/etc/qemu-modwatch.conf'), 'utf8'), fs.readFileSync(path.join(TOP, 'hooks/qemu-modwatch.conf'), 'utf8'));
+  t.equal(
+    fs.readFileSync(s.host('/etc/qemu-modwatch.conf'), 'utf8'),
+    fs.readFileSync(path.join(TOP, 'hooks/qemu-modwatch.conf'), 'utf8'),
+  );
   const m = manifestOf(s);
   t.equal(m.layout, 'dropin');
   t.same(m.files.map((f: any) => f.path).sort(), [
@@ -74,7 +82,10 @@ t.test('--dry-run changes nothing; --prefix moves the executable', async (t) => 
   const r = s.run(['install', '--prefix', '/opt/qemu-modwatch']);
   t.equal(r.code, 0, r.stderr);
   t.ok(fs.existsSync(s.host('/opt/qemu-modwatch/qemu-modwatch')));
-  t.match(fs.readFileSync(s.host('/etc/libvirt/hooks/qemu.d/50-qemu-modwatch'), 'utf8'), /^QEMU_MODWATCH=\/opt\/qemu-modwatch\/qemu-modwatch$/m);
+  t.match(
+    fs.readFileSync(s.host('/etc/libvirt/hooks/qemu.d/50-qemu-modwatch'), 'utf8'),
+    /^QEMU_MODWATCH=\/opt\/qemu-modwatch\/qemu-modwatch$/m,
+  );
 });
 
 t.test('libvirt before 6.5: the single hook files', async (t) => {
@@ -101,7 +112,10 @@ t.test("an admin's own single hook: refused, then chained with --chain", async (
   s.write('/etc/libvirt/hooks/qemu', admin, 0o755);
   const refused = s.run(['install']);
   t.equal(refused.code, 1);
-  t.match(refused.stderr, /^qemu-modwatch: \/etc\/libvirt\/hooks\/qemu exists and is not qemu-modwatch's; .*install --chain/);
+  t.match(
+    refused.stderr,
+    /^qemu-modwatch: \/etc\/libvirt\/hooks\/qemu exists and is not qemu-modwatch's; .*install --chain/,
+  );
   t.equal(fs.readFileSync(s.host('/etc/libvirt/hooks/qemu'), 'utf8'), admin, 'untouched');
   t.notOk(fs.existsSync(s.host(PREFIX_EXE)));
 
@@ -121,12 +135,20 @@ t.test("an admin's own single hook: refused, then chained with --chain", async (
     .replace(/^ours=.*$/m, `ours=${oursLocal}`);
   const local = s.write('/tmp/wrapper-under-test', text, 0o755);
   const xml = '<domain><name>vm</name></domain>';
-  const ok = spawnSync(local, ['vm', 'migrate', 'begin', '-'], { input: xml, encoding: 'utf8', env: { ...BARE_ENV, QEMU_MODWATCH_ROOT: s.root } });
+  const ok = spawnSync(local, ['vm', 'migrate', 'begin', '-'], {
+    input: xml,
+    encoding: 'utf8',
+    env: { ...BARE_ENV, QEMU_MODWATCH_ROOT: s.root },
+  });
   t.equal(ok.status, 0, ok.stderr);
   t.equal(ok.stdout, 'admin stdout\n', "the admin hook's stdout, unchanged, and nothing of ours");
   t.equal(fs.readFileSync(seen, 'utf8'), `vm migrate begin -\n${xml}`, 'same argv and stdin');
   t.ok(fs.existsSync(s.statePath()), 'then ours ran (it recorded a first baseline)');
-  const failing = spawnSync(local, ['vm', 'prepare', 'begin', '-'], { input: xml, encoding: 'utf8', env: { ...BARE_ENV, ADMIN_EXIT: '7' } });
+  const failing = spawnSync(local, ['vm', 'prepare', 'begin', '-'], {
+    input: xml,
+    encoding: 'utf8',
+    env: { ...BARE_ENV, ADMIN_EXIT: '7' },
+  });
   t.equal(failing.status, 7, 'its exit status is kept');
 
   t.match(s.run(['install', '--chain']).stdout, /already installed/);
@@ -179,23 +201,41 @@ t.test("an image's libvirt version comes from its dpkg database: 6.0 gets the si
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, /libvirt 6\.0\.0 \(libvirt-daemon 6\.0\.0-0ubuntu8 in its dpkg database\): single hook files/);
   t.notOk(fs.existsSync(s.host('/etc/libvirt/hooks/qemu.d')), 'no drop-in directory libvirt 6.0 would never run');
-  t.equal(fs.readFileSync(s.host('/etc/libvirt/hooks/qemu.before-qemu-modwatch'), 'utf8'), admin, "the admin's hook kept, and run first");
+  t.equal(
+    fs.readFileSync(s.host('/etc/libvirt/hooks/qemu.before-qemu-modwatch'), 'utf8'),
+    admin,
+    "the admin's hook kept, and run first",
+  );
 });
 
-t.test("an image without a dpkg database: the version from libvirt's library, here a real libvirt0 package", async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-libvirt0-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const dl = spawnSync('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', 'libvirt0'], { cwd: dir, encoding: 'utf8' });
-  const deb = fs.readdirSync(dir).find((n) => n.endsWith('.deb'));
-  if (dl.status !== 0 || !deb) {
-    if (inCI()) t.fail(`apt-get download libvirt0 failed under CI: ${dl.stderr}`);
-    else t.comment(`skipped: apt-get download libvirt0: ${dl.stderr.trim()}`);
-    return;
-  }
-  const s = sysroot(t, new Sysroot());
-  t.equal(spawnSync('dpkg-deb', ['-x', path.join(dir, deb), s.root]).status, 0, 'unpacked, not installed');
-  const upstream = /^(?:\d+:)?(\d+\.\d+\.\d+)/.exec(spawnSync('dpkg-deb', ['-f', path.join(dir, deb), 'Version'], { encoding: 'utf8' }).stdout.trim())?.[1];
-  const r = s.run(['install', '--dry-run']);
-  t.equal(r.code, 0, r.stderr);
-  t.match(r.stdout, new RegExp(`libvirt ${upstream!.replace(/\./g, '\\.')} \\(from /usr/lib/x86_64-linux-gnu/libvirt\\.so\\.0\\.\\d+\\.\\d+\\): drop-ins`), `the package says ${upstream}`);
-});
+t.test(
+  "an image without a dpkg database: the version from libvirt's library, here a real libvirt0 package",
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-libvirt0-'));
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const dl = spawnSync('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', 'libvirt0'], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
+    const deb = fs.readdirSync(dir).find((n) => n.endsWith('.deb'));
+    if (dl.status !== 0 || !deb) {
+      if (inCI()) t.fail(`apt-get download libvirt0 failed under CI: ${dl.stderr}`);
+      else t.comment(`skipped: apt-get download libvirt0: ${dl.stderr.trim()}`);
+      return;
+    }
+    const s = sysroot(t, new Sysroot());
+    t.equal(spawnSync('dpkg-deb', ['-x', path.join(dir, deb), s.root]).status, 0, 'unpacked, not installed');
+    const upstream = /^(?:\d+:)?(\d+\.\d+\.\d+)/.exec(
+      spawnSync('dpkg-deb', ['-f', path.join(dir, deb), 'Version'], { encoding: 'utf8' }).stdout.trim(),
+    )?.[1];
+    const r = s.run(['install', '--dry-run']);
+    t.equal(r.code, 0, r.stderr);
+    t.match(
+      r.stdout,
+      new RegExp(
+        `libvirt ${upstream!.replace(/\./g, '\\.')} \\(from /usr/lib/x86_64-linux-gnu/libvirt\\.so\\.0\\.\\d+\\.\\d+\\): drop-ins`,
+      ),
+      `the package says ${upstream}`,
+    );
+  },
+);

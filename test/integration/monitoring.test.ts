@@ -115,7 +115,8 @@ const scenarios: Scenario[] = [
       addGuest(s, { pid: 4343, domain: 'db "1"\nx', exe: { link: '/nonexistent/qemu-system-x86_64 (deleted)' } });
       // The upgrade: new emulator and modules; web01 still runs the old build.
       s.addEmulator(EMULATOR, { stamp: OTHER });
-      for (const m of ['hw-display-qxl.so', 'hw-usb-redirect.so', 'block-rbd.so']) s.addModule(MODDIR, m, { stamp: OTHER });
+      for (const m of ['hw-display-qxl.so', 'hw-usb-redirect.so', 'block-rbd.so'])
+        s.addModule(MODDIR, m, { stamp: OTHER });
       t.not(old, OTHER);
       return s;
     },
@@ -136,14 +137,26 @@ t.test('every finding kind in every format', async (t) => {
       }
       for (const f of out.report.findings.filter((f: any) => f.level !== 'OK')) {
         const shown = f.message.replace(/\n/g, '\\x0a').replace(/\|/g, '/');
-        t.ok(out.nagios.details.some((l) => l.includes(shown)), `nagios details: ${f.code}`);
+        t.ok(
+          out.nagios.details.some((l) => l.includes(shown)),
+          `nagios details: ${f.code}`,
+        );
         t.ok(out.text.includes(f.message.replace(/\n/g, '\\x0a')), `text: ${f.code}`);
       }
-      t.ok(out.nagios.firstLine.split(' | ')[0]!.length < 80 + 'QEMU-MODWATCH CRITICAL - '.length, 'status line summary is short');
+      t.ok(
+        out.nagios.firstLine.split(' | ')[0]!.length < 80 + 'QEMU-MODWATCH CRITICAL - '.length,
+        'status line summary is short',
+      );
       t.ok(out.nagios.summary.length < 80, `summary under 80 characters: ${out.nagios.summary}`);
       const c = out.report.counts;
       t.same(
-        [out.nagios.perf.modules!.value, out.nagios.perf.changed!.value, out.nagios.perf.stale_caches!.value, out.nagios.perf.refused_modules!.value, out.nagios.perf.guests_at_risk!.value],
+        [
+          out.nagios.perf.modules!.value,
+          out.nagios.perf.changed!.value,
+          out.nagios.perf.stale_caches!.value,
+          out.nagios.perf.refused_modules!.value,
+          out.nagios.perf.guests_at_risk!.value,
+        ],
         [c.modules, c.changed, c.staleCacheEntries, c.refusedModules, c.guestsAtRisk],
         'perfdata = counts',
       );
@@ -156,16 +169,28 @@ t.test('every finding kind in every format', async (t) => {
     });
   }
   // Root reads any directory, so an unlistable one cannot be made here.
-  t.same(FINDING_CODES.filter((c) => !covered.has(c)), ['unreadable-dir'], 'every finding code but unreadable-dir is covered');
+  t.same(
+    FINDING_CODES.filter((c) => !covered.has(c)),
+    ['unreadable-dir'],
+    'every finding code but unreadable-dir is covered',
+  );
 });
 
 t.test('stale entries: what libvirt does by itself, and the advice', async (t) => {
   const s = scenarios.find((x) => x.name.startsWith('stale entries'))!.make(t);
   const { report, text, nagios, prom } = checkAllFormats(s);
   const byEmu = Object.fromEntries(report.cache.entries.map((e: any) => [e.emulator, e]));
-  t.equal(byEmu[EMULATOR].libvirtOutcome, 'reprobes', 'no <qemumoddirmtime> from a 9.0 libvirt: its module-dir check fires');
+  t.equal(
+    byEmu[EMULATOR].libvirtOutcome,
+    'reprobes',
+    'no <qemumoddirmtime> from a 9.0 libvirt: its module-dir check fires',
+  );
   t.match(byEmu[EMULATOR].libvirtReason, /differs from <qemumoddirmtime> \(0\)/);
-  t.equal(byEmu['/usr/bin/qemu-system-aarch64'].libvirtOutcome, 'serves-stale', 'module replaced in place, directory mtime put back');
+  t.equal(
+    byEmu['/usr/bin/qemu-system-aarch64'].libvirtOutcome,
+    'serves-stale',
+    'module replaced in place, directory mtime put back',
+  );
   t.equal(byEmu['/usr/bin/qemu-system-aarch64'].libvirtReason, null);
   t.equal(report.counts.staleCacheEntriesServed, 1);
   t.match(report.advice[0], /^Run 'qemu-modwatch refresh': libvirt keeps serving 1 stale capabilities cache entry/);
@@ -181,7 +206,10 @@ t.test('label values are escaped; odd domain names do not break any format', asy
   const { prom, promRaw, report } = checkAllFormats(s);
   t.ok(report.guests.some((g: any) => g.domain === 'db "1"\nx'));
   t.match(promRaw, /domain="db \\"1\\"\\nx"/);
-  t.ok(prom.samples.some((x) => x.labels.domain === 'db "1"\nx'), 'round-trips through the parser');
+  t.ok(
+    prom.samples.some((x) => x.labels.domain === 'db "1"\nx'),
+    'round-trips through the parser',
+  );
 });
 
 t.test('--textfile writes DIR/qemu_modwatch.prom atomically, exit 0 once written', async (t) => {
@@ -219,7 +247,10 @@ t.test('--textfile writes DIR/qemu_modwatch.prom atomically, exit 0 once written
   })();
   for (let i = 0; i < 15; i++) {
     const code = await new Promise<number | null>((res) => {
-      const c = spawn(EXE, ['--root', s.root, '--check', '--textfile', dir], { stdio: 'ignore', env: { PATH: process.env.PATH ?? '' } });
+      const c = spawn(EXE, ['--root', s.root, '--check', '--textfile', dir], {
+        stdio: 'ignore',
+        env: { PATH: process.env.PATH ?? '' },
+      });
       c.on('close', res);
     });
     t.equal(code, 0);
@@ -252,7 +283,14 @@ t.test('a check that cannot check: UNKNOWN in every format', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-textfile-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   t.equal(s.run(['--check', '--textfile', dir]).code, 3);
-  t.equal(value(parsePrometheus(fs.readFileSync(path.join(dir, 'qemu_modwatch.prom'), 'utf8')).samples, 'qemu_modwatch_check_success'), 0, 'the textfile says so too');
+  t.equal(
+    value(
+      parsePrometheus(fs.readFileSync(path.join(dir, 'qemu_modwatch.prom'), 'utf8')).samples,
+      'qemu_modwatch_check_success',
+    ),
+    0,
+    'the textfile says so too',
+  );
   const u = s.run(['--check', '--format', 'nagios', '--bogus']);
   t.equal(u.code, 3);
   t.match(u.stdout, /^QEMU-MODWATCH UNKNOWN - /, 'even bad arguments');
@@ -261,29 +299,33 @@ t.test('a check that cannot check: UNKNOWN in every format', async (t) => {
   t.equal(j.stdout, '');
 });
 
-t.test('--timeout ends a hung check with UNKNOWN', { skip: spawnSync('mkfifo', ['--version']).status !== 0 && 'no mkfifo' }, async (t) => {
-  const s = sysroot(t);
-  addGuest(s, { pid: 777, domain: 'hung' });
-  // Reading /proc/<pid>/cmdline of a process in D state blocks; a FIFO
-  // with no writer blocks the same way.
-  fs.rmSync(s.host('/proc/777/cmdline'));
-  t.equal(spawnSync('mkfifo', [s.host('/proc/777/cmdline')]).status, 0);
-  const started = Date.now();
-  const r = s.run(['--check', '--format', 'nagios', '--timeout', '1.5']);
-  const took = Date.now() - started;
-  t.equal(r.code, 3);
-  t.match(r.stdout, /^QEMU-MODWATCH UNKNOWN - timed out after 1\.5 s\n$/);
-  t.ok(took >= 1400 && took < 10_000, `ended after ${took} ms`);
-  const text = s.run(['--check', '--timeout', '1']);
-  t.equal(text.code, 3);
-  t.match(text.stderr, /^qemu-modwatch: timed out after 1 s\n$/);
-  const refresh = s.run(['refresh', '--timeout', '1']);
-  t.equal(refresh.code, 0, 'refresh never fails a package transaction');
-  t.match(refresh.stderr, /refresh failed: timed out after 1 s/);
-  // Without the FIFO the same timed check runs to the end.
-  fs.rmSync(s.host('/proc/777/cmdline'));
-  s.write('/proc/777/cmdline', `${EMULATOR}\0`);
-  const ok = s.run(['--check', '--format', 'nagios', '--timeout', '30']);
-  t.equal(ok.code, 0, ok.stderr);
-  t.equal(parseNagios(ok.stdout).status, 'OK');
-});
+t.test(
+  '--timeout ends a hung check with UNKNOWN',
+  { skip: spawnSync('mkfifo', ['--version']).status !== 0 && 'no mkfifo' },
+  async (t) => {
+    const s = sysroot(t);
+    addGuest(s, { pid: 777, domain: 'hung' });
+    // Reading /proc/<pid>/cmdline of a process in D state blocks; a FIFO
+    // with no writer blocks the same way.
+    fs.rmSync(s.host('/proc/777/cmdline'));
+    t.equal(spawnSync('mkfifo', [s.host('/proc/777/cmdline')]).status, 0);
+    const started = Date.now();
+    const r = s.run(['--check', '--format', 'nagios', '--timeout', '1.5']);
+    const took = Date.now() - started;
+    t.equal(r.code, 3);
+    t.match(r.stdout, /^QEMU-MODWATCH UNKNOWN - timed out after 1\.5 s\n$/);
+    t.ok(took >= 1400 && took < 10_000, `ended after ${took} ms`);
+    const text = s.run(['--check', '--timeout', '1']);
+    t.equal(text.code, 3);
+    t.match(text.stderr, /^qemu-modwatch: timed out after 1 s\n$/);
+    const refresh = s.run(['refresh', '--timeout', '1']);
+    t.equal(refresh.code, 0, 'refresh never fails a package transaction');
+    t.match(refresh.stderr, /refresh failed: timed out after 1 s/);
+    // Without the FIFO the same timed check runs to the end.
+    fs.rmSync(s.host('/proc/777/cmdline'));
+    s.write('/proc/777/cmdline', `${EMULATOR}\0`);
+    const ok = s.run(['--check', '--format', 'nagios', '--timeout', '30']);
+    t.equal(ok.code, 0, ok.stderr);
+    t.equal(parseNagios(ok.stdout).status, 'OK');
+  },
+);

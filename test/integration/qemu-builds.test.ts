@@ -6,7 +6,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { minimalEnv, qemuLoads, relocatedModuleDir, startQmp, twoBuilds, type BuildTree, type QmpAnswer } from '../fixtures/qemu-builds';
+import {
+  minimalEnv,
+  qemuLoads,
+  relocatedModuleDir,
+  startQmp,
+  twoBuilds,
+  type BuildTree,
+  type QmpAnswer,
+} from '../fixtures/qemu-builds';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-builds-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -24,23 +32,40 @@ t.test('two builds: different stamps, the same modules', { skip }, async (t) => 
     t.equal(build.root, path.dirname(path.dirname(path.dirname(build.emulator))));
     const version = spawnSync(build.emulator, ['--version'], { encoding: 'utf8' }).stdout;
     t.ok(version.includes(`(Debian ${build.version})`), `${build.version}: ${version.split('\n')[0]}`);
-    t.ok(fs.readFileSync(path.join(build.moduleDir, 'hw-display-qxl.so')).includes(`qemu_stamp_${build.stamp}`), 'its modules carry its stamp');
+    t.ok(
+      fs.readFileSync(path.join(build.moduleDir, 'hw-display-qxl.so')).includes(`qemu_stamp_${build.stamp}`),
+      'its modules carry its stamp',
+    );
   }
   t.not(a.stamp, b.stamp);
   const onlyA = a.modules.filter((m) => !b.modules.includes(m));
   const onlyB = b.modules.filter((m) => !a.modules.includes(m));
-  if (onlyA.length + onlyB.length > 0) t.comment(`only in ${a.version}: ${onlyA.join(', ') || '-'}; only in ${b.version}: ${onlyB.join(', ') || '-'}`);
+  if (onlyA.length + onlyB.length > 0)
+    t.comment(`only in ${a.version}: ${onlyA.join(', ') || '-'}; only in ${b.version}: ${onlyB.join(', ') || '-'}`);
   t.same(a.modules, b.modules);
 });
 
-const PROBED = ['hw-display-qxl.so', 'hw-usb-redirect.so', 'hw-usb-smartcard.so', 'accel-tcg-i386.so', 'hw-s390x-virtio-gpu-ccw.so', 'block-curl.so', 'ui-curses.so'];
+const PROBED = [
+  'hw-display-qxl.so',
+  'hw-usb-redirect.so',
+  'hw-usb-smartcard.so',
+  'accel-tcg-i386.so',
+  'hw-s390x-virtio-gpu-ccw.so',
+  'block-curl.so',
+  'ui-curses.so',
+];
 
 t.test("QEMU's own verdict on each build's modules", { skip }, async (t) => {
   const rows: string[] = [];
   const verdicts = new Map<string, string>();
   for (const m of PROBED) {
     const cells: string[] = [];
-    for (const [emu, mod, key] of [[a, a, 'A+A'], [a, b, 'A+B'], [b, b, 'B+B'], [b, a, 'B+A']] as const) {
+    for (const [emu, mod, key] of [
+      [a, a, 'A+A'],
+      [a, b, 'A+B'],
+      [b, b, 'B+B'],
+      [b, a, 'B+A'],
+    ] as const) {
       const t0 = performance.now();
       const v = qemuLoads(emu.emulator, path.join(mod.moduleDir, m), tmp);
       const ms = Math.round(performance.now() - t0);
@@ -50,7 +75,13 @@ t.test("QEMU's own verdict on each build's modules", { skip }, async (t) => {
     }
     rows.push(`${m.padEnd(28)} ${cells.map((c) => c.padEnd(30)).join(' ')}`);
   }
-  t.comment([`A = ${a.version}, B = ${b.version}; emulator+module`, `${'module'.padEnd(28)} ${['A+A', 'A+B', 'B+B', 'B+A'].map((c) => c.padEnd(30)).join(' ')}`, ...rows].join('\n'));
+  t.comment(
+    [
+      `A = ${a.version}, B = ${b.version}; emulator+module`,
+      `${'module'.padEnd(28)} ${['A+A', 'A+B', 'B+B', 'B+A'].map((c) => c.padEnd(30)).join(' ')}`,
+      ...rows,
+    ].join('\n'),
+  );
 
   for (const own of ['A+A', 'B+B']) t.equal(verdicts.get(`hw-display-qxl.so ${own}`), 'loaded', `qxl, ${own}`);
   for (const other of ['A+B', 'B+A']) t.equal(verdicts.get(`hw-display-qxl.so ${other}`), 'refused', `qxl, ${other}`);
@@ -82,13 +113,23 @@ const REDIR = { driver: 'usb-redir', chardev: 'r0', bus: 'xhci.0' };
  */
 async function scenario(label: string, swap: boolean, second: object) {
   const { exe, moduleDir } = installA(label);
-  const q = await startQmp(exe, minimalEnv(path.join(tmp, label)), tmp, ['-device', 'qemu-xhci,id=xhci', '-chardev', 'null,id=r0', '-chardev', 'null,id=r1']);
+  const q = await startQmp(exe, minimalEnv(path.join(tmp, label)), tmp, [
+    '-device',
+    'qemu-xhci,id=xhci',
+    '-chardev',
+    'null,id=r0',
+    '-chardev',
+    'null,id=r1',
+  ]);
   try {
     if (swap) fs.copyFileSync(path.join(b.moduleDir, 'hw-usb-redirect.so'), path.join(moduleDir, 'hw-usb-redirect.so'));
     const first = await q.cmd('device_add', { ...REDIR, id: 'redir0' });
     const then = await q.cmd('device_add', second);
     // A dying QEMU closes the socket before it is reaped.
-    const end = await Promise.race([q.exited, new Promise<null>((r) => setTimeout(() => r(null), 'closed' in then ? 5000 : 200))]);
+    const end = await Promise.race([
+      q.exited,
+      new Promise<null>((r) => setTimeout(() => r(null), 'closed' in then ? 5000 : 200)),
+    ]);
     return { first, then, end, stderr: q.stderr() };
   } finally {
     await q.stop();
@@ -103,9 +144,17 @@ t.test('a running QEMU whose hw-usb-redirect.so is replaced by the other build',
 
   const retry = await scenario('retry', true, { ...REDIR, id: 'redir1', chardev: 'r1' });
   const other = await scenario('other', true, qxl);
-  for (const [name, r] of [['the same device again', retry], ['then qxl (own build)', other]] as const) {
-    t.comment(`swapped, device_add usb-redir -> ${show(r.first)}; ${name} -> ${show(r.then)}; QEMU ${r.end ? `ended: ${r.end.signal ?? `exit ${r.end.code}`}` : 'still running'}\nstderr:\n${r.stderr}`);
+  for (const [name, r] of [
+    ['the same device again', retry],
+    ['then qxl (own build)', other],
+  ] as const) {
+    t.comment(
+      `swapped, device_add usb-redir -> ${show(r.first)}; ${name} -> ${show(r.then)}; QEMU ${r.end ? `ended: ${r.end.signal ?? `exit ${r.end.code}`}` : 'still running'}\nstderr:\n${r.stderr}`,
+    );
     t.ok('error' in r.first || 'closed' in r.first, 'the refused module fails device_add, or QEMU');
-    t.match(r.stderr, /failed to initialize module: \S*hw-usb-redirect\.so\nOnly modules from the same build can be loaded\./);
+    t.match(
+      r.stderr,
+      /failed to initialize module: \S*hw-usb-redirect\.so\nOnly modules from the same build can be loaded\./,
+    );
   }
 });

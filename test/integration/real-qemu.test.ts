@@ -13,7 +13,11 @@ import { EMULATOR, MODDIR, Sysroot, sysroot } from '../fixtures/sysroot';
 // sysroot's, so the test can swap them freely.
 
 const REAL = '/usr/bin/qemu-system-x86_64';
-const skip = !fs.existsSync(REAL) ? `${REAL} is not installed` : process.getuid?.() !== 0 ? 'not root: binding /proc needs a mount namespace' : false;
+const skip = !fs.existsSync(REAL)
+  ? `${REAL} is not installed`
+  : process.getuid?.() !== 0
+    ? 'not root: binding /proc needs a mount namespace'
+    : false;
 
 function realStamp(): string {
   const fd = fs.openSync(REAL, 'r');
@@ -28,7 +32,9 @@ function realStamp(): string {
 
 /** Starts QEMU as libvirt would name it; killed when the test ends. */
 async function startQemu(t: Test, binary: string, name: string): Promise<ChildProcess> {
-  const child = spawn(binary, ['-M', 'none', '-display', 'none', '-S', '-name', `guest=${name},debug-threads=on`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(binary, ['-M', 'none', '-display', 'none', '-S', '-name', `guest=${name},debug-threads=on`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   t.teardown(
@@ -84,11 +90,26 @@ t.test('the installed QEMU, running: at risk once the modules are swapped for an
   // Another build's modules: qxl and usb-redirect would fail; the
   // accelerator is loaded already and never loaded again.
   const other = randomHex(20);
-  for (const m of ['hw-display-qxl.so', 'hw-usb-redirect.so', 'accel-tcg-x86_64.so']) s.addModule(MODDIR, m, { stamp: other });
+  for (const m of ['hw-display-qxl.so', 'hw-usb-redirect.so', 'accel-tcg-x86_64.so'])
+    s.addModule(MODDIR, m, { stamp: other });
   ({ g, report } = guestOf(s, qemu.pid!));
   t.equal(g.atRisk, true);
-  t.same(g.modulesAtRisk.map((m: any) => [m.name, m.stamp]), [['hw-display-qxl.so', other], ['hw-usb-redirect.so', other]]);
-  t.ok(report.findings.some((f: any) => f.code === 'guest-at-risk' && f.message.startsWith(`guest '${name}' (pid ${qemu.pid}) will fail to load hw-display-qxl.so, hw-usb-redirect.so`)));
+  t.same(
+    g.modulesAtRisk.map((m: any) => [m.name, m.stamp]),
+    [
+      ['hw-display-qxl.so', other],
+      ['hw-usb-redirect.so', other],
+    ],
+  );
+  t.ok(
+    report.findings.some(
+      (f: any) =>
+        f.code === 'guest-at-risk' &&
+        f.message.startsWith(
+          `guest '${name}' (pid ${qemu.pid}) will fail to load hw-display-qxl.so, hw-usb-redirect.so`,
+        ),
+    ),
+  );
   const nagios = s.run(['--check', '--format', 'nagios']);
   t.match(nagios.stdout, /'guests_at_risk'=[1-9]/);
 
@@ -99,38 +120,43 @@ t.test('the installed QEMU, running: at risk once the modules are swapped for an
   t.equal(g.stampOnDisk, other);
 });
 
-t.test('a running binary replaced and then removed: the kernel says " (deleted)", its stamp still reads', { skip }, async (t) => {
-  const stamp = realStamp();
-  const s = sysroot(t, new Sysroot());
-  bindRealProc(s);
-  // QEMU finds its modules relative to its own binary: give the copy the real ones.
-  s.mkdir(MODDIR);
-  // Copies: --root never follows a link out of the root.
-  for (const name of fs.readdirSync(MODDIR).filter((n) => n.endsWith('.so'))) fs.copyFileSync(path.join(MODDIR, name), path.join(s.host(MODDIR), name));
-  fs.mkdirSync(path.dirname(s.host(EMULATOR)), { recursive: true });
-  fs.copyFileSync(REAL, s.host(EMULATOR));
-  fs.chmodSync(s.host(EMULATOR), 0o755);
-  const name = `rt-${randomHex(4)}`;
-  const qemu = await startQemu(t, s.host(EMULATOR), name);
-  s.write(`/run/libvirt/qemu/${name}.pid`, `${qemu.pid}\n`);
+t.test(
+  'a running binary replaced and then removed: the kernel says " (deleted)", its stamp still reads',
+  { skip },
+  async (t) => {
+    const stamp = realStamp();
+    const s = sysroot(t, new Sysroot());
+    bindRealProc(s);
+    // QEMU finds its modules relative to its own binary: give the copy the real ones.
+    s.mkdir(MODDIR);
+    // Copies: --root never follows a link out of the root.
+    for (const name of fs.readdirSync(MODDIR).filter((n) => n.endsWith('.so')))
+      fs.copyFileSync(path.join(MODDIR, name), path.join(s.host(MODDIR), name));
+    fs.mkdirSync(path.dirname(s.host(EMULATOR)), { recursive: true });
+    fs.copyFileSync(REAL, s.host(EMULATOR));
+    fs.chmodSync(s.host(EMULATOR), 0o755);
+    const name = `rt-${randomHex(4)}`;
+    const qemu = await startQemu(t, s.host(EMULATOR), name);
+    s.write(`/run/libvirt/qemu/${name}.pid`, `${qemu.pid}\n`);
 
-  let { g } = guestOf(s, qemu.pid!);
-  t.equal(g.emulator, EMULATOR, 'the link names the file inside the root');
-  t.equal(g.emulatorState, 'current');
-  t.equal(g.atRisk, false);
+    let { g } = guestOf(s, qemu.pid!);
+    t.equal(g.emulator, EMULATOR, 'the link names the file inside the root');
+    t.equal(g.emulatorState, 'current');
+    t.equal(g.atRisk, false);
 
-  // A package manager writes the new file and renames it over the old one.
-  const other = randomHex(20);
-  const tmp = s.write('/usr/bin/.qemu-new', emulatorBinary(other), 0o755);
-  fs.renameSync(tmp, s.host(EMULATOR));
-  t.match(fs.readlinkSync(`/proc/${qemu.pid}/exe`), / \(deleted\)$/);
-  ({ g } = guestOf(s, qemu.pid!));
-  t.equal(g.emulatorState, 'replaced');
-  t.equal(g.stamp, stamp, 'the old binary is still read through /proc/PID/exe');
-  t.equal(g.stampOnDisk, other);
+    // A package manager writes the new file and renames it over the old one.
+    const other = randomHex(20);
+    const tmp = s.write('/usr/bin/.qemu-new', emulatorBinary(other), 0o755);
+    fs.renameSync(tmp, s.host(EMULATOR));
+    t.match(fs.readlinkSync(`/proc/${qemu.pid}/exe`), / \(deleted\)$/);
+    ({ g } = guestOf(s, qemu.pid!));
+    t.equal(g.emulatorState, 'replaced');
+    t.equal(g.stamp, stamp, 'the old binary is still read through /proc/PID/exe');
+    t.equal(g.stampOnDisk, other);
 
-  fs.rmSync(s.host(EMULATOR));
-  ({ g } = guestOf(s, qemu.pid!));
-  t.equal(g.emulatorState, 'deleted');
-  t.equal(g.stamp, stamp);
-});
+    fs.rmSync(s.host(EMULATOR));
+    ({ g } = guestOf(s, qemu.pid!));
+    t.equal(g.emulatorState, 'deleted');
+    t.equal(g.stamp, stamp);
+  },
+);

@@ -4,7 +4,23 @@ import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { inCI } from '../fixtures/ci';
 import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
-import { DUMMY, fakeLibvirtd, dist, EXE, missingBuild, neverInstalled, refusesPartialBuild, RepoSnapshot, sha256, shown, shq, STATE, STATE_DIR, top, version } from './package-kit';
+import {
+  DUMMY,
+  fakeLibvirtd,
+  dist,
+  EXE,
+  missingBuild,
+  neverInstalled,
+  refusesPartialBuild,
+  RepoSnapshot,
+  sha256,
+  shown,
+  shq,
+  STATE,
+  STATE_DIR,
+  top,
+  version,
+} from './package-kit';
 
 // The .deb, really installed: built from dist/ by build/package-deb.mjs,
 // installed with dpkg -i, its dpkg trigger fired by a dummy module package,
@@ -31,7 +47,11 @@ const FILES: Record<string, Expect> = {
   [EXE]: { mode: 0o755, from: 'dist/qemu-modwatch' },
   [SBIN]: { mode: 0o777, link: '../libexec/qemu-modwatch/qemu-modwatch' },
   '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch': { mode: 0o755, from: 'hooks/qemu.d/50-qemu-modwatch', conffile: true },
-  '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch': { mode: 0o755, from: 'hooks/daemon.d/50-qemu-modwatch', conffile: true },
+  '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch': {
+    mode: 0o755,
+    from: 'hooks/daemon.d/50-qemu-modwatch',
+    conffile: true,
+  },
   '/etc/qemu-modwatch.conf': { mode: 0o644, from: 'hooks/qemu-modwatch.conf', conffile: true },
   '/etc/apt/apt.conf.d/80qemu-modwatch': { mode: 0o644, from: 'hooks/apt/80qemu-modwatch', conffile: true },
   '/usr/lib/systemd/system/qemu-modwatch.path': { mode: 0o644, from: 'hooks/systemd/qemu-modwatch.path' },
@@ -51,7 +71,12 @@ const ENABLEMENT = [
 ];
 
 /** What dpkg and man-db keep for themselves; anything else left after the purge is a leftover. */
-const BOOKKEEPING = [/^\/var\/lib\/dpkg\//, /^\/var\/log\//, /^\/var\/cache\/(man|debconf|ldconfig)\//, /^\/run\/systemd\/systemd-units-load$/];
+const BOOKKEEPING = [
+  /^\/var\/lib\/dpkg\//,
+  /^\/var\/log\//,
+  /^\/var\/cache\/(man|debconf|ldconfig)\//,
+  /^\/run\/systemd\/systemd-units-load$/,
+];
 
 interface Stat {
   type: 'file' | 'symlink' | 'dir' | 'other';
@@ -91,7 +116,6 @@ function marked<T>(r: RunResult, marker: string): T {
   if (!line) throw new Error(`no ${marker} line in the output:\n${r.stdout}\n${r.stderr}`);
   return JSON.parse(line.slice(marker.length + 1)) as T;
 }
-
 
 /** What the host's own dpkg and file system say, to compare before and after. */
 function hostView() {
@@ -157,7 +181,10 @@ t.test('build the .deb', { skip: reason || false }, async (t) => {
   t.match(field('Depends'), /\blibc6 \(>= [0-9.]+\)/, 'Depends from the executable: libc6');
   t.match(field('Depends'), /\blibstdc\+\+6\b/, 'Depends from the executable: libstdc++6');
   t.match(Number(field('Installed-Size')), Number, 'Installed-Size');
-  t.ok(Number(field('Installed-Size')) > fs.statSync(path.join(dist, 'qemu-modwatch')).size / 1024, 'Installed-Size counts the executable');
+  t.ok(
+    Number(field('Installed-Size')) > fs.statSync(path.join(dist, 'qemu-modwatch')).size / 1024,
+    'Installed-Size counts the executable',
+  );
 
   const ctl = ov.scratch('control');
   t.equal(spawnSync('dpkg-deb', ['-e', debFile, ctl]).status, 0, 'control archive extracts');
@@ -169,7 +196,10 @@ t.test('build the .deb', { skip: reason || false }, async (t) => {
   );
   t.same(
     fs.readFileSync(path.join(ctl, 'conffiles'), 'utf8').trim().split('\n').sort(),
-    Object.entries(FILES).filter(([, e]) => e.conffile).map(([p]) => p).sort(),
+    Object.entries(FILES)
+      .filter(([, e]) => e.conffile)
+      .map(([p]) => p)
+      .sort(),
     'every /etc file is a conffile',
   );
   for (const s of ['postinst', 'prerm', 'postrm']) {
@@ -200,14 +230,24 @@ t.test('build the .deb', { skip: reason || false }, async (t) => {
   fs.mkdirSync(path.join(root, 'DEBIAN'));
   fs.writeFileSync(
     path.join(root, 'DEBIAN/control'),
-    [`Package: ${DUMMY}`, 'Version: 1.0', 'Architecture: all', 'Maintainer: qemu-modwatch tests <test@qemu-modwatch.invalid>', 'Description: test module for the qemu-modwatch trigger', ''].join('\n'),
+    [
+      `Package: ${DUMMY}`,
+      'Version: 1.0',
+      'Architecture: all',
+      'Maintainer: qemu-modwatch tests <test@qemu-modwatch.invalid>',
+      'Description: test module for the qemu-modwatch trigger',
+      '',
+    ].join('\n'),
   );
   // A real module's bytes under a new name when QEMU is installed: a valid
   // module of this host's build, so the refresh sees an added module, not
   // a broken one.
   const hostModDir = `/usr/lib/${multiarch}/qemu`;
   const real = fs.existsSync(hostModDir) ? fs.readdirSync(hostModDir).find((n) => n.endsWith('.so')) : undefined;
-  fs.writeFileSync(path.join(modDir, 'hw-qmw-test-dummy.so'), real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n');
+  fs.writeFileSync(
+    path.join(modDir, 'hw-qmw-test-dummy.so'),
+    real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n',
+  );
   dummyDeb = path.join(out, `${DUMMY}_1.0_all.deb`);
   const b = spawnSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, dummyDeb], { encoding: 'utf8' });
   t.equal(b.status, 0, `dummy package builds\n${b.stderr}`);
@@ -219,11 +259,17 @@ t.test('install, trigger, reinstall, purge', { skip: reason || false }, async (t
 
   // 1. Install, with a stand-in "libvirtd" running: the first install must reload it.
   const fakeDaemon = fakeLibvirtd(o);
-  const install = o.run(fakeDaemon(`dpkg -i ${shq(debFile)}`) + '\n' + statScript([...Object.keys(FILES), STATE, ...ENABLEMENT]));
+  const install = o.run(
+    fakeDaemon(`dpkg -i ${shq(debFile)}`) + '\n' + statScript([...Object.keys(FILES), STATE, ...ENABLEMENT]),
+  );
   t.match(install.stdout, /^@@RC 0$/m, 'dpkg -i succeeds');
   t.match(install.stdout, /^Setting up qemu-modwatch /m, 'configured');
   t.match(install.stdout, /qemu-modwatch refresh: /, 'postinst ran refresh');
-  t.match(install.stdout, /^@@FAKE exit 129$/m, 'the running libvirtd got SIGHUP (first install: libvirt must see the new hooks)');
+  t.match(
+    install.stdout,
+    /^@@FAKE exit 129$/m,
+    'the running libvirtd got SIGHUP (first install: libvirt must see the new hooks)',
+  );
   const st = marked<Record<string, Stat | null>>(install, '@@STAT');
   for (const [p, e] of Object.entries(FILES)) {
     const s = st[p];
@@ -256,14 +302,29 @@ t.test('install, trigger, reinstall, purge', { skip: reason || false }, async (t
   );
   const conffiles = /@@CONFFILES (.*)/.exec(q.stdout)?.[1] ?? '';
   for (const [p, e] of Object.entries(FILES)) {
-    if (e.conffile) t.match(conffiles, new RegExp(`${p.replace(/[.]/g, '\\.')} [0-9a-f]{32}`), `dpkg records ${p} as a conffile`);
+    if (e.conffile)
+      t.match(conffiles, new RegExp(`${p.replace(/[.]/g, '\\.')} [0-9a-f]{32}`), `dpkg records ${p} as a conffile`);
   }
   t.match(q.stdout, /^@@VERIFY 0$/m, 'dpkg --verify: files match the md5sums', shown(q));
-  t.match(q.stdout, new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'), '/usr/sbin/qemu-modwatch --version');
+  t.match(
+    q.stdout,
+    new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'),
+    '/usr/sbin/qemu-modwatch --version',
+  );
   t.match(q.stdout, /^@@REFRESH 0$/m, 'refresh runs with an empty environment');
-  if (/@@ANALYZE/.test(q.stdout)) t.match(q.stdout, /^@@ANALYZE 0$/m, 'systemd-analyze verify accepts the units, no warnings', shown(q));
-  if (/@@ANALYZE/.test(q.stdout)) t.notMatch(q.stdout.replace(/^@@.*$/gm, ''), /qemu-modwatch\.(path|service)|Unknown|warning/i, 'systemd-analyze verify says nothing about them');
-  t.match(q.stdout, /DPkg::Post-Invoke:: "if \[ -x \/usr\/sbin\/qemu-modwatch \]; then \/usr\/sbin\/qemu-modwatch refresh/, 'apt reads the Post-Invoke snippet');
+  if (/@@ANALYZE/.test(q.stdout))
+    t.match(q.stdout, /^@@ANALYZE 0$/m, 'systemd-analyze verify accepts the units, no warnings', shown(q));
+  if (/@@ANALYZE/.test(q.stdout))
+    t.notMatch(
+      q.stdout.replace(/^@@.*$/gm, ''),
+      /qemu-modwatch\.(path|service)|Unknown|warning/i,
+      'systemd-analyze verify says nothing about them',
+    );
+  t.match(
+    q.stdout,
+    /DPkg::Post-Invoke:: "if \[ -x \/usr\/sbin\/qemu-modwatch \]; then \/usr\/sbin\/qemu-modwatch refresh/,
+    'apt reads the Post-Invoke snippet',
+  );
   t.match(q.stdout, /^@@DISPATCHER 0$/m);
 
   // 3. The trigger: a package ships a module; dpkg runs postinst triggered.
@@ -276,7 +337,9 @@ t.test('install, trigger, reinstall, purge', { skip: reason || false }, async (t
   const baselineHasDummy = (r: RunResult): boolean | null => {
     const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));
     if (!line) return null;
-    const s = JSON.parse(line) as { baseline: { takenAtNs: string; dirs: { path: string; modules: { name: string }[] }[] } };
+    const s = JSON.parse(line) as {
+      baseline: { takenAtNs: string; dirs: { path: string; modules: { name: string }[] }[] };
+    };
     t.ok(BigInt(s.baseline.takenAtNs) > takenBefore, 'a new baseline was recorded');
     const dir = s.baseline.dirs.find((d) => d.path === `/usr/lib/${multiarch}/qemu`);
     return dir?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false;
@@ -305,7 +368,13 @@ dpkg-query -W qemu-modwatch >/dev/null 2>&1; echo "@@QUERY $?"
 dpkg -L qemu-modwatch >/dev/null 2>&1; echo "@@LIST $?"
 ls /var/lib/dpkg/info/ | grep -c qemu-modwatch; grep -rc qemu-modwatch /var/lib/dpkg/triggers/ /var/lib/dpkg/status | grep -v ':0$'
 ` +
-      statScript([...Object.keys(FILES), STATE_DIR, ...ENABLEMENT, '/usr/libexec/qemu-modwatch', '/usr/share/doc/qemu-modwatch']),
+      statScript([
+        ...Object.keys(FILES),
+        STATE_DIR,
+        ...ENABLEMENT,
+        '/usr/libexec/qemu-modwatch',
+        '/usr/share/doc/qemu-modwatch',
+      ]),
   );
   t.match(purge.stdout, /^@@RC 0$/m, 'dpkg --purge succeeds', shown(purge));
   t.match(purge.stdout, /^@@FAKE exit 129$/m, 'purge reloads the running libvirtd');
@@ -320,7 +389,8 @@ ls /var/lib/dpkg/info/ | grep -c qemu-modwatch; grep -rc qemu-modwatch /var/lib/
   const touched = o.modified().filter((p) => !BOOKKEEPING.some((re) => re.test(p)));
   for (const p of touched) {
     const u = o.upperPath(p);
-    if (u && fs.statSync(u).isFile() && fs.statSync(u).size < 4 << 20) t.notMatch(fs.readFileSync(u, 'latin1'), /qemu-modwatch|qmw-test/, `${p} does not mention the package`);
+    if (u && fs.statSync(u).isFile() && fs.statSync(u).size < 4 << 20)
+      t.notMatch(fs.readFileSync(u, 'latin1'), /qemu-modwatch|qmw-test/, `${p} does not mention the package`);
   }
 });
 
@@ -353,7 +423,9 @@ async function sandboxChecks(t: Test, o: OverlayHost): Promise<void> {
     for (const p of paths) {
       const opt = p.startsWith('-');
       const d = p.replace(/^-/, '');
-      lines.push(`${opt ? `[ -e ${shq(d)} ] && ` : ''}{ mkdir -p ${shq(d)} 2>/dev/null; mount --bind ${shq(d)} ${shq(d)} && mount -o remount,bind,rw ${shq(d)}; }`);
+      lines.push(
+        `${opt ? `[ -e ${shq(d)} ] && ` : ''}{ mkdir -p ${shq(d)} 2>/dev/null; mount --bind ${shq(d)} ${shq(d)} && mount -o remount,bind,rw ${shq(d)}; }`,
+      );
     }
     lines.push(`touch /usr/qmw-probe 2>/dev/null && echo "@@USR writable" || echo "@@USR read-only"`);
     lines.push(`${exec.join(' ')}; echo "@@EXEC $?"`);
@@ -390,22 +462,30 @@ ${SBIN} accept >/dev/null
   t.match(ok.stdout, /^@@NUDGED yes$/m, 'the emulator is nudged (chmod) in the sandbox', shown(ok));
   const without = scenario(rw.filter((p) => p !== '-/usr/bin'));
   t.match(without.stdout, /^@@EXEC 0$/m, 'without /usr/bin writable refresh still exits 0');
-  t.match(without.stdout, /^@@NUDGED no$/m, 'without /usr/bin writable the nudge fails (EROFS): the check can tell', shown(without));
+  t.match(
+    without.stdout,
+    /^@@NUDGED no$/m,
+    'without /usr/bin writable the nudge fails (EROFS): the check can tell',
+    shown(without),
+  );
 }
 
-t.test('systemd running: units started and stopped, libvirt reloaded through systemctl', { skip: reason || false }, async (t) => {
-  if (!fs.existsSync(debFile)) return t.fail('the build step failed');
-  const o = new OverlayHost('qemu-modwatch-deb-systemd');
-  t.teardown(() => o.cleanup());
-  const prep = o.prepare(neverInstalled([...Object.keys(FILES), ...ENABLEMENT]));
-  t.notMatch(prep.stdout, /^@@STILL/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
-  // A systemctl that logs its arguments: only virtqemud is active;
-  // is-enabled answers from the enablement links.
-  const stub = o.scratch('stub');
-  const log = path.join(stub, 'systemctl.log');
-  fs.writeFileSync(
-    path.join(stub, 'systemctl'),
-    `#!/bin/sh
+t.test(
+  'systemd running: units started and stopped, libvirt reloaded through systemctl',
+  { skip: reason || false },
+  async (t) => {
+    if (!fs.existsSync(debFile)) return t.fail('the build step failed');
+    const o = new OverlayHost('qemu-modwatch-deb-systemd');
+    t.teardown(() => o.cleanup());
+    const prep = o.prepare(neverInstalled([...Object.keys(FILES), ...ENABLEMENT]));
+    t.notMatch(prep.stdout, /^@@STILL/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
+    // A systemctl that logs its arguments: only virtqemud is active;
+    // is-enabled answers from the enablement links.
+    const stub = o.scratch('stub');
+    const log = path.join(stub, 'systemctl.log');
+    fs.writeFileSync(
+      path.join(stub, 'systemctl'),
+      `#!/bin/sh
 echo "$*" >> ${shq(log)}
 # deb-systemd-helper enables through an offline preset: the real one does that.
 case " $* " in *" --root="*) exec /usr/bin/systemctl "$@" ;; esac
@@ -416,26 +496,56 @@ case " $* " in
 esac
 exit 0
 `,
-    { mode: 0o755 },
-  );
-  const env = { PATH: `${stub}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, LC_ALL: 'C', HOME: '/root', TMPDIR: '/tmp' };
-  // policy-rc.d (a container's "start nothing") would keep the start from happening.
-  const r = o.run(`mkdir -p /run/systemd/system; rm -f /usr/sbin/policy-rc.d; dpkg -i ${shq(debFile)}; echo "@@RC $?"`, { env });
-  t.match(r.stdout, /^@@RC 0$/m, 'installs', shown(r));
-  const calls = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : []);
-  const installCalls = calls();
-  t.ok(installCalls.includes('--system daemon-reload'), 'daemon-reload after the units arrived', { calls: installCalls });
-  t.ok(installCalls.some((c) => /\brestart qemu-modwatch\.path$/.test(c)), 'the enabled path unit is (re)started', { calls: installCalls });
-  t.ok(installCalls.includes('--no-block reload virtqemud.service'), 'the active virtqemud is reloaded, without waiting', { calls: installCalls });
-  t.notOk(installCalls.some((c) => /reload libvirtd\.service/.test(c)), 'the inactive libvirtd is not', { calls: installCalls });
-  fs.writeFileSync(log, '');
-  const p = o.run(`dpkg --purge qemu-modwatch; echo "@@RC $?"; ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep -c qemu-modwatch`, { env });
-  t.match(p.stdout, /^@@RC 0$/m, 'purges', shown(p));
-  t.match(p.stdout, /^0$/m, 'the enablement link is gone');
-  const purgeCalls = calls();
-  t.ok(purgeCalls.some((c) => /\bstop qemu-modwatch\.path qemu-modwatch\.service$/.test(c)), 'prerm stops both units', { calls: purgeCalls });
-  t.ok(purgeCalls.includes('--no-block reload virtqemud.service'), 'purge reloads virtqemud', { calls: purgeCalls });
-});
+      { mode: 0o755 },
+    );
+    const env = {
+      PATH: `${stub}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+      LC_ALL: 'C',
+      HOME: '/root',
+      TMPDIR: '/tmp',
+    };
+    // policy-rc.d (a container's "start nothing") would keep the start from happening.
+    const r = o.run(
+      `mkdir -p /run/systemd/system; rm -f /usr/sbin/policy-rc.d; dpkg -i ${shq(debFile)}; echo "@@RC $?"`,
+      { env },
+    );
+    t.match(r.stdout, /^@@RC 0$/m, 'installs', shown(r));
+    const calls = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : []);
+    const installCalls = calls();
+    t.ok(installCalls.includes('--system daemon-reload'), 'daemon-reload after the units arrived', {
+      calls: installCalls,
+    });
+    t.ok(
+      installCalls.some((c) => /\brestart qemu-modwatch\.path$/.test(c)),
+      'the enabled path unit is (re)started',
+      { calls: installCalls },
+    );
+    t.ok(
+      installCalls.includes('--no-block reload virtqemud.service'),
+      'the active virtqemud is reloaded, without waiting',
+      { calls: installCalls },
+    );
+    t.notOk(
+      installCalls.some((c) => /reload libvirtd\.service/.test(c)),
+      'the inactive libvirtd is not',
+      { calls: installCalls },
+    );
+    fs.writeFileSync(log, '');
+    const p = o.run(
+      `dpkg --purge qemu-modwatch; echo "@@RC $?"; ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep -c qemu-modwatch`,
+      { env },
+    );
+    t.match(p.stdout, /^@@RC 0$/m, 'purges', shown(p));
+    t.match(p.stdout, /^0$/m, 'the enablement link is gone');
+    const purgeCalls = calls();
+    t.ok(
+      purgeCalls.some((c) => /\bstop qemu-modwatch\.path qemu-modwatch\.service$/.test(c)),
+      'prerm stops both units',
+      { calls: purgeCalls },
+    );
+    t.ok(purgeCalls.includes('--no-block reload virtqemud.service'), 'purge reloads virtqemud', { calls: purgeCalls });
+  },
+);
 
 t.test('the host is untouched', { skip: reason || false }, async (t) => {
   const now = hostView();

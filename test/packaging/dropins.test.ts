@@ -2,7 +2,14 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { DEFAULT_MODULE_DIRS, EMULATOR_DIRS, EXTRA_EMULATORS, SYSTEM_CACHE_DIR, SYSTEM_STATE_DIR, UPGRADE_PARENT } from '../../src/host/paths';
+import {
+  DEFAULT_MODULE_DIRS,
+  EMULATOR_DIRS,
+  EXTRA_EMULATORS,
+  SYSTEM_CACHE_DIR,
+  SYSTEM_STATE_DIR,
+  UPGRADE_PARENT,
+} from '../../src/host/paths';
 import { shq } from '../fixtures/shell';
 import { cannotRun, OverlayHost } from './overlay-host';
 
@@ -53,16 +60,25 @@ t.test('systemd units', async (t) => {
     fs.realpathSync(path.dirname(UPGRADE_PARENT)) + '/' + path.basename(UPGRADE_PARENT),
   ];
   for (const d of wanted) t.ok(watched.includes(d), `PathChanged=${d}`);
-  for (const d of watched) t.ok(path.isAbsolute(d) && !d.startsWith('/var/run/'), `${d}: absolute, no /var/run symlink`);
+  for (const d of watched)
+    t.ok(path.isAbsolute(d) && !d.startsWith('/var/run/'), `${d}: absolute, no /var/run symlink`);
   t.same(all(pathUnit.get('Path'), 'Unit'), ['qemu-modwatch.service']);
   t.same(all(pathUnit.get('Install'), 'WantedBy'), ['paths.target'], 'enabled with the other path units');
 
   const svc = service.get('Service');
   t.same(all(svc, 'Type'), ['oneshot']);
   t.same(all(svc, 'ExecStart'), [`${SBIN} refresh`], 'runs qemu-modwatch refresh');
-  t.same(all(service.get('Unit'), 'ConditionFileIsExecutable'), [SBIN], 'skipped, not failed, when qemu-modwatch is gone');
+  t.same(
+    all(service.get('Unit'), 'ConditionFileIsExecutable'),
+    [SBIN],
+    'skipped, not failed, when qemu-modwatch is gone',
+  );
   t.same(all(svc, 'ProtectSystem'), ['strict']);
-  t.same(all(svc, 'StateDirectory'), [path.basename(SYSTEM_STATE_DIR)], `StateDirectory= makes ${SYSTEM_STATE_DIR} writable`);
+  t.same(
+    all(svc, 'StateDirectory'),
+    [path.basename(SYSTEM_STATE_DIR)],
+    `StateDirectory= makes ${SYSTEM_STATE_DIR} writable`,
+  );
   t.equal(SYSTEM_STATE_DIR, '/var/lib/qemu-modwatch');
   const rw = all(svc, 'ReadWritePaths').flatMap((v) => v.split(/\s+/));
   const writable = (p: string) => rw.some((r) => p === r.replace(/^-/, '') || p.startsWith(`${r.replace(/^-/, '')}/`));
@@ -79,7 +95,9 @@ t.test('systemd units', async (t) => {
   const caps = all(svc, 'CapabilityBoundingSet').join(' ').split(/\s+/);
   for (const c of ['CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_SYS_PTRACE']) t.ok(caps.includes(c), `keeps ${c}`);
 
-  const preset = read('systemd/50-qemu-modwatch.preset').split('\n').filter((l) => l && !l.startsWith('#'));
+  const preset = read('systemd/50-qemu-modwatch.preset')
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'));
   t.same(preset, ['enable qemu-modwatch.path'], 'the preset enables the path unit (the service is started by it)');
 });
 
@@ -115,7 +133,17 @@ interface DnfAction {
 
 /** The checks libdnf5's actions plugin makes when it reads a file; throws what it would. */
 function parseDnf5Actions(text: string): DnfAction[] {
-  const CALLBACKS = ['pre_base_setup', 'post_base_setup', 'repos_configured', 'repos_loaded', 'pre_add_cmdline_packages', 'post_add_cmdline_packages', 'goal_resolved', 'pre_transaction', 'post_transaction'];
+  const CALLBACKS = [
+    'pre_base_setup',
+    'post_base_setup',
+    'repos_configured',
+    'repos_loaded',
+    'pre_add_cmdline_packages',
+    'post_add_cmdline_packages',
+    'goal_resolved',
+    'pre_transaction',
+    'post_transaction',
+  ];
   const actions: DnfAction[] = [];
   text.split('\n').forEach((line, i) => {
     if (line === '' || line.startsWith('#')) return;
@@ -124,12 +152,14 @@ function parseDnf5Actions(text: string): DnfAction[] {
     const [callback, filter, direction, options] = parts as [string, string, string, string];
     const command = parts.slice(4).join(':');
     if (!CALLBACKS.includes(callback)) throw new Error(`line ${i + 1}: unknown hook ${callback}`);
-    if (filter && !['goal_resolved', 'pre_transaction', 'post_transaction'].includes(callback)) throw new Error(`line ${i + 1}: filter not allowed`);
+    if (filter && !['goal_resolved', 'pre_transaction', 'post_transaction'].includes(callback))
+      throw new Error(`line ${i + 1}: filter not allowed`);
     if (!['', 'in', 'out'].includes(direction)) throw new Error(`line ${i + 1}: unknown direction ${direction}`);
     if (!filter && direction) throw new Error(`line ${i + 1}: direction without filter`);
     const opts = dnf5Args(options);
     for (const o of opts) {
-      if (!/^(enabled=(1|host-only|installroot-only)|mode=(plain|json)|raise_error=[01])$/.test(o)) throw new Error(`line ${i + 1}: unknown option ${o}`);
+      if (!/^(enabled=(1|host-only|installroot-only)|mode=(plain|json)|raise_error=[01])$/.test(o))
+        throw new Error(`line ${i + 1}: unknown option ${o}`);
     }
     const argv = dnf5Args(command);
     if (argv.length === 0) throw new Error(`line ${i + 1}: missing command`);
@@ -190,8 +220,19 @@ t.test('dnf5 actions file', async (t) => {
   t.equal(a.callback, 'post_transaction', 'after the transaction');
   t.equal(a.filter, '/usr/lib64/qemu/*', 'for packages with files in the module directory');
   t.equal(a.direction, '', 'both directions: installed and removed');
-  t.same(a.options, ['enabled=host-only'], 'not for --installroot, and only options every actions plugin since 0.3 knows');
-  t.notMatch(read('dnf5/qemu-modwatch.actions').split('\n').filter((l) => !l.startsWith('#')).join('\n'), /\$/, 'no $: the plugin would substitute ${...}');
+  t.same(
+    a.options,
+    ['enabled=host-only'],
+    'not for --installroot, and only options every actions plugin since 0.3 knows',
+  );
+  t.notMatch(
+    read('dnf5/qemu-modwatch.actions')
+      .split('\n')
+      .filter((l) => !l.startsWith('#'))
+      .join('\n'),
+    /\$/,
+    'no $: the plugin would substitute ${...}',
+  );
   t.equal(a.argv[0], '/bin/sh', 'an absolute command');
   t.equal(a.argv[1], '-c');
   t.equal(a.argv.length, 3, 'one shell script argument');
@@ -222,7 +263,11 @@ t.test('apt snippet', async (t) => {
   t.equal(apt.length, 1);
   t.match(apt[0]!, /qemu-modwatch refresh/, 'runs qemu-modwatch refresh');
   t.equal(spawnSync('sh', ['-n', '-c', apt[0]!]).status, 0, 'the command parses');
-  const cfg = spawnSync('apt-config', ['-c', path.join(top, 'hooks/apt/80qemu-modwatch'), 'dump', 'DPkg::Post-Invoke'], { encoding: 'utf8' });
+  const cfg = spawnSync(
+    'apt-config',
+    ['-c', path.join(top, 'hooks/apt/80qemu-modwatch'), 'dump', 'DPkg::Post-Invoke'],
+    { encoding: 'utf8' },
+  );
   if (cfg.error) t.comment('apt-config not available: parsed by the test only');
   else t.match(cfg.stdout, `DPkg::Post-Invoke:: "${apt[0]!.replace(/\\"/g, '"')}";`, 'apt-config reads it');
 });
@@ -245,7 +290,9 @@ t.test('each command with qemu-modwatch missing, failing, working', { skip: nsRe
       fake === 'missing'
         ? `rm -f ${SBIN}`
         : `printf '%s\\n' '#!/bin/sh' 'echo "$*" >> ${log}' ${
-            fake === 'failing' ? `'echo noise on stdout' 'echo trouble >&2' 'exit 3'` : `'echo qemu-modwatch refresh: nothing to do'`
+            fake === 'failing'
+              ? `'echo noise on stdout' 'echo trouble >&2' 'exit 3'`
+              : `'echo qemu-modwatch refresh: nothing to do'`
           } > ${SBIN}; chmod 755 ${SBIN}`;
     fs.rmSync(log, { force: true });
     const argv = commands[name]!.map(shq).join(' ');

@@ -48,11 +48,16 @@ export function cannotRun(tools: string[] = []): string | null {
   if (TARGETS.some((t) => tmp === t || tmp.startsWith(`${t}/`))) {
     return `the temp dir ${tmp} is inside ${TARGETS.join(', ')}, which the test overlays; set TMPDIR elsewhere`;
   }
-  const probe = spawnSync('unshare', ['--mount', '--pid', '--fork', '--mount-proc', '--propagation', 'private', 'true'], {
-    encoding: 'utf8',
-    timeout: 20_000,
-  });
-  if (probe.status !== 0) return `unshare --mount --pid does not work here: ${(probe.stderr || probe.error?.message || '').trim()}`;
+  const probe = spawnSync(
+    'unshare',
+    ['--mount', '--pid', '--fork', '--mount-proc', '--propagation', 'private', 'true'],
+    {
+      encoding: 'utf8',
+      timeout: 20_000,
+    },
+  );
+  if (probe.status !== 0)
+    return `unshare --mount --pid does not work here: ${(probe.stderr || probe.error?.message || '').trim()}`;
   return null;
 }
 
@@ -84,7 +89,9 @@ export class OverlayHost {
       const base = path.join(this.dir, 'ovl', String(i));
       const work = path.join(base, `work-${n}`);
       fs.mkdirSync(work);
-      lines.push(...overlayMountLines(t, { upper: path.join(base, 'upper'), work, stage: path.join(base, `stage-${n}`) }));
+      lines.push(
+        ...overlayMountLines(t, { upper: path.join(base, 'upper'), work, stage: path.join(base, `stage-${n}`) }),
+      );
     });
     lines.push('set +eu', 'cd /', script);
     const file = path.join(this.dir, `run-${n}.sh`);
@@ -97,7 +104,12 @@ export class OverlayHost {
         timeout: opts.timeout ?? 300_000,
         killSignal: 'SIGKILL',
         maxBuffer: 64 * 1024 * 1024,
-        env: opts.env ?? { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', HOME: '/root', TMPDIR: '/tmp' },
+        env: opts.env ?? {
+          PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+          LC_ALL: 'C',
+          HOME: '/root',
+          TMPDIR: '/tmp',
+        },
       },
     );
     const stderr = (r.stderr ?? '') + (r.error ? `\n[overlay-host] ${r.error.message}` : '');
@@ -126,12 +138,16 @@ export class OverlayHost {
    * modified().
    */
   created(): string[] {
-    return this.changes().filter((e) => e.kind !== 'modified').map((e) => e.path);
+    return this.changes()
+      .filter((e) => e.kind !== 'modified')
+      .map((e) => e.path);
   }
 
   /** Host files the runs changed (copied up into the overlay). */
   modified(): string[] {
-    return this.changes().filter((e) => e.kind === 'modified').map((e) => e.path);
+    return this.changes()
+      .filter((e) => e.kind === 'modified')
+      .map((e) => e.path);
   }
 
   /** The upper dirs' entries, less those exactly as prepare() left them. */

@@ -15,7 +15,8 @@ export { shq };
 
 export const top = path.resolve(__dirname, '../..');
 export const dist = path.join(top, 'dist');
-export const version = (JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8')) as { version: string }).version;
+export const version = (JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8')) as { version: string })
+  .version;
 
 export const EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
 export const STATE_DIR = '/var/lib/qemu-modwatch';
@@ -47,7 +48,15 @@ export class RepoSnapshot {
  * or the tool itself makes removed.
  */
 export function neverInstalled(paths: string[]): string {
-  const all = [...new Set([...paths, STATE_DIR, '/usr/libexec/qemu-modwatch', '/usr/share/doc/qemu-modwatch', '/usr/share/licenses/qemu-modwatch'])].sort();
+  const all = [
+    ...new Set([
+      ...paths,
+      STATE_DIR,
+      '/usr/libexec/qemu-modwatch',
+      '/usr/share/doc/qemu-modwatch',
+      '/usr/share/licenses/qemu-modwatch',
+    ]),
+  ].sort();
   return `
 if dpkg-query -W qemu-modwatch >/dev/null 2>&1; then dpkg --purge --force-all qemu-modwatch >/dev/null 2>&1; fi
 if command -v rpm >/dev/null && rpm -q qemu-modwatch >/dev/null 2>&1; then rpm -e --nodeps --noscripts qemu-modwatch >/dev/null 2>&1; fi
@@ -75,9 +84,15 @@ export function refusesPartialBuild(t: Test, script: string): void {
   const partial = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-modwatch-partial-dist-'));
   t.teardown(() => fs.rmSync(partial, { recursive: true, force: true }));
   fs.symlinkSync(path.join(dist, 'qemu-modwatch'), path.join(partial, 'qemu-modwatch'));
-  const r = spawnSync(process.execPath, [path.join(top, 'build', script), '--dist', partial, '--out', partial], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [path.join(top, 'build', script), '--dist', partial, '--out', partial], {
+    encoding: 'utf8',
+  });
   t.equal(r.status, 1, 'exits 1');
-  t.match(r.stderr, /qemu-modwatch\.8 is missing \(the man page\): run 'npm run build' first/, 'says what is missing and what to do');
+  t.match(
+    r.stderr,
+    /qemu-modwatch\.8 is missing \(the man page\): run 'npm run build' first/,
+    'says what is missing and what to do',
+  );
   t.equal(fs.readdirSync(partial).length, 1, 'writes no package');
 }
 

@@ -4,7 +4,21 @@ import * as path from 'node:path';
 import t from 'tap';
 import { inCI } from '../fixtures/ci';
 import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
-import { DUMMY, fakeLibvirtd, EXE, missingBuild, neverInstalled, refusesPartialBuild, RepoSnapshot, shown, shq, STATE, STATE_DIR, top, version } from './package-kit';
+import {
+  DUMMY,
+  fakeLibvirtd,
+  EXE,
+  missingBuild,
+  neverInstalled,
+  refusesPartialBuild,
+  RepoSnapshot,
+  shown,
+  shq,
+  STATE,
+  STATE_DIR,
+  top,
+  version,
+} from './package-kit';
 
 // The RPM: built from build/rpm/qemu-modwatch.spec by build/package-rpm.mjs,
 // its files, scriptlets and file triggers read back with rpm -qp; then
@@ -13,7 +27,9 @@ import { DUMMY, fakeLibvirtd, EXE, missingBuild, neverInstalled, refusesPartialB
 // erased, leaving nothing behind.
 
 const snapshot = new RepoSnapshot();
-const ARCH = ({ x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>)[process.arch];
+const ARCH = (
+  { x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>
+)[process.arch];
 
 interface Expect {
   mode: string;
@@ -29,15 +45,36 @@ function expected(): Record<string, Expect> {
     '/usr/sbin/qemu-modwatch': { mode: 'lrwxrwxrwx', link: EXE },
     '/etc/libvirt/hooks/qemu.d': { mode: 'drwxr-xr-x' },
     '/etc/libvirt/hooks/daemon.d': { mode: 'drwxr-xr-x' },
-    '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch': { mode: '-rwxr-xr-x', from: 'hooks/qemu.d/50-qemu-modwatch', config: true },
-    '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch': { mode: '-rwxr-xr-x', from: 'hooks/daemon.d/50-qemu-modwatch', config: true },
+    '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch': {
+      mode: '-rwxr-xr-x',
+      from: 'hooks/qemu.d/50-qemu-modwatch',
+      config: true,
+    },
+    '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch': {
+      mode: '-rwxr-xr-x',
+      from: 'hooks/daemon.d/50-qemu-modwatch',
+      config: true,
+    },
     '/etc/qemu-modwatch.conf': { mode: '-rw-r--r--', from: 'hooks/qemu-modwatch.conf', config: true },
-    '/etc/dnf/libdnf5-plugins/actions.d/qemu-modwatch.actions': { mode: '-rw-r--r--', from: 'hooks/dnf5/qemu-modwatch.actions', config: true },
+    '/etc/dnf/libdnf5-plugins/actions.d/qemu-modwatch.actions': {
+      mode: '-rw-r--r--',
+      from: 'hooks/dnf5/qemu-modwatch.actions',
+      config: true,
+    },
     '/usr/lib/systemd/system/qemu-modwatch.path': { mode: '-rw-r--r--', from: 'hooks/systemd/qemu-modwatch.path' },
-    '/usr/lib/systemd/system/qemu-modwatch.service': { mode: '-rw-r--r--', from: 'hooks/systemd/qemu-modwatch.service' },
-    '/usr/lib/systemd/system-preset/50-qemu-modwatch.preset': { mode: '-rw-r--r--', from: 'hooks/systemd/50-qemu-modwatch.preset' },
+    '/usr/lib/systemd/system/qemu-modwatch.service': {
+      mode: '-rw-r--r--',
+      from: 'hooks/systemd/qemu-modwatch.service',
+    },
+    '/usr/lib/systemd/system-preset/50-qemu-modwatch.preset': {
+      mode: '-rw-r--r--',
+      from: 'hooks/systemd/50-qemu-modwatch.preset',
+    },
     '/usr/share/man/man8/qemu-modwatch.8.gz': { mode: '-rw-r--r--' },
-    '/usr/share/bash-completion/completions/qemu-modwatch': { mode: '-rw-r--r--', from: 'dist/qemu-modwatch.bash-completion' },
+    '/usr/share/bash-completion/completions/qemu-modwatch': {
+      mode: '-rw-r--r--',
+      from: 'dist/qemu-modwatch.bash-completion',
+    },
     '/usr/share/licenses/qemu-modwatch': { mode: 'drwxr-xr-x' },
     '/usr/share/licenses/qemu-modwatch/copyright': { mode: '-rw-r--r--', from: 'build/deb/copyright' },
   };
@@ -46,7 +83,8 @@ function expected(): Record<string, Expect> {
 function skipReason(): string | null {
   if (!ARCH) return `no RPM architecture for ${process.arch}`;
   for (const tool of ['rpm', 'rpmbuild']) {
-    if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0) return `${tool} not found (Debian package rpm)`;
+    if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0)
+      return `${tool} not found (Debian package rpm)`;
   }
   return missingBuild();
 }
@@ -82,10 +120,14 @@ t.test('build the RPM', { skip: reason || false }, async (t) => {
   const o = ov!;
   const out = o.scratch('out');
   snapshot.take(Object.values(expected()).flatMap((e) => (e.from ? [e.from] : [])));
-  const r = spawnSync(process.execPath, [path.join(top, 'build/package-rpm.mjs'), '--out', out, '--topdir', o.scratch('topdir'), '--fast'], {
-    encoding: 'utf8',
-    timeout: 300_000,
-  });
+  const r = spawnSync(
+    process.execPath,
+    [path.join(top, 'build/package-rpm.mjs'), '--out', out, '--topdir', o.scratch('topdir'), '--fast'],
+    {
+      encoding: 'utf8',
+      timeout: 300_000,
+    },
+  );
   t.equal(r.status, 0, `package-rpm.mjs exits 0\n${r.stderr}`);
   rpmFile = path.join(out, `qemu-modwatch-${version.replace(/-/g, '~')}-1.${ARCH}.rpm`);
   t.equal(r.stdout.trim(), rpmFile, 'prints the path of the RPM, name-version-release.arch.rpm');
@@ -94,9 +136,16 @@ t.test('build the RPM', { skip: reason || false }, async (t) => {
 
 t.test('what the RPM holds', { skip: reason || false }, async (t) => {
   if (!fs.existsSync(rpmFile)) return t.fail('the build step failed');
-  t.equal(q(rpmFile, '--qf', '%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}'), `qemu-modwatch ${version} 1 ${ARCH} MIT`);
+  t.equal(
+    q(rpmFile, '--qf', '%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}'),
+    `qemu-modwatch ${version} 1 ${ARCH} MIT`,
+  );
 
-  const rows = q(rpmFile, '--qf', '[%{FILENAMES}\t%{FILEMODES:perms}\t%{FILEFLAGS:fflags}\t%{FILEUSERNAME}:%{FILEGROUPNAME}\t%{FILELINKTOS}\t%{FILEDIGESTS}\n]')
+  const rows = q(
+    rpmFile,
+    '--qf',
+    '[%{FILENAMES}\t%{FILEMODES:perms}\t%{FILEFLAGS:fflags}\t%{FILEUSERNAME}:%{FILEGROUPNAME}\t%{FILELINKTOS}\t%{FILEDIGESTS}\n]',
+  )
     .trim()
     .split('\n')
     .map((l) => l.split('\t'));
@@ -121,9 +170,15 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
   t.notMatch(reqs, /^systemd\b/m, 'no hard dependency on systemd: every scriptlet copes without it');
 
   const scripts = q(rpmFile, '--scripts', '--filetriggers');
-  const sections = scripts.split(/^(?=\S.* scriptlet \(using \/bin\/sh\))/m).filter((s) => /scriptlet/.test(s.split('\n')[0]!));
+  const sections = scripts
+    .split(/^(?=\S.* scriptlet \(using \/bin\/sh\))/m)
+    .filter((s) => /scriptlet/.test(s.split('\n')[0]!));
   const byName = Object.fromEntries(sections.map((s) => [s.split(' ')[0]!, s]));
-  t.same(Object.keys(byName).sort(), ['postinstall', 'postuninstall', 'preuninstall', 'transfiletriggerin', 'transfiletriggerpostun'], 'scriptlets and file triggers');
+  t.same(
+    Object.keys(byName).sort(),
+    ['postinstall', 'postuninstall', 'preuninstall', 'transfiletriggerin', 'transfiletriggerpostun'],
+    'scriptlets and file triggers',
+  );
   const libdir = spawnSync('rpm', ['--target', ARCH!, '--eval', '%{_libdir}'], { encoding: 'utf8' }).stdout.trim();
   for (const tr of ['transfiletriggerin', 'transfiletriggerpostun']) {
     const head = byName[tr]?.split('\n')[0] ?? '';
@@ -133,8 +188,16 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
   trigger = `${libdir}/qemu`;
   t.match(byName.postinstall ?? '', /qemu-modwatch refresh/, '%post runs refresh');
   t.match(byName.postinstall ?? '', /qemu_modwatch_reload_libvirt\(\) \{/, '%post has the libvirt reload');
-  t.match(byName.postinstall ?? '', /systemctl --no-reload preset qemu-modwatch\.path/, '%post applies the preset on first install');
-  t.match(byName.preuninstall ?? '', /systemctl --no-reload disable qemu-modwatch\.path/, '%preun disables the path unit');
+  t.match(
+    byName.postinstall ?? '',
+    /systemctl --no-reload preset qemu-modwatch\.path/,
+    '%post applies the preset on first install',
+  );
+  t.match(
+    byName.preuninstall ?? '',
+    /systemctl --no-reload disable qemu-modwatch\.path/,
+    '%preun disables the path unit',
+  );
   t.match(byName.postuninstall ?? '', /rm -rf \/var\/lib\/qemu-modwatch/, '%postun removes the state on erase');
   const scratch = ov!.scratch('scriptlets');
   for (const [name, text] of Object.entries(byName)) {
@@ -153,7 +216,10 @@ t.test('install, file trigger, erase', { skip: nsReason || false }, async (t) =>
 
   // A package shipping one module into %{_libdir}/qemu, to fire the triggers.
   const dtop = o.scratch('dummy-top');
-  const hostModDir = fs.readdirSync('/usr/lib').map((d) => `/usr/lib/${d}/qemu`).find((d) => fs.existsSync(d));
+  const hostModDir = fs
+    .readdirSync('/usr/lib')
+    .map((d) => `/usr/lib/${d}/qemu`)
+    .find((d) => fs.existsSync(d));
   const real = hostModDir && fs.readdirSync(hostModDir).find((n) => n.endsWith('.so'));
   const src = path.join(dtop, 'hw-qmw-test-dummy.so');
   fs.writeFileSync(src, real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n');
@@ -178,13 +244,19 @@ t.test('install, file trigger, erase', { skip: nsReason || false }, async (t) =>
       '',
     ].join('\n'),
   );
-  const b = spawnSync('rpmbuild', ['-bb', '--target', ARCH!, '--define', `_topdir ${dtop}`, '--define', '_binary_payload w1.gzdio', spec], { encoding: 'utf8' });
+  const b = spawnSync(
+    'rpmbuild',
+    ['-bb', '--target', ARCH!, '--define', `_topdir ${dtop}`, '--define', '_binary_payload w1.gzdio', spec],
+    { encoding: 'utf8' },
+  );
   t.equal(b.status, 0, `dummy rpm builds\n${b.stderr}`);
   const dummyRpm = /^Wrote: (.*\.rpm)$/m.exec(b.stdout)?.[1];
   if (!dummyRpm) return;
 
   const hostBefore = hostRpmView();
-  const ours = Object.entries(expected()).filter(([, e]) => !e.mode.startsWith('d')).map(([p]) => p);
+  const ours = Object.entries(expected())
+    .filter(([, e]) => !e.mode.startsWith('d'))
+    .map(([p]) => p);
   const prep = o.prepare(neverInstalled([...ours, '/etc/systemd/system/paths.target.wants/qemu-modwatch.path']));
   t.match(prep.stdout, /^@@PREPARED$/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
   t.notMatch(prep.stdout, /^@@STILL/m, 'nothing of it is left there', shown(prep));
@@ -218,7 +290,9 @@ ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep qemu-modwatch
     const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));
     if (!line) return null;
     const s = JSON.parse(line) as { baseline: { dirs: { path: string; modules: { name: string }[] }[] } };
-    return s.baseline.dirs.find((d) => d.path === trigger)?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false;
+    return (
+      s.baseline.dirs.find((d) => d.path === trigger)?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false
+    );
   };
   const trig = o.run(`${RPM_I} ${shq(dummyRpm)}; echo "@@RC $?"; cat ${STATE}; echo`);
   t.match(trig.stdout, /^@@RC 0$/m, 'dummy module rpm installs', shown(trig));
@@ -246,7 +320,13 @@ echo "@@DONE"`,
   t.match(erase.stdout, /^@@Q 1$/m, 'rpm no longer knows the package');
   t.match(erase.stdout, /^@@DONE$/m);
   t.same(erase.stdout.match(/^@@LEFT .*$/gm) ?? [], [], 'every file, the state and the enablement link are gone');
-  const bookkeeping = [/^\/var\/lib\/rpm\//, /^\/usr\/lib\/sysimage\/rpm\//, /^\/var\/log\//, /^\/var\/tmp\/$/, /^\/var\/cache\/(man|ldconfig)\//];
+  const bookkeeping = [
+    /^\/var\/lib\/rpm\//,
+    /^\/usr\/lib\/sysimage\/rpm\//,
+    /^\/var\/log\//,
+    /^\/var\/tmp\/$/,
+    /^\/var\/cache\/(man|ldconfig)\//,
+  ];
   // rpm leaves the parent directories it had to create and no package
   // owns here (on Fedora, libvirt, dnf5 and filesystem own them); ours
   // (/usr/libexec/qemu-modwatch, the hooks' .d directories) must go.
@@ -261,7 +341,8 @@ echo "@@DONE"`,
 });
 
 function hostRpmView() {
-  const listing = (d: string) => (fs.existsSync(d) ? fs.readdirSync(d).map((f) => `${f}:${fs.statSync(path.join(d, f)).mtimeMs}`) : null);
+  const listing = (d: string) =>
+    fs.existsSync(d) ? fs.readdirSync(d).map((f) => `${f}:${fs.statSync(path.join(d, f)).mtimeMs}`) : null;
   return {
     known: spawnSync('rpm', ['-q', 'qemu-modwatch'], { stdio: 'ignore' }).status === 0,
     db: listing('/var/lib/rpm'),

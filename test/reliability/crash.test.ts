@@ -71,8 +71,12 @@ t.test(`SIGKILL at ${KILLS} random points (seed ${SEED})`, async (t) => {
   const writes = ok.map((c) => c.renamed - c.tmp).sort((a, b) => a - b);
   const writeMs = 2 * writes[Math.floor(writes.length / 2)]!;
   const runEnd = Math.max(...calib.map((c) => c.exit));
-  t.comment(`calibration (temp file, rename, exit; ms after spawn): ${calib.map((c) => [c.tmp, c.renamed, c.exit].map((x) => x.toFixed(0)).join('/')).join(' ')}`);
-  t.comment(`kills aimed at the write: 0-${(writeMs + 2).toFixed(0)} ms after the temp file appears; the others: 0-${runEnd.toFixed(0)} ms after the spawn`);
+  t.comment(
+    `calibration (temp file, rename, exit; ms after spawn): ${calib.map((c) => [c.tmp, c.renamed, c.exit].map((x) => x.toFixed(0)).join('/')).join(' ')}`,
+  );
+  t.comment(
+    `kills aimed at the write: 0-${(writeMs + 2).toFixed(0)} ms after the temp file appears; the others: 0-${runEnd.toFixed(0)} ms after the spawn`,
+  );
 
   const random = prng(SEED);
   const outcome = { beforeWrite: 0, duringWrite: 0, afterWrite: 0, completed: 0 };
@@ -89,7 +93,9 @@ t.test(`SIGKILL at ${KILLS} random points (seed ${SEED})`, async (t) => {
     const kill = () => {
       timer ??= setTimeout(() => child.kill('SIGKILL'), delay);
     };
-    const watcher = atWrite ? fs.watch(stateDir, (_e, name) => typeof name === 'string' && /^\.state\.json\..*\.tmp$/.test(name) && kill()) : null;
+    const watcher = atWrite
+      ? fs.watch(stateDir, (_e, name) => typeof name === 'string' && /^\.state\.json\..*\.tmp$/.test(name) && kill())
+      : null;
     if (!atWrite) kill();
     const r = await done;
     watcher?.close();
@@ -105,8 +111,10 @@ t.test(`SIGKILL at ${KILLS} random points (seed ${SEED})`, async (t) => {
     if (now !== old) {
       const st = stateOf(s);
       const recorded = baselineModules(s, MODDIR);
-      if (typeof st === 'string' || typeof recorded === 'string') problems.push(`kill ${i} at ${delay.toFixed(0)} ms: state ${st}`);
-      else if (JSON.stringify(Object.keys(recorded).sort()) !== JSON.stringify([...onDisk()].sort())) problems.push(`kill ${i}: new state does not match the disk`);
+      if (typeof st === 'string' || typeof recorded === 'string')
+        problems.push(`kill ${i} at ${delay.toFixed(0)} ms: state ${st}`);
+      else if (JSON.stringify(Object.keys(recorded).sort()) !== JSON.stringify([...onDisk()].sort()))
+        problems.push(`kill ${i}: new state does not match the disk`);
     }
 
     // A lock left behind must not hold up the next start: time one that runs to the end.
@@ -123,19 +131,34 @@ t.test(`SIGKILL at ${KILLS} random points (seed ${SEED})`, async (t) => {
     }
   }
   t.same(problems, [], `${KILLS} kills: the state always parsed as the old or the new version`);
-  t.comment(`kills: ${outcome.beforeWrite} before the write, ${outcome.duringWrite} during it (temp file left), ${outcome.afterWrite} after it, ${outcome.completed} runs finished first`);
+  t.comment(
+    `kills: ${outcome.beforeWrite} before the write, ${outcome.duringWrite} during it (temp file left), ${outcome.afterWrite} after it, ${outcome.completed} runs finished first`,
+  );
   t.ok(outcome.duringWrite >= 5, `the write itself was hit (${outcome.duringWrite} times)`);
   takeover.sort((a, b) => a - b);
   const median = takeover[Math.floor(takeover.length / 2)] ?? 0;
   const max = takeover.at(-1) ?? 0;
-  t.comment(`${locksLeft} kills left the lock behind; for ${takeover.length} of them the next hook took median ${median.toFixed(0)} ms, max ${max.toFixed(0)} ms (a full run is ${runEnd.toFixed(0)} ms)`);
+  t.comment(
+    `${locksLeft} kills left the lock behind; for ${takeover.length} of them the next hook took median ${median.toFixed(0)} ms, max ${max.toFixed(0)} ms (a full run is ${runEnd.toFixed(0)} ms)`,
+  );
   t.ok(locksLeft > 0, 'some kills left the lock behind');
-  t.ok(max < 3000, `a dead holder's lock is taken over at once, not after the 10 s an ownerless lock needs (max ${max.toFixed(0)} ms)`);
+  t.ok(
+    max < 3000,
+    `a dead holder's lock is taken over at once, not after the 10 s an ownerless lock needs (max ${max.toFixed(0)} ms)`,
+  );
 
   // A change, so the last run needs the lock and clears what the last kill left.
   toggle(KILLS + 1);
   t.equal(prepare(s, 'final').code, 0);
   const recorded = baselineModules(s, MODDIR);
-  t.same(typeof recorded === 'string' ? recorded : Object.keys(recorded).sort(), [...onDisk()].sort(), 'in the end the baseline is the disk');
-  t.same(fs.readdirSync(stateDir).filter((n) => n.endsWith('.tmp') || n === 'lock' || n === 'lock.break'), [], 'no temp file or lock left');
+  t.same(
+    typeof recorded === 'string' ? recorded : Object.keys(recorded).sort(),
+    [...onDisk()].sort(),
+    'in the end the baseline is the disk',
+  );
+  t.same(
+    fs.readdirSync(stateDir).filter((n) => n.endsWith('.tmp') || n === 'lock' || n === 'lock.break'),
+    [],
+    'no temp file or lock left',
+  );
 });

@@ -54,7 +54,7 @@ export function hookInNs(s: Sysroot, driver: 'qemu' | 'daemon', args: string[], 
   const start = performance.now();
   const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', ...args], {
     stdio: [stdinFd ?? 'pipe', 'pipe', 'pipe'],
-    input: big ? undefined : opts.input ?? '',
+    input: big ? undefined : (opts.input ?? ''),
     encoding: 'utf8',
     env: { ...BARE_ENV, ...opts.env },
     timeout: 120_000,
@@ -96,7 +96,13 @@ export function cacheSnapshot(s: Sysroot): Record<string, string> {
 }
 
 /** The parsed state, or a string saying why it does not parse as the schema the program writes. */
-export function stateOf(s: Sysroot): { schema: number; baseline: { dirs: { path: string; modules: { name: string; buildId: string | null }[] }[] }; lastAction: unknown } | string {
+export function stateOf(s: Sysroot):
+  | {
+      schema: number;
+      baseline: { dirs: { path: string; modules: { name: string; buildId: string | null }[] }[] };
+      lastAction: unknown;
+    }
+  | string {
   let text: string;
   try {
     text = fs.readFileSync(s.statePath(), 'utf8');
@@ -122,7 +128,10 @@ export function baselineModules(s: Sysroot, dir: string): Record<string, string 
 
 /** Runs the hook with the domain XML on stdin, asynchronously (many at once). */
 export function spawnHook(s: Sysroot, args: string[], input: string, env: Record<string, string> = {}) {
-  const child = spawn(EXE, ['--root', s.root, 'hook', 'qemu', ...args], { env: { ...BARE_ENV, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(EXE, ['--root', s.root, 'hook', 'qemu', ...args], {
+    env: { ...BARE_ENV, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));

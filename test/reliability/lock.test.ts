@@ -91,7 +91,10 @@ t.test('a reused pid, another boot: the holder is gone too', async (t) => {
   const me = self();
   const cases: [string, Record<string, unknown>][] = [
     ['pid alive, other start time (reused)', { pid: live.pid, start: '1', boot: me.boot, pidns: me.pidns }],
-    ['holder from another boot', { pid: live.pid, start: startOf(live.pid!), boot: '00000000-0000-0000-0000-000000000000', pidns: me.pidns }],
+    [
+      'holder from another boot',
+      { pid: live.pid, start: startOf(live.pid!), boot: '00000000-0000-0000-0000-000000000000', pidns: me.pidns },
+    ],
   ];
   for (const [label, owner] of cases) {
     const { stateDir, lockPath } = lockDir();
@@ -169,29 +172,38 @@ t.test('releasing never leaves a lock without its owner, at any step', async (t)
   t.same(fs.readdirSync(stateDir), [], 'nothing left behind');
 });
 
-t.test(`a lock without an owner (older versions, or a holder killed right after mkdir) is taken after ${OWNERLESS_STALE_MS / 1000} s`, async (t) => {
-  {
-    const { stateDir, lockPath } = lockDir();
-    plant(lockPath, null, OWNERLESS_STALE_MS - 2000);
-    const ms = await timeToLock(stateDir, lockPath);
-    t.ok(ms > 1500 && ms < 4000, `an ownerless lock ${(OWNERLESS_STALE_MS - 2000) / 1000} s old: taken after ${ms.toFixed(0)} ms`);
-  }
-  {
-    // A holder in another pid namespace cannot be judged by pid: its lock ages out like an ownerless one.
-    const { stateDir, lockPath } = lockDir();
-    const me = self();
-    plant(lockPath, { pid: 1, start: '1', boot: me.boot, pidns: 'pid:[1]' }, OWNERLESS_STALE_MS + 1000);
-    const ms = await timeToLock(stateDir, lockPath);
-    t.ok(ms < 500, `owner in another pid namespace, lock older than the limit: taken in ${ms.toFixed(0)} ms`);
-  }
-  {
-    const { stateDir, lockPath } = lockDir();
-    plant(lockPath, null);
-    fs.writeFileSync(path.join(lockPath, 'owner'), '{"pid":');
-    const ms = await timeToLock(stateDir, lockPath);
-    t.ok(ms > OWNERLESS_STALE_MS - 500, `an owner file cut short counts as no owner: taken after ${ms.toFixed(0)} ms`);
-  }
-});
+t.test(
+  `a lock without an owner (older versions, or a holder killed right after mkdir) is taken after ${OWNERLESS_STALE_MS / 1000} s`,
+  async (t) => {
+    {
+      const { stateDir, lockPath } = lockDir();
+      plant(lockPath, null, OWNERLESS_STALE_MS - 2000);
+      const ms = await timeToLock(stateDir, lockPath);
+      t.ok(
+        ms > 1500 && ms < 4000,
+        `an ownerless lock ${(OWNERLESS_STALE_MS - 2000) / 1000} s old: taken after ${ms.toFixed(0)} ms`,
+      );
+    }
+    {
+      // A holder in another pid namespace cannot be judged by pid: its lock ages out like an ownerless one.
+      const { stateDir, lockPath } = lockDir();
+      const me = self();
+      plant(lockPath, { pid: 1, start: '1', boot: me.boot, pidns: 'pid:[1]' }, OWNERLESS_STALE_MS + 1000);
+      const ms = await timeToLock(stateDir, lockPath);
+      t.ok(ms < 500, `owner in another pid namespace, lock older than the limit: taken in ${ms.toFixed(0)} ms`);
+    }
+    {
+      const { stateDir, lockPath } = lockDir();
+      plant(lockPath, null);
+      fs.writeFileSync(path.join(lockPath, 'owner'), '{"pid":');
+      const ms = await timeToLock(stateDir, lockPath);
+      t.ok(
+        ms > OWNERLESS_STALE_MS - 500,
+        `an owner file cut short counts as no owner: taken after ${ms.toFixed(0)} ms`,
+      );
+    }
+  },
+);
 
 t.test('mutual exclusion while holders are SIGKILLed', async (t) => {
   // The lock module bundled on its own, so that plain node processes can use it.
@@ -245,7 +257,9 @@ t.test('mutual exclusion while holders are SIGKILLed', async (t) => {
   const runs: Promise<void>[] = [];
   const children: ChildProcess[] = [];
   for (let w = 0; w < workers; w++) {
-    const child = spawn(process.execPath, [bundle, stateDir, String(rounds)], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(process.execPath, [bundle, stateDir, String(rounds)], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     children.push(child);
     runs.push(new Promise((r) => child.once('close', () => r())));
   }
@@ -256,12 +270,19 @@ t.test('mutual exclusion while holders are SIGKILLed', async (t) => {
   }
   const start = performance.now();
   await Promise.all(runs);
-  const times = fs.existsSync(path.join(stateDir, 'count')) ? fs.readFileSync(path.join(stateDir, 'count'), 'utf8').split('\n').filter(Boolean).map(Number) : [];
+  const times = fs.existsSync(path.join(stateDir, 'count'))
+    ? fs.readFileSync(path.join(stateDir, 'count'), 'utf8').split('\n').filter(Boolean).map(Number)
+    : [];
   const count = times.length;
   const gap = Math.max(0, ...times.slice(1).map((x, i) => x - times[i]!));
-  const violations = fs.existsSync(path.join(stateDir, 'violations')) ? fs.readFileSync(path.join(stateDir, 'violations'), 'utf8') : '';
+  const violations = fs.existsSync(path.join(stateDir, 'violations'))
+    ? fs.readFileSync(path.join(stateDir, 'violations'), 'utf8')
+    : '';
   t.equal(violations, '', 'never two live holders at once');
-  t.ok(count >= (workers - killed) * rounds, `${count} critical sections completed (${workers - killed} workers ran all ${rounds} rounds, ${killed} killed)`);
+  t.ok(
+    count >= (workers - killed) * rounds,
+    `${count} critical sections completed (${workers - killed} workers ran all ${rounds} rounds, ${killed} killed)`,
+  );
   t.comment(`longest pause between two holders: ${gap} ms`);
   t.ok(performance.now() - start < 60_000, 'all done within the wait limit');
   t.notOk(fs.existsSync(path.join(stateDir, 'lock')), 'the lock is free at the end');

@@ -54,38 +54,65 @@ t.test(`${HOOKS} hooks in parallel while modules change underneath`, async (t) =
     await new Promise((r) => setTimeout(r, 5 + random() * 10));
   }
   const results = await Promise.all(runs);
-  t.same(results.filter((r) => r.code !== 0 || r.stdout !== '').map((r) => `${r.code} ${r.signal} ${r.stdout} ${r.stderr}`), [], 'all exit 0 and print nothing');
+  t.same(
+    results.filter((r) => r.code !== 0 || r.stdout !== '').map((r) => `${r.code} ${r.signal} ${r.stdout} ${r.stderr}`),
+    [],
+    'all exit 0 and print nothing',
+  );
   t.same(stateProblems, [], 'the state parsed every time it was looked at during the run');
 
   // The final baseline is the disk.
   const dir = s.host(MODDIR);
   const onDisk: Record<string, string | null> = {};
-  for (const name of fs.readdirSync(dir).filter((n) => n.endsWith('.so')).sort()) {
+  for (const name of fs
+    .readdirSync(dir)
+    .filter((n) => n.endsWith('.so'))
+    .sort()) {
     const fd = fs.openSync(path.join(dir, name), 'r');
     onDisk[name] = readElfInfo(fd, fs.fstatSync(fd).size).buildId;
     fs.closeSync(fd);
   }
   const st = stateOf(s);
-  const recorded = typeof st === 'string' ? st : Object.fromEntries(st.baseline.dirs.find((d) => d.path === MODDIR)!.modules.map((m) => [m.name, m.buildId]));
+  const recorded =
+    typeof st === 'string'
+      ? st
+      : Object.fromEntries(st.baseline.dirs.find((d) => d.path === MODDIR)!.modules.map((m) => [m.name, m.buildId]));
   t.same(recorded, onDisk, 'the final baseline holds every change (names and build-ids)');
 
   // Each change was logged at least once, under its kind.
   const lines = log.lines().map(fields);
   const acting = lines.filter((f) => /^QEMU modules changed/.test(f.MESSAGE ?? ''));
-  const seen = (kind: string, name: string) => acting.some((f) => (f[`QEMU_MODWATCH_${kind.toUpperCase()}`] ?? '').split(' ').includes(`${MODDIR}/${name}`));
+  const seen = (kind: string, name: string) =>
+    acting.some((f) => (f[`QEMU_MODWATCH_${kind.toUpperCase()}`] ?? '').split(' ').includes(`${MODDIR}/${name}`));
   // Seen once in a CI run (one replaced module missing): what the hooks said besides the log tells why, if it happens again.
   const unlogged = changes.filter((c) => !seen(c.kind, c.name)).map((c) => `${c.kind} ${c.name}`);
   t.same(unlogged, [], `all ${changes.length} changes were logged`, {
     stderr: results.map((r) => r.stderr).filter(Boolean),
-    acting: acting.map((f) => ({ replaced: f.QEMU_MODWATCH_REPLACED, added: f.QEMU_MODWATCH_ADDED, removed: f.QEMU_MODWATCH_REMOVED })),
+    acting: acting.map((f) => ({
+      replaced: f.QEMU_MODWATCH_REPLACED,
+      added: f.QEMU_MODWATCH_ADDED,
+      removed: f.QEMU_MODWATCH_REMOVED,
+    })),
     raw: unlogged.length ? log.lines().filter((l) => unlogged.some((u) => l.includes(u.split(' ')[1]!))) : [],
   });
-  t.same(lines.filter((f) => !/^QEMU modules changed/.test(f.MESSAGE ?? '')).map((f) => f.MESSAGE), [], 'nothing else was logged');
+  t.same(
+    lines.filter((f) => !/^QEMU modules changed/.test(f.MESSAGE ?? '')).map((f) => f.MESSAGE),
+    [],
+    'nothing else was logged',
+  );
 
   // Bounded: a run acts only on what changed since the last recorded baseline.
-  const deletions = acting.reduce((n, f) => n + (f.QEMU_MODWATCH_DELETED ? f.QEMU_MODWATCH_DELETED.split(' ').length : 0), 0);
-  t.comment(`${acting.length} of ${HOOKS} hooks acted (invalidated and nudged) for ${changes.length} changes; cache entries deleted: ${deletions}`);
-  t.ok(acting.length >= 1 && acting.length <= changes.length + PER_KIND, `invalidations bounded by the changes (+1 per in-place rewrite caught half-written): ${acting.length}`);
+  const deletions = acting.reduce(
+    (n, f) => n + (f.QEMU_MODWATCH_DELETED ? f.QEMU_MODWATCH_DELETED.split(' ').length : 0),
+    0,
+  );
+  t.comment(
+    `${acting.length} of ${HOOKS} hooks acted (invalidated and nudged) for ${changes.length} changes; cache entries deleted: ${deletions}`,
+  );
+  t.ok(
+    acting.length >= 1 && acting.length <= changes.length + PER_KIND,
+    `invalidations bounded by the changes (+1 per in-place rewrite caught half-written): ${acting.length}`,
+  );
   t.notOk(s.cacheFiles().includes(entry), 'the stale entry is gone');
   t.equal(deletions, 1, 'and it was deleted once');
 

@@ -250,7 +250,11 @@ t.test('realistic domain XML', async (t) => {
     'with an XML declaration and a comment',
   );
   t.same(parseDomainXml(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(xml)])), EXPECTED, 'with a BOM');
-  t.same(withFile(t, xml, (fd) => readDomainXml(fd)), EXPECTED, 'from a file descriptor');
+  t.same(
+    withFile(t, xml, (fd) => readDomainXml(fd)),
+    EXPECTED,
+    'from a file descriptor',
+  );
   t.same(parseDomainXml(domainXml({ id: false })), EXPECTED, 'inactive definition');
 });
 
@@ -405,12 +409,7 @@ t.test('DOCTYPE and entities are never expanded', async (t) => {
     /^domain XML uses an undefined entity at line 2, column \d+; entities are not expanded$/,
     'undefined entity without a DOCTYPE',
   );
-  failsWith(
-    t,
-    () => parseDomainXml(`<domain type='&foo;'/>`),
-    /undefined entity/,
-    'undefined entity in an attribute',
-  );
+  failsWith(t, () => parseDomainXml(`<domain type='&foo;'/>`), /undefined entity/, 'undefined entity in an attribute');
   failsWith(
     t,
     () => parseDomainXml('<domain><name>a</name>\n<!DOCTYPE x>\n</domain>'),
@@ -425,7 +424,11 @@ t.test('malformed XML', async (t) => {
     () => parseDomainXml("<domain type='kvm'>\n  <name>a</name>\n  <uuid>x</uuid\n</domain>"),
     /^malformed domain XML at line \d+, column \d+: .+$/,
   );
-  failsWith(t, () => parseDomainXml('<domain type=kvm/>'), /^malformed domain XML at line 1, column \d+: unquoted attribute value\.$/);
+  failsWith(
+    t,
+    () => parseDomainXml('<domain type=kvm/>'),
+    /^malformed domain XML at line 1, column \d+: unquoted attribute value\.$/,
+  );
   failsWith(t, () => parseDomainXml('not xml'), /^malformed domain XML at line 1, column \d+: /);
   failsWith(t, () => parseDomainXml('<domain>\u0001</domain>'), /disallowed character/);
   const huge = 'a'.repeat(100000);
@@ -483,8 +486,17 @@ t.test('size limit', async (t) => {
   }
   t.ok(requested <= 16 * MiB + 1, `asked for ${requested} bytes, at most 16 MiB + 1`);
   // Exactly 16 MiB is accepted.
-  t.same(withFile(t, big.subarray(0, 16 * MiB), (fd) => readDomainXml(fd)), EXPECTED, 'exactly 16 MiB');
-  failsWith(t, () => withFile(t, big.subarray(0, 16 * MiB + 1), (fd) => readDomainXml(fd)), /larger than 16 MiB/, '16 MiB + 1');
+  t.same(
+    withFile(t, big.subarray(0, 16 * MiB), (fd) => readDomainXml(fd)),
+    EXPECTED,
+    'exactly 16 MiB',
+  );
+  failsWith(
+    t,
+    () => withFile(t, big.subarray(0, 16 * MiB + 1), (fd) => readDomainXml(fd)),
+    /larger than 16 MiB/,
+    '16 MiB + 1',
+  );
   failsWith(t, () => parseDomainXml(big), /^domain XML is larger than 16 MiB$/, 'parseDomainXml too');
   failsWith(t, () => parseDomainXml('é'.repeat(8 * MiB + 1)), /larger than 16 MiB/, 'counted in UTF-8 bytes');
 });
@@ -547,10 +559,7 @@ t.test('stdin through a real pipe', async (t) => {
   t.same(ok, { ok: EXPECTED }, 'realistic domain XML');
   t.same(runChild(t, `cat '${path.join(dir, 'status.xml')}'`), { ok: EXPECTED }, 'domstatus');
 
-  const big = runChild(
-    t,
-    `"$NODE_BIN" -e "process.stdout.write(Buffer.alloc(17 * 1024 * 1024, 32))" 2>/dev/null`,
-  );
+  const big = runChild(t, `"$NODE_BIN" -e "process.stdout.write(Buffer.alloc(17 * 1024 * 1024, 32))" 2>/dev/null`);
   t.same(
     big,
     { error: 'DomainXmlError', message: 'domain XML on stdin is larger than 16 MiB', isDomainXmlError: true },
@@ -584,16 +593,29 @@ t.test('stdin closed', async (t) => {
     message: 'no domain XML on stdin',
     isDomainXmlError: true,
   });
-  const shell = spawnSync('/bin/sh', ['-c', `"$NODE_BIN" ${nodeArgs().map((a) => `'${a}'`).join(' ')} -e "$CHILD_CODE" <&-`], {
-    env: { ...process.env, NODE_BIN: process.execPath, CHILD_CODE, DOMAIN_XML_MODULE: MODULE },
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  t.same(JSON.parse(shell.stdout), {
-    error: 'DomainXmlError',
-    message: 'no domain XML on stdin',
-    isDomainXmlError: true,
-  }, 'fd 0 closed by the shell');
+  const shell = spawnSync(
+    '/bin/sh',
+    [
+      '-c',
+      `"$NODE_BIN" ${nodeArgs()
+        .map((a) => `'${a}'`)
+        .join(' ')} -e "$CHILD_CODE" <&-`,
+    ],
+    {
+      env: { ...process.env, NODE_BIN: process.execPath, CHILD_CODE, DOMAIN_XML_MODULE: MODULE },
+      encoding: 'utf8',
+      timeout: 60_000,
+    },
+  );
+  t.same(
+    JSON.parse(shell.stdout),
+    {
+      error: 'DomainXmlError',
+      message: 'no domain XML on stdin',
+      isDomainXmlError: true,
+    },
+    'fd 0 closed by the shell',
+  );
 });
 
 t.test('non-blocking stdin (EAGAIN) is waited for', async (t) => {
@@ -653,10 +675,37 @@ t.test('property: arbitrary input', async (t) => {
     ),
   );
   const piece = fc.constantFrom(
-    '<domain>', '</domain>', '<domstatus>', '</domstatus>', '<name>', '</name>', '<uuid>', '</uuid>',
-    '<devices>', '</devices>', '<emulator>', '</emulator>', '<!DOCTYPE d>', '&amp;', '&lol;', '&#0;',
-    '&#x41;', '<![CDATA[', ']]>', '<!--', '-->', '<?pi ?>', "a='1'", '/', 'x', 'é', '\u{1F600}', ' ',
-    '\n', '<', '>',
+    '<domain>',
+    '</domain>',
+    '<domstatus>',
+    '</domstatus>',
+    '<name>',
+    '</name>',
+    '<uuid>',
+    '</uuid>',
+    '<devices>',
+    '</devices>',
+    '<emulator>',
+    '</emulator>',
+    '<!DOCTYPE d>',
+    '&amp;',
+    '&lol;',
+    '&#0;',
+    '&#x41;',
+    '<![CDATA[',
+    ']]>',
+    '<!--',
+    '-->',
+    '<?pi ?>',
+    "a='1'",
+    '/',
+    'x',
+    'é',
+    '\u{1F600}',
+    ' ',
+    '\n',
+    '<',
+    '>',
   );
   t.doesNotThrow(() =>
     fc.assert(

@@ -143,10 +143,22 @@ t.test('generated modules round-trip through every layout', async (t) => {
 });
 
 t.test('stamp selection', async (t) => {
-  t.strictSame(readBuf(makeElf({ symbols: ['qemu_stamp_first'], stamp: 'second' })).stamp, 'first', 'first in table order wins');
-  t.strictSame(readBuf(makeElf({ symbols: ['qemu_stamp', 'qemu_stampx', 'xqemu_stamp_1'] })).stamp, null, 'near misses ignored');
+  t.strictSame(
+    readBuf(makeElf({ symbols: ['qemu_stamp_first'], stamp: 'second' })).stamp,
+    'first',
+    'first in table order wins',
+  );
+  t.strictSame(
+    readBuf(makeElf({ symbols: ['qemu_stamp', 'qemu_stampx', 'xqemu_stamp_1'] })).stamp,
+    null,
+    'near misses ignored',
+  );
   t.strictSame(readBuf(makeElf({ stamp: '' })).stamp, '', 'bare prefix gives empty suffix');
-  t.strictSame(readBuf(makeElf({ rodata: [`qemu_stamp_${STAMP}`, '/usr/lib/qemu'] })).stamp, null, 'strings in .rodata are not symbols');
+  t.strictSame(
+    readBuf(makeElf({ rodata: [`qemu_stamp_${STAMP}`, '/usr/lib/qemu'] })).stamp,
+    null,
+    'strings in .rodata are not symbols',
+  );
   t.strictSame(readBuf(makeElf({ symbols: [] })), { buildId: null, stamp: null }, 'empty symbol table');
   t.strictSame(readBuf(makeElf({ buildId: '' })).buildId, null, 'empty build-id note is no build-id');
   t.strictSame(readBuf(makeElf({ buildId: 'ABCDEF01' })).buildId, 'abcdef01', 'build-id is lowercase');
@@ -197,31 +209,35 @@ t.test('padTo pads without changing what is read', async (t) => {
   t.strictSame(readBuf(buf), { buildId: BUILD_ID, stamp: STAMP });
 });
 
-t.test('generator output agrees with binutils', { skip: haveBinutils ? false : 'readelf/nm not installed' }, async (t) => {
-  for (const cls of [32, 64] as const) {
-    for (const endian of ['le', 'be'] as const) {
-      for (const hash of ['gnu', 'sysv'] as const) {
-        const label = `${cls}-${endian}-${hash}`;
-        const buildId = randomHex(20);
-        const stamp = randomHex(20);
-        const opts = { class: cls, endian, hash, buildId, stamp, symbols: ['x'], rodata: ['/usr/lib/qemu'] };
-        const full = writeTemp(makeElf(opts));
-        t.equal(buildIdFromReadelf(full), buildId, `${label}: readelf -n`);
-        t.equal(stampFromNm(full), stamp, `${label}: nm -D`);
-        t.equal(stampFromDynamicView(full), stamp, `${label}: readelf -D -s`);
-        const sections = tool('readelf', ['-S', '-W', full]) ?? '';
-        t.match(sections, /\.dynsym/, `${label}: readelf -S lists .dynsym`);
-        t.notMatch(sections, /warning|error/i, `${label}: readelf -S has no complaints`);
-        t.strictSame(readFile(full), { buildId, stamp }, `${label}: reader agrees`);
+t.test(
+  'generator output agrees with binutils',
+  { skip: haveBinutils ? false : 'readelf/nm not installed' },
+  async (t) => {
+    for (const cls of [32, 64] as const) {
+      for (const endian of ['le', 'be'] as const) {
+        for (const hash of ['gnu', 'sysv'] as const) {
+          const label = `${cls}-${endian}-${hash}`;
+          const buildId = randomHex(20);
+          const stamp = randomHex(20);
+          const opts = { class: cls, endian, hash, buildId, stamp, symbols: ['x'], rodata: ['/usr/lib/qemu'] };
+          const full = writeTemp(makeElf(opts));
+          t.equal(buildIdFromReadelf(full), buildId, `${label}: readelf -n`);
+          t.equal(stampFromNm(full), stamp, `${label}: nm -D`);
+          t.equal(stampFromDynamicView(full), stamp, `${label}: readelf -D -s`);
+          const sections = tool('readelf', ['-S', '-W', full]) ?? '';
+          t.match(sections, /\.dynsym/, `${label}: readelf -S lists .dynsym`);
+          t.notMatch(sections, /warning|error/i, `${label}: readelf -S has no complaints`);
+          t.strictSame(readFile(full), { buildId, stamp }, `${label}: reader agrees`);
 
-        const bare = writeTemp(makeElf({ ...opts, noSectionHeaders: true }));
-        t.equal(buildIdFromReadelf(bare), buildId, `${label} no sections: readelf -n`);
-        t.equal(stampFromDynamicView(bare), stamp, `${label} no sections: readelf -D -s`);
-        t.strictSame(readFile(bare), { buildId, stamp }, `${label} no sections: reader agrees`);
+          const bare = writeTemp(makeElf({ ...opts, noSectionHeaders: true }));
+          t.equal(buildIdFromReadelf(bare), buildId, `${label} no sections: readelf -n`);
+          t.equal(stampFromDynamicView(bare), stamp, `${label} no sections: readelf -D -s`);
+          t.strictSame(readFile(bare), { buildId, stamp }, `${label} no sections: reader agrees`);
+        }
       }
     }
-  }
-});
+  },
+);
 
 t.test('generating 10,000 modules is fast', async (t) => {
   const start = performance.now();
@@ -262,28 +278,32 @@ t.test('real QEMU modules agree with readelf and nm', { skip: realModulesSkip },
   }
 });
 
-t.test('other ELF binaries on this host agree with readelf and nm', { skip: haveBinutils ? false : 'readelf/nm not installed' }, async (t) => {
-  const candidates = [process.execPath, '/bin/ls', '/usr/bin/qemu-system-x86_64', '/usr/bin/qemu-img'];
-  const isElf = (file: string): boolean => {
-    const magic = Buffer.alloc(4);
-    try {
-      const fd = fs.openSync(file, 'r');
+t.test(
+  'other ELF binaries on this host agree with readelf and nm',
+  { skip: haveBinutils ? false : 'readelf/nm not installed' },
+  async (t) => {
+    const candidates = [process.execPath, '/bin/ls', '/usr/bin/qemu-system-x86_64', '/usr/bin/qemu-img'];
+    const isElf = (file: string): boolean => {
+      const magic = Buffer.alloc(4);
       try {
-        fs.readSync(fd, magic, 0, 4, 0);
-      } finally {
-        fs.closeSync(fd);
+        const fd = fs.openSync(file, 'r');
+        try {
+          fs.readSync(fd, magic, 0, 4, 0);
+        } finally {
+          fs.closeSync(fd);
+        }
+      } catch {
+        return false;
       }
-    } catch {
-      return false;
+      return magic.toString('latin1') === '\x7fELF';
+    };
+    const files = candidates.filter(isElf);
+    if (files.length === 0) t.skip('no ELF binaries found', () => {});
+    for (const file of files) {
+      t.strictSame(readFile(file), { buildId: buildIdFromReadelf(file), stamp: stampFromNm(file) }, file);
     }
-    return magic.toString('latin1') === '\x7fELF';
-  };
-  const files = candidates.filter(isElf);
-  if (files.length === 0) t.skip('no ELF binaries found', () => {});
-  for (const file of files) {
-    t.strictSame(readFile(file), { buildId: buildIdFromReadelf(file), stamp: stampFromNm(file) }, file);
-  }
-});
+  },
+);
 
 // ------------------------------------------------------------ hostile input
 
@@ -304,19 +324,79 @@ t.test('hostile inputs throw ElfError', async (t) => {
     edit(b);
     return b;
   };
-  rejects(t, patch((b) => (b[4] = 3)), /unsupported ELF class 3/, 'bad class');
-  rejects(t, patch((b) => (b[5] = 0)), /unsupported ELF data encoding 0/, 'bad data encoding');
-  rejects(t, patch((b) => (b[6] = 2)), /unsupported ELF version 2/, 'bad ident version');
-  rejects(t, patch((b) => b.writeUInt32LE(7, 20)), /unsupported ELF version 7/, 'bad e_version');
-  rejects(t, patch((b) => b.writeUInt16LE(52, E_EHSIZE)), /bad ELF header size 52/, 'e_ehsize of the other class');
-  rejects(t, patch((b) => b.writeUInt16LE(40, E_SHENTSIZE)), /bad section header size 40/, 'e_shentsize of the other class');
-  rejects(t, patch((b) => (b[4] = 1)), /bad ELF header size/, '64-bit file claiming class 32');
+  rejects(
+    t,
+    patch((b) => (b[4] = 3)),
+    /unsupported ELF class 3/,
+    'bad class',
+  );
+  rejects(
+    t,
+    patch((b) => (b[5] = 0)),
+    /unsupported ELF data encoding 0/,
+    'bad data encoding',
+  );
+  rejects(
+    t,
+    patch((b) => (b[6] = 2)),
+    /unsupported ELF version 2/,
+    'bad ident version',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(7, 20)),
+    /unsupported ELF version 7/,
+    'bad e_version',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt16LE(52, E_EHSIZE)),
+    /bad ELF header size 52/,
+    'e_ehsize of the other class',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt16LE(40, E_SHENTSIZE)),
+    /bad section header size 40/,
+    'e_shentsize of the other class',
+  );
+  rejects(
+    t,
+    patch((b) => (b[4] = 1)),
+    /bad ELF header size/,
+    '64-bit file claiming class 32',
+  );
 
-  rejects(t, patch((b) => b.writeBigUInt64LE(BigInt(good.length + 100), E_SHOFF)), /beyond end of file/, 'e_shoff beyond EOF');
-  rejects(t, patch((b) => b.writeBigUInt64LE(0xffffffffffffffc0n, E_SHOFF)), /beyond end of file/, 'e_shoff near 2^64');
-  rejects(t, patch((b) => b.writeBigUInt64LE(2n ** 53n + 8n, E_SHOFF)), /beyond end of file/, 'e_shoff above MAX_SAFE_INTEGER');
-  rejects(t, patch((b) => b.writeUInt16LE(0xffff, E_SHNUM)), /section header count 65535 exceeds limit/, 'e_shnum huge');
-  rejects(t, patch((b) => b.writeUInt16LE(50, E_SHNUM)), /truncated section header table/, 'e_shnum past EOF');
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(BigInt(good.length + 100), E_SHOFF)),
+    /beyond end of file/,
+    'e_shoff beyond EOF',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(0xffffffffffffffc0n, E_SHOFF)),
+    /beyond end of file/,
+    'e_shoff near 2^64',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(2n ** 53n + 8n, E_SHOFF)),
+    /beyond end of file/,
+    'e_shoff above MAX_SAFE_INTEGER',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt16LE(0xffff, E_SHNUM)),
+    /section header count 65535 exceeds limit/,
+    'e_shnum huge',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt16LE(50, E_SHNUM)),
+    /truncated section header table/,
+    'e_shnum past EOF',
+  );
   rejects(t, good.subarray(0, good.length - 10), /truncated section header table/, 'file cut inside section headers');
   rejects(
     t,
@@ -339,13 +419,48 @@ t.test('hostile inputs throw ElfError', async (t) => {
     /beyond end of file/,
     'section offset+size overflowing 64 bits',
   );
-  rejects(t, patch((b) => b.writeBigUInt64LE(0xffffffffffffffffn, shdrPos(b, SHT_STRTAB) + SH_SIZE)), /section 4 extends beyond end of file/, 'section size 2^64-1');
-  rejects(t, patch((b) => b.writeBigUInt64LE(BigInt(good.length), shdrPos(b, SHT_STRTAB) + SH_SIZE)), /section 4 extends beyond end of file/, 'string table past EOF');
-  rejects(t, patch((b) => b.writeBigUInt64LE(16n, shdrPos(b, SHT_DYNSYM) + 56)), /bad dynamic symbol size 16/, 'sh_entsize of the other class');
-  rejects(t, patch((b) => b.writeUInt32LE(99, shdrPos(b, SHT_DYNSYM) + SH_LINK)), /sh_link 99 out of range/, 'sh_link out of range');
-  rejects(t, patch((b) => b.writeUInt32LE(0, shdrPos(b, SHT_DYNSYM) + SH_LINK)), /sh_link 0 out of range/, 'sh_link zero');
-  rejects(t, patch((b) => b.writeUInt32LE(1, shdrPos(b, SHT_DYNSYM) + SH_LINK)), /not a string table/, 'sh_link to a note');
-  rejects(t, patch((b) => b.writeUInt32LE(0x10000, sectionOffset(b, SHT_DYNSYM) + 24)), /symbol 1 name offset 65536 beyond string table/, 'dynstr index beyond table');
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(0xffffffffffffffffn, shdrPos(b, SHT_STRTAB) + SH_SIZE)),
+    /section 4 extends beyond end of file/,
+    'section size 2^64-1',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(BigInt(good.length), shdrPos(b, SHT_STRTAB) + SH_SIZE)),
+    /section 4 extends beyond end of file/,
+    'string table past EOF',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(16n, shdrPos(b, SHT_DYNSYM) + 56)),
+    /bad dynamic symbol size 16/,
+    'sh_entsize of the other class',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(99, shdrPos(b, SHT_DYNSYM) + SH_LINK)),
+    /sh_link 99 out of range/,
+    'sh_link out of range',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(0, shdrPos(b, SHT_DYNSYM) + SH_LINK)),
+    /sh_link 0 out of range/,
+    'sh_link zero',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(1, shdrPos(b, SHT_DYNSYM) + SH_LINK)),
+    /not a string table/,
+    'sh_link to a note',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(0x10000, sectionOffset(b, SHT_DYNSYM) + 24)),
+    /symbol 1 name offset 65536 beyond string table/,
+    'dynstr index beyond table',
+  );
   rejects(
     t,
     patch((b) => {
@@ -359,10 +474,30 @@ t.test('hostile inputs throw ElfError', async (t) => {
   );
 
   const notePos = sectionOffset(good, SHT_NOTE);
-  rejects(t, patch((b) => b.writeUInt32LE(0xffffffff, notePos)), /note extends beyond its section/, 'note namesz 2^32-1');
-  rejects(t, patch((b) => b.writeUInt32LE(0xfffffffd, notePos + 4)), /note extends beyond its section/, 'note descsz near 2^32');
-  rejects(t, patch((b) => b.writeUInt32LE(0x7fffffff, notePos)), /note extends beyond its section/, 'note namesz 2^31-1');
-  rejects(t, patch((b) => b.writeBigUInt64LE(0xffffffffffffffffn, shdrPos(b, SHT_NOTE) + SH_OFFSET)), /beyond end of file/, 'note offset 2^64-1');
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(0xffffffff, notePos)),
+    /note extends beyond its section/,
+    'note namesz 2^32-1',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(0xfffffffd, notePos + 4)),
+    /note extends beyond its section/,
+    'note descsz near 2^32',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(0x7fffffff, notePos)),
+    /note extends beyond its section/,
+    'note namesz 2^31-1',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(0xffffffffffffffffn, shdrPos(b, SHT_NOTE) + SH_OFFSET)),
+    /beyond end of file/,
+    'note offset 2^64-1',
+  );
 
   const random = Buffer.alloc(4096);
   let seed = 12345;
@@ -387,7 +522,11 @@ t.test('hostile inputs throw ElfError', async (t) => {
   try {
     // The file shrinks between the caller's stat and the read.
     fs.truncateSync(shrunk, good.length - 100);
-    t.throws(() => readElfInfo(fd, good.length), { name: 'ElfError', message: /truncated section header table/ }, 'file shrank');
+    t.throws(
+      () => readElfInfo(fd, good.length),
+      { name: 'ElfError', message: /truncated section header table/ },
+      'file shrank',
+    );
     for (const size of [-1, NaN, 1.5, 2 ** 60]) {
       t.throws(() => readElfInfo(fd, size), { name: 'ElfError', message: /invalid file size/ }, `fileSize ${size}`);
     }
@@ -404,9 +543,24 @@ t.test('size limits hold for sections that fit in the file', async (t) => {
     edit(b);
     return b;
   };
-  rejects(t, patch((b) => b.writeBigUInt64LE(32n << 20n, shdrPos(b, SHT_STRTAB) + SH_SIZE)), /dynamic string table size 33554432 exceeds limit/, 'string table over 16 MiB');
-  rejects(t, patch((b) => b.writeBigUInt64LE(24n * 1_000_001n, shdrPos(b, SHT_DYNSYM) + SH_SIZE)), /symbol count 1000001 exceeds limit/, 'too many symbols');
-  rejects(t, patch((b) => b.writeBigUInt64LE(24n * 999_999n, shdrPos(b, SHT_DYNSYM) + SH_SIZE)), /dynamic symbol table size 23999976 exceeds limit/, 'symbol table over 16 MiB');
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(32n << 20n, shdrPos(b, SHT_STRTAB) + SH_SIZE)),
+    /dynamic string table size 33554432 exceeds limit/,
+    'string table over 16 MiB',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(24n * 1_000_001n, shdrPos(b, SHT_DYNSYM) + SH_SIZE)),
+    /symbol count 1000001 exceeds limit/,
+    'too many symbols',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(24n * 999_999n, shdrPos(b, SHT_DYNSYM) + SH_SIZE)),
+    /dynamic symbol table size 23999976 exceeds limit/,
+    'symbol table over 16 MiB',
+  );
 });
 
 t.test('limits on repeated structures', async (t) => {
@@ -453,15 +607,60 @@ t.test('hostile files without section headers', async (t) => {
     return b;
   };
 
-  rejects(t, patch((b) => b.writeBigUInt64LE(0xdead0000n, entry(5) + 8)), /dynamic string table address 0xdead0000 is not in any loadable segment/, 'DT_STRTAB unmapped');
-  rejects(t, patch((b) => b.writeBigUInt64LE(0xffffffffn, entry(10) + 8)), /runs past the end of its segment/, 'DT_STRSZ too big');
-  rejects(t, patch((b) => b.writeBigUInt64LE(0n, entry(10))), /DT_STRTAB without DT_STRSZ/, 'DT_STRSZ missing');
-  rejects(t, patch((b) => b.writeBigUInt64LE(16n, entry(11) + 8)), /bad dynamic symbol size 16/, 'DT_SYMENT wrong');
-  rejects(t, patch((b) => b.writeUInt32LE(0xffffffff, gnuHashOff)), /GNU hash buckets runs past the end/, 'GNU hash nbuckets huge');
-  rejects(t, patch((b) => b.writeUInt32LE(100, gnuHashOff + 4)), /bucket points below symoffset/, 'GNU hash symoffset above buckets');
-  rejects(t, patch((b) => b.writeUInt32LE(0xffffff00, gnuHashOff + 16 + 8)), /exceeds limit/, 'GNU hash bucket huge');
-  rejects(t, patch((b) => b.writeUInt16LE(5000, 0x38)), /program header count 5000 exceeds limit|truncated program header table/, 'e_phnum huge');
-  rejects(t, patch((b) => b.writeBigUInt64LE(BigInt(b.length), dynamicPh + 32)), /truncated dynamic segment/, 'PT_DYNAMIC past EOF');
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(0xdead0000n, entry(5) + 8)),
+    /dynamic string table address 0xdead0000 is not in any loadable segment/,
+    'DT_STRTAB unmapped',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(0xffffffffn, entry(10) + 8)),
+    /runs past the end of its segment/,
+    'DT_STRSZ too big',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(0n, entry(10))),
+    /DT_STRTAB without DT_STRSZ/,
+    'DT_STRSZ missing',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(16n, entry(11) + 8)),
+    /bad dynamic symbol size 16/,
+    'DT_SYMENT wrong',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(0xffffffff, gnuHashOff)),
+    /GNU hash buckets runs past the end/,
+    'GNU hash nbuckets huge',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(100, gnuHashOff + 4)),
+    /bucket points below symoffset/,
+    'GNU hash symoffset above buckets',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt32LE(0xffffff00, gnuHashOff + 16 + 8)),
+    /exceeds limit/,
+    'GNU hash bucket huge',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeUInt16LE(5000, 0x38)),
+    /program header count 5000 exceeds limit|truncated program header table/,
+    'e_phnum huge',
+  );
+  rejects(
+    t,
+    patch((b) => b.writeBigUInt64LE(BigInt(b.length), dynamicPh + 32)),
+    /truncated dynamic segment/,
+    'PT_DYNAMIC past EOF',
+  );
 
   const sysv = makeElf({ stamp: STAMP, hash: 'sysv', noSectionHeaders: true });
   const sysvHash = (() => {
@@ -479,7 +678,17 @@ const BASES: Buffer[] = [];
 for (const cls of [32, 64] as const) {
   for (const endian of ['le', 'be'] as const) {
     for (const noSectionHeaders of [false, true]) {
-      BASES.push(makeElf({ class: cls, endian, noSectionHeaders, buildId: BUILD_ID, stamp: STAMP, symbols: ['a', 'bb'], rodata: ['/x'] }));
+      BASES.push(
+        makeElf({
+          class: cls,
+          endian,
+          noSectionHeaders,
+          buildId: BUILD_ID,
+          stamp: STAMP,
+          symbols: ['a', 'bb'],
+          rodata: ['/x'],
+        }),
+      );
     }
   }
 }
@@ -540,7 +749,10 @@ t.test('random generator options round-trip', async (t) => {
       fc.record({
         buildId: fc.option(hex, { nil: null }),
         stamp: fc.option(fc.stringMatching(/^[0-9a-f]{0,64}$/), { nil: null }),
-        symbols: fc.array(name.filter((n) => !n.startsWith('qemu_stamp_')), { maxLength: 20 }),
+        symbols: fc.array(
+          name.filter((n) => !n.startsWith('qemu_stamp_')),
+          { maxLength: 20 },
+        ),
         class: fc.constantFrom(32 as const, 64 as const),
         endian: fc.constantFrom('le' as const, 'be' as const),
         rodata: fc.array(fc.string(), { maxLength: 5 }),
@@ -551,7 +763,9 @@ t.test('random generator options round-trip', async (t) => {
       }),
       (opts) => {
         const info = readBuf(makeElf(opts));
-        return info.buildId === (opts.buildId === null ? null : opts.buildId.toLowerCase()) && info.stamp === opts.stamp;
+        return (
+          info.buildId === (opts.buildId === null ? null : opts.buildId.toLowerCase()) && info.stamp === opts.stamp
+        );
       },
     ),
     { seed: 42, numRuns: 500 },

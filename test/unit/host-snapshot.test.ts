@@ -48,7 +48,10 @@ t.test('every kind of change shows, each on one line naming the path', async (t)
   one(/^~ .*\/etc: dir /); // the directory's own mtime moved
   one(/^\+ .*\/absent \(dir /);
   one(/^\+ .*tmp\/qmw-left-behind \(a test temp dir\)/);
-  t.notOk(d.some((l) => l.includes(`${path.sep}ls`)), 'an entry the filter leaves out is not compared');
+  t.notOk(
+    d.some((l) => l.includes(`${path.sep}ls`)),
+    'an entry the filter leaves out is not compared',
+  );
 });
 
 t.test('a symlink is compared as a link, never followed', async (t) => {
@@ -68,7 +71,23 @@ t.test('a symlink is compared as a link, never followed', async (t) => {
 t.test('the host list names what the issue asks for', async (t) => {
   const { hostPaths } = await lib;
   const flat = hostPaths().map((p) => (typeof p === 'string' ? p : p.dir));
-  for (const p of ['/etc/libvirt', '/etc/qemu-modwatch.conf', '/var/lib/qemu-modwatch', '/var/cache/libvirt', '/var/lib/libvirt', '/run/libvirt', '/run/qemu', '/usr/libexec/qemu-modwatch', '/usr/bin', '/etc/systemd/system', '/etc/apt/apt.conf.d', '/etc/dnf', '/usr/share/libalpm/hooks', '/var/lib/dpkg', '/var/lib/rpm']) {
+  for (const p of [
+    '/etc/libvirt',
+    '/etc/qemu-modwatch.conf',
+    '/var/lib/qemu-modwatch',
+    '/var/cache/libvirt',
+    '/var/lib/libvirt',
+    '/run/libvirt',
+    '/run/qemu',
+    '/usr/libexec/qemu-modwatch',
+    '/usr/bin',
+    '/etc/systemd/system',
+    '/etc/apt/apt.conf.d',
+    '/etc/dnf',
+    '/usr/share/libalpm/hooks',
+    '/var/lib/dpkg',
+    '/var/lib/rpm',
+  ]) {
     t.ok(flat.includes(p), p);
   }
 });

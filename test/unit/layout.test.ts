@@ -40,7 +40,10 @@ function tsFiles(dir: string): string[] {
 
 t.test('every folder of src/ says what lives there and what it may import', async (t) => {
   for (const f of folders) {
-    const lines = fs.readFileSync(path.join(SRC, f, 'README.md'), 'utf8').trimEnd().split('\n');
+    const lines = fs
+      .readFileSync(path.join(SRC, f, 'README.md'), 'utf8')
+      .trimEnd()
+      .split('\n');
     t.equal(lines.length, 2, `src/${f}/README.md is two lines`);
     t.ok(allowedBy(f).has(f), `src/${f} may import itself`);
   }
@@ -67,11 +70,12 @@ t.test('each folder imports only what its README.md allows', async (t) => {
 });
 
 t.test('the check itself catches an import against the direction', async (t) => {
-  t.same(specifiers(`import * as fs from 'node:fs';\nimport type { X } from '../host/paths';\nconst c = require('node:crypto');\n`), [
-    'node:fs',
-    '../host/paths',
-    'node:crypto',
-  ]);
+  t.same(
+    specifiers(
+      `import * as fs from 'node:fs';\nimport type { X } from '../host/paths';\nconst c = require('node:crypto');\n`,
+    ),
+    ['node:fs', '../host/paths', 'node:crypto'],
+  );
   t.equal(folderOf(path.join(SRC, 'core/x.ts'), '../host/paths'), 'host');
   t.equal(folderOf(path.join(SRC, 'app/x.ts'), '../version'), 'version');
   t.notOk(allowedBy('core').has('host'), 'core may not import host');

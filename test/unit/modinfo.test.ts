@@ -92,12 +92,19 @@ function layoutOf(buf: Buffer): Layout {
   const segments = [];
   for (let i = 0; i < phnum; i++) {
     const p = phoff + i * 56;
-    if (buf.readUInt32LE(p) === 1) segments.push({ offset: n64(buf, p + 8), vaddr: n64(buf, p + 16), filesz: n64(buf, p + 32) });
+    if (buf.readUInt32LE(p) === 1)
+      segments.push({ offset: n64(buf, p + 8), vaddr: n64(buf, p + 16), filesz: n64(buf, p + 32) });
   }
   const sections = [];
   for (let i = 0; i < shnum; i++) {
     const p = shoff + i * 64;
-    sections.push({ type: buf.readUInt32LE(p + 4), flags: n64(buf, p + 8), offset: n64(buf, p + 24), size: n64(buf, p + 32), link: buf.readUInt32LE(p + 40) });
+    sections.push({
+      type: buf.readUInt32LE(p + 4),
+      flags: n64(buf, p + 8),
+      offset: n64(buf, p + 24),
+      size: n64(buf, p + 32),
+      link: buf.readUInt32LE(p + 40),
+    });
   }
   const dynsym = sections.find((s) => s.type === 11)!;
   const gnuHash = sections.find((s) => s.type === 0x6ffffff6);
@@ -132,9 +139,14 @@ function fileOffset(l: Layout, va: number): number {
 }
 
 /** Calls fn with the file position of every Elf64_Rela entry, its r_offset, type and addend. */
-function eachRela(buf: Buffer, l: Layout, fn: (at: number, offset: number, type: number, addend: bigint) => void): void {
+function eachRela(
+  buf: Buffer,
+  l: Layout,
+  fn: (at: number, offset: number, type: number, addend: bigint) => void,
+): void {
   for (const s of l.relas) {
-    for (let p = s.offset; p < s.offset + s.size; p += 24) fn(p, n64(buf, p), buf.readUInt32LE(p + 8), buf.readBigInt64LE(p + 16));
+    for (let p = s.offset; p < s.offset + s.size; p += 24)
+      fn(p, n64(buf, p), buf.readUInt32LE(p + 8), buf.readBigInt64LE(p + 16));
   }
 }
 
@@ -161,8 +173,16 @@ function checkQemu72Table(t: Test, entries: ModinfoEntry[]): void {
   const names = byName(entries);
   t.equal(entries.length, 67, '67 entries');
   t.equal(names.size, entries.length, 'names are unique');
-  t.strictSame(names.get('hw-display-qxl'), { name: 'hw-display-qxl', arch: null, objs: ['qxl-vga', 'qxl'], deps: ['ui-spice-core'] }, 'hw-display-qxl');
-  t.strictSame(names.get('accel-tcg-i386'), { name: 'accel-tcg-i386', arch: 'i386', objs: ['tcg-accel-ops'], deps: [] }, 'accel-tcg-i386');
+  t.strictSame(
+    names.get('hw-display-qxl'),
+    { name: 'hw-display-qxl', arch: null, objs: ['qxl-vga', 'qxl'], deps: ['ui-spice-core'] },
+    'hw-display-qxl',
+  );
+  t.strictSame(
+    names.get('accel-tcg-i386'),
+    { name: 'accel-tcg-i386', arch: 'i386', objs: ['tcg-accel-ops'], deps: [] },
+    'accel-tcg-i386',
+  );
   t.equal(names.get('accel-tcg-x86_64')?.arch, 'x86_64', 'accel-tcg-x86_64 arch');
   t.strictSame(names.get('hw-usb-redirect')?.objs, ['usb-redir'], 'hw-usb-redirect objs');
   t.strictSame(names.get('ui-spice-app')?.deps, ['ui-spice-core', 'chardev-spice'], 'ui-spice-app deps');
@@ -198,7 +218,9 @@ t.test('qemu-system-x86_64 on this host', { skip: skipX86 }, async (t) => {
     times.push(Number(process.hrtime.bigint() - t1) / 1e6);
   }
   times.sort((a, b) => a - b);
-  t.comment(`readModinfo(${X86_64}, ${realX86.length} bytes): first ${first.toFixed(2)} ms, median of 10 more ${times[5]!.toFixed(2)} ms`);
+  t.comment(
+    `readModinfo(${X86_64}, ${realX86.length} bytes): first ${first.toFixed(2)} ms, median of 10 more ${times[5]!.toFixed(2)} ms`,
+  );
   t.ok(entries, 'has a table');
   if (entries) checkQemu72Table(t, entries);
 });
@@ -266,7 +288,8 @@ t.test('patched copies of qemu-system-x86_64', { skip: skipX86 }, async (t) => {
     const buf = Buffer.from(realX86);
     for (const s of l.relas) {
       const count = s.size / 24;
-      for (let i = 0; i < count; i++) realX86.copy(buf, s.offset + i * 24, s.offset + (count - 1 - i) * 24, s.offset + (count - i) * 24);
+      for (let i = 0; i < count; i++)
+        realX86.copy(buf, s.offset + i * 24, s.offset + (count - 1 - i) * 24, s.offset + (count - i) * 24);
     }
     t.strictSame(readBuf(buf), expected, 'reads like the original');
   });
@@ -311,12 +334,22 @@ t.test('patched copies of qemu-system-x86_64', { skip: skipX86 }, async (t) => {
 // ------------------------------------------------------------ hostile input
 
 t.test('not ELF', async (t) => {
-  rejects(t, () => readBuf(Buffer.from('#!/bin/sh\nexec /usr/libexec/qemu-system-i386 "$@"\n')), /not an ELF file/, 'a script');
+  rejects(
+    t,
+    () => readBuf(Buffer.from('#!/bin/sh\nexec /usr/libexec/qemu-system-i386 "$@"\n')),
+    /not an ELF file/,
+    'a script',
+  );
   rejects(t, () => readBuf(Buffer.alloc(0)), /not an ELF file/, 'an empty file');
   rejects(t, () => readBuf(Buffer.from('\x7fELF', 'latin1')), /truncated ELF header/, 'just the magic');
   rejects(t, () => readPath('/dev/null', -1), /invalid file size/, 'a negative size');
   rejects(t, () => readBuf(makeElf({ noSectionHeaders: true })), /no section headers/, 'no section headers');
-  rejects(t, () => readBuf(makeElf({ symbols: ['qemu_modinfo'] })), /not a positive multiple/, 'a qemu_modinfo of size 0');
+  rejects(
+    t,
+    () => readBuf(makeElf({ symbols: ['qemu_modinfo'] })),
+    /not a positive multiple/,
+    'a qemu_modinfo of size 0',
+  );
 });
 
 t.test('truncated copies of qemu-system-x86_64', { skip: skipX86 }, async (t) => {
@@ -351,7 +384,11 @@ t.test('random bytes flipped in and around the table', { skip: skipX86 }, async 
   // The bytes the reader's answer depends on: headers (with the GNU hash
   // table's), the symbol, the table, and the relocations of the table and
   // of its arrays.
-  const regions: Array<[number, number]> = [...l.headers, [l.symbolAt, l.symbolAt + 24], [l.tableAt, l.tableAt + l.tableSize]];
+  const regions: Array<[number, number]> = [
+    ...l.headers,
+    [l.symbolAt, l.symbolAt + 24],
+    [l.tableAt, l.tableAt + l.tableSize],
+  ];
   const arrays: number[] = [];
   for (let va = l.tableVa; va < l.tableVa + l.tableSize; va += 8) {
     const s = slots.get(va);

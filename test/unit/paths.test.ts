@@ -27,23 +27,46 @@ function image(t: { teardown(fn: () => void): void }): string {
 t.test('absolute symlinks of an image lead into the image', async (t) => {
   const root = image(t);
   t.equal(resolveInRoot(root, '/var/run/qemu', true), `${root}/run/qemu`, '/var/run -> /run');
-  t.equal(resolveInRoot(root, '/var/run/qemu/Debian_1_7.2/block-curl.so', true), `${root}/run/qemu/Debian_1_7.2/block-curl.so`);
-  t.equal(resolveInRoot(root, '/opt/abs-out', true), `${root}/etc/passwd`, 'a link to /etc/passwd is the image\'s /etc/passwd');
+  t.equal(
+    resolveInRoot(root, '/var/run/qemu/Debian_1_7.2/block-curl.so', true),
+    `${root}/run/qemu/Debian_1_7.2/block-curl.so`,
+  );
+  t.equal(
+    resolveInRoot(root, '/opt/abs-out', true),
+    `${root}/etc/passwd`,
+    "a link to /etc/passwd is the image's /etc/passwd",
+  );
   t.equal(fs.readFileSync(resolveInRoot(root, '/opt/abs-out', true), 'utf8'), 'image\n');
 });
 
 t.test('relative symlinks and .. stop at the root', async (t) => {
   const root = image(t);
-  t.equal(resolveInRoot(root, '/lib/x86_64-linux-gnu/qemu', true), `${root}/usr/lib/x86_64-linux-gnu/qemu`, '/lib -> usr/lib');
-  t.equal(resolveInRoot(root, '/usr/lib64/x86_64-linux-gnu', true), `${root}/usr/lib/x86_64-linux-gnu`, 'a chain of relative links');
-  t.equal(resolveInRoot(root, '/opt/a/b/rel-out', true), `${root}/etc/passwd`, 'a ../../.. link climbs no higher than the root');
+  t.equal(
+    resolveInRoot(root, '/lib/x86_64-linux-gnu/qemu', true),
+    `${root}/usr/lib/x86_64-linux-gnu/qemu`,
+    '/lib -> usr/lib',
+  );
+  t.equal(
+    resolveInRoot(root, '/usr/lib64/x86_64-linux-gnu', true),
+    `${root}/usr/lib/x86_64-linux-gnu`,
+    'a chain of relative links',
+  );
+  t.equal(
+    resolveInRoot(root, '/opt/a/b/rel-out', true),
+    `${root}/etc/passwd`,
+    'a ../../.. link climbs no higher than the root',
+  );
   t.equal(resolveInRoot(root, '/../../etc/passwd', true), `${root}/etc/passwd`, '.. in the path itself too');
   t.equal(resolveInRoot(root, '/', true), root);
 });
 
 t.test('the last component: followed or not', async (t) => {
   const root = image(t);
-  t.equal(resolveInRoot(root, '/usr/bin/qemu-kvm', true), `${root}/usr/bin/qemu-system-x86_64`, 'followed, inside the root');
+  t.equal(
+    resolveInRoot(root, '/usr/bin/qemu-kvm', true),
+    `${root}/usr/bin/qemu-system-x86_64`,
+    'followed, inside the root',
+  );
   t.equal(resolveInRoot(root, '/usr/bin/qemu-kvm', false), `${root}/usr/bin/qemu-kvm`, 'not followed: the link itself');
   t.equal(resolveInRoot(root, '/var/run/qemu', false), `${root}/run/qemu`, 'the parents are resolved either way');
 });

@@ -2,11 +2,29 @@ import t from 'tap';
 import { compareFingerprints } from '../../src/core/compare';
 import { assess } from '../../src/core/decide';
 import {
-  describeTrigger, invalidateAction, logLine, planAccept, planInvalidate, planRun, refusalLine, stateToRecord,
-  type Look, type NudgeMode, type OnChange, type Outcome, type Trigger,
+  describeTrigger,
+  invalidateAction,
+  logLine,
+  planAccept,
+  planInvalidate,
+  planRun,
+  refusalLine,
+  stateToRecord,
+  type Look,
+  type NudgeMode,
+  type OnChange,
+  type Outcome,
+  type Trigger,
 } from '../../src/core/plan';
 import type { StateStatus } from '../../src/core/decide';
-import type { CacheEntry, DirRecord, EmulatorRecord, Fingerprint, LastAction, ModuleRecord } from '../../src/core/types';
+import type {
+  CacheEntry,
+  DirRecord,
+  EmulatorRecord,
+  Fingerprint,
+  LastAction,
+  ModuleRecord,
+} from '../../src/core/types';
 
 // The plan on hand-made looks: every policy, trigger and nudge rule, no files.
 
@@ -17,22 +35,73 @@ const QX = '/usr/bin/qemu-system-x86_64';
 const QA = '/usr/bin/qemu-system-aarch64';
 
 const mod = (name: string, over: Partial<ModuleRecord> = {}): ModuleRecord => ({
-  name, size: 1000, mtimeNs: ns(100), ctimeNs: ns(100), ino: '1', dev: '1', buildId: `${name}-id`, stamp: S, sha256: null, error: null, ...over,
+  name,
+  size: 1000,
+  mtimeNs: ns(100),
+  ctimeNs: ns(100),
+  ino: '1',
+  dev: '1',
+  buildId: `${name}-id`,
+  stamp: S,
+  sha256: null,
+  error: null,
+  ...over,
 });
 const dir = (modules: ModuleRecord[], over: Partial<DirRecord> = {}): DirRecord => ({
-  path: X86, source: 'default', mtimeNs: ns(100), ctimeNs: ns(100), modules, error: null, ...over,
+  path: X86,
+  source: 'default',
+  mtimeNs: ns(100),
+  ctimeNs: ns(100),
+  modules,
+  error: null,
+  ...over,
 });
 const emu = (path: string, over: Partial<EmulatorRecord> = {}): EmulatorRecord => ({
-  path, fileName: path.slice(path.lastIndexOf('/') + 1), source: 'path', kind: 'elf', mode: 0o755, size: 10, mtimeNs: ns(50), ctimeNs: ns(50),
-  ino: '9', dev: '1', stamp: S, target: null, moduleDir: null, dirsInBinary: [X86], usesUpgradeDirs: false, version: '7.2.0', pkgVersion: '',
-  modinfo: null, error: null, ...over,
+  path,
+  fileName: path.slice(path.lastIndexOf('/') + 1),
+  source: 'path',
+  kind: 'elf',
+  mode: 0o755,
+  size: 10,
+  mtimeNs: ns(50),
+  ctimeNs: ns(50),
+  ino: '9',
+  dev: '1',
+  stamp: S,
+  target: null,
+  moduleDir: null,
+  dirsInBinary: [X86],
+  usesUpgradeDirs: false,
+  version: '7.2.0',
+  pkgVersion: '',
+  modinfo: null,
+  error: null,
+  ...over,
 });
-const fp = (dirs: DirRecord[], emulators = [emu(QX)], takenAt = 200): Fingerprint => ({ takenAtNs: ns(takenAt), dirs, emulators, missingDirs: [] });
+const fp = (dirs: DirRecord[], emulators = [emu(QX)], takenAt = 200): Fingerprint => ({
+  takenAtNs: ns(takenAt),
+  dirs,
+  emulators,
+  missingDirs: [],
+});
 const entry = (emulator: string, over: Partial<CacheEntry> = {}): CacheEntry => ({
-  file: `${emulator.length.toString(16).padStart(64, '0')}.xml`, mtimeNs: ns(150), size: 1, emulator, qemuctime: 50, qemumoddirmtime: null,
-  selfvers: 9000000, error: null, ...over,
+  file: `${emulator.length.toString(16).padStart(64, '0')}.xml`,
+  mtimeNs: ns(150),
+  size: 1,
+  emulator,
+  qemuctime: 50,
+  qemumoddirmtime: null,
+  selfvers: 9000000,
+  error: null,
+  ...over,
 });
-const PREVIOUS: LastAction = { at: '2024-01-01T00:00:00.000Z', trigger: 'refresh', summary: 'x', deleted: [], nudged: [] };
+const PREVIOUS: LastAction = {
+  at: '2024-01-01T00:00:00.000Z',
+  trigger: 'refresh',
+  summary: 'x',
+  deleted: [],
+  nudged: [],
+};
 
 function lookOf(before: Fingerprint | null, now: Fingerprint, entries: CacheEntry[] = [], state?: StateStatus): Look {
   return {
@@ -51,7 +120,9 @@ function plan(l: Look, trigger: Trigger, onChange: OnChange = 'invalidate', nudg
 
 const base = fp([dir([mod('a.so')])]);
 /** A module replaced: the x86 emulator's cache entry is stale. */
-const changed = lookOf(base, fp([dir([mod('a.so', { buildId: 'new', ctimeNs: ns(150) })])], [emu(QX)], 300), [entry(QX)]);
+const changed = lookOf(base, fp([dir([mod('a.so', { buildId: 'new', ctimeNs: ns(150) })])], [emu(QX)], 300), [
+  entry(QX),
+]);
 const unchanged = lookOf(base, fp([dir([mod('a.so')])], [emu(QX)], 300), [entry(QX)]);
 
 const PREPARE: Trigger = { kind: 'qemu', op: 'prepare', domain: 'g', emulator: QX };
@@ -91,12 +162,18 @@ t.test('no baseline, or a damaged one: record one, delete nothing', async (t) =>
   const first = lookOf(null, base);
   const p = plan(first, { kind: 'daemon-start', daemon: 'virtqemud' });
   t.same([p.acts, p.record, p.delete, p.nudge, p.keepCorrupt], [true, 'baseline', [], null, false]);
-  t.same(logLine(p, { done: done(), keptAs: null, recorded: true }), { priority: 'notice', message: 'recorded a first baseline: 1 modules in 1 module directories' });
-  t.same(stateToRecord(p, done(), new Map(), new Date(0)), { baseline: base, lastAction: null });
-  t.same(logLine(p, { done: done({ errors: ['cannot record the baseline in /s: ENOSPC'] }), keptAs: null, recorded: false }), {
-    priority: 'err',
-    message: 'cannot record the baseline in /s: ENOSPC',
+  t.same(logLine(p, { done: done(), keptAs: null, recorded: true }), {
+    priority: 'notice',
+    message: 'recorded a first baseline: 1 modules in 1 module directories',
   });
+  t.same(stateToRecord(p, done(), new Map(), new Date(0)), { baseline: base, lastAction: null });
+  t.same(
+    logLine(p, { done: done({ errors: ['cannot record the baseline in /s: ENOSPC'] }), keptAs: null, recorded: false }),
+    {
+      priority: 'err',
+      message: 'cannot record the baseline in /s: ENOSPC',
+    },
+  );
   const corrupt = lookOf(null, base, [], { kind: 'corrupt', reason: '/s is not valid JSON (empty)' });
   const c = plan(corrupt, { kind: 'refresh' });
   t.same([c.acts, c.keepCorrupt, c.record], [true, true, 'baseline']);
@@ -114,7 +191,11 @@ t.test('a change under on_change = invalidate: delete the stale entries, nudge, 
     t.equal(p.record, 'action');
     t.equal(p.refuse, false);
     const qemuStarting = trigger.kind === 'daemon-start' && trigger.daemon !== null;
-    t.same(p.nudge, qemuStarting ? null : { mode: 'emulator-ctime', targets: [QX] }, `${describeTrigger(trigger)} ${trigger.kind === 'daemon-start' ? trigger.daemon : ''}: nudge`);
+    t.same(
+      p.nudge,
+      qemuStarting ? null : { mode: 'emulator-ctime', targets: [QX] },
+      `${describeTrigger(trigger)} ${trigger.kind === 'daemon-start' ? trigger.daemon : ''}: nudge`,
+    );
   }
   const p = plan(changed, { kind: 'daemon-reload', daemon: 'libvirtd' });
   const d = done({ deleted: [entry(QX).file], nudged: [QX] });
@@ -128,11 +209,23 @@ t.test('a change under on_change = invalidate: delete the stale entries, nudge, 
     deleted: d.deleted,
     nudged: [QX],
   });
-  t.equal(stateToRecord(p, { ...d, errors: ['cannot nudge x: EPERM'] }, moved, new Date(0)), null, 'a failed action is not recorded: the next run tries again');
+  t.equal(
+    stateToRecord(p, { ...d, errors: ['cannot nudge x: EPERM'] }, moved, new Date(0)),
+    null,
+    'a failed action is not recorded: the next run tries again',
+  );
   const line = logLine(p, { done: d, keptAs: null, recorded: true })!;
   t.equal(line.priority, 'warning');
   t.equal(line.message, `QEMU modules changed (replaced a.so): deleted 1 capabilities cache entries, nudged ${QX}`);
-  t.same(line.fields, { TRIGGER: 'hook daemon reload', ADDED: '', REMOVED: '', REPLACED: `${X86}/a.so`, DELETED: d.deleted[0], NUDGED: QX, DAEMON: 'libvirtd' });
+  t.same(line.fields, {
+    TRIGGER: 'hook daemon reload',
+    ADDED: '',
+    REMOVED: '',
+    REPLACED: `${X86}/a.so`,
+    DELETED: d.deleted[0],
+    NUDGED: QX,
+    DAEMON: 'libvirtd',
+  });
   t.equal(refusalLine(p, { done: d, keptAs: null, recorded: true }), null);
 });
 
@@ -140,21 +233,45 @@ t.test('nudge rules: the mode, libvirt module directory, and which emulators', a
   const reload: Trigger = { kind: 'daemon-reload', daemon: 'virtqemud' };
   t.same(plan(changed, reload, 'invalidate', 'moddir-mtime').nudge, { mode: 'moddir-mtime', targets: [X86] });
   t.equal(plan(changed, reload, 'invalidate', 'none').nudge, null);
-  t.equal(plan({ ...changed, libvirtModdir: null }, reload, 'invalidate', 'moddir-mtime').nudge, null, 'no module directory to touch');
-  t.equal(plan(changed, { kind: 'daemon-start', daemon: 'virtqemud' }).nudge, null, 'a starting QEMU daemon loads after the hook');
-  t.same(plan(changed, { kind: 'daemon-start', daemon: 'virtnetworkd' }).nudge?.targets, [QX], 'another daemon: a running one may hold them');
+  t.equal(
+    plan({ ...changed, libvirtModdir: null }, reload, 'invalidate', 'moddir-mtime').nudge,
+    null,
+    'no module directory to touch',
+  );
+  t.equal(
+    plan(changed, { kind: 'daemon-start', daemon: 'virtqemud' }).nudge,
+    null,
+    'a starting QEMU daemon loads after the hook',
+  );
+  t.same(
+    plan(changed, { kind: 'daemon-start', daemon: 'virtnetworkd' }).nudge?.targets,
+    [QX],
+    'another daemon: a running one may hold them',
+  );
   // An emulator without a cache entry that loads the changed directory is nudged too.
-  const two = lookOf(fp([dir([mod('a.so')])], [emu(QX), emu(QA)]), fp([dir([mod('a.so', { buildId: 'n', ctimeNs: ns(150) })])], [emu(QX), emu(QA)], 300), [entry(QX)]);
+  const two = lookOf(
+    fp([dir([mod('a.so')])], [emu(QX), emu(QA)]),
+    fp([dir([mod('a.so', { buildId: 'n', ctimeNs: ns(150) })])], [emu(QX), emu(QA)], 300),
+    [entry(QX)],
+  );
   t.same(plan(two, reload).nudge?.targets, [QA, QX]);
 });
 
 t.test('on_change = warn: nothing deleted, the changes left standing, the line says so', async (t) => {
   for (const trigger of TRIGGERS.filter((x) => x.kind !== 'refresh')) {
     const p = plan(changed, trigger, 'warn');
-    t.same([p.delete, p.nudge, p.record, p.leaveStanding, p.refuse], [[], null, 'none', true, false], describeTrigger(trigger));
+    t.same(
+      [p.delete, p.nudge, p.record, p.leaveStanding, p.refuse],
+      [[], null, 'none', true, false],
+      describeTrigger(trigger),
+    );
   }
   const refresh = plan(changed, { kind: 'refresh' }, 'warn');
-  t.same([refresh.policy, refresh.delete, refresh.leaveStanding], ['invalidate', [entry(QX).file], false], 'refresh is asked for: it acts');
+  t.same(
+    [refresh.policy, refresh.delete, refresh.leaveStanding],
+    ['invalidate', [entry(QX).file], false],
+    'refresh is asked for: it acts',
+  );
   const p = plan(changed, PREPARE, 'warn');
   t.equal(
     logLine(p, { done: done(), keptAs: null, recorded: false })!.message,
@@ -174,9 +291,15 @@ t.test('on_change = refuse: only a guest start is refused, and only once the cac
   }
   const p = plan(changed, PREPARE, 'refuse');
   const d = done({ deleted: [entry(QX).file], nudged: [QX] });
-  t.equal(refusalLine(p, { done: d, keptAs: null, recorded: true }),
-    "qemu-modwatch: QEMU modules changed (replaced a.so); libvirt's capabilities were refreshed (1 cache entries), start the domain again");
-  t.equal(refusalLine(p, { done: { ...d, errors: ['x'] }, keptAs: null, recorded: false }), null, 'not refreshed: the start goes ahead');
+  t.equal(
+    refusalLine(p, { done: d, keptAs: null, recorded: true }),
+    "qemu-modwatch: QEMU modules changed (replaced a.so); libvirt's capabilities were refreshed (1 cache entries), start the domain again",
+  );
+  t.equal(
+    refusalLine(p, { done: { ...d, errors: ['x'] }, keptAs: null, recorded: false }),
+    null,
+    'not refreshed: the start goes ahead',
+  );
 });
 
 t.test('accept records the fingerprint as it is and keeps the last action', async (t) => {
@@ -185,7 +308,11 @@ t.test('accept records the fingerprint as it is and keeps the last action', asyn
 
 t.test('invalidate: all entries or one emulator, symlinks left alone, every known emulator nudged', async (t) => {
   const link = entry('/usr/bin/qemu-x', { file: 'f'.repeat(64) + '.xml', error: 'is a symlink, not read' });
-  const l = lookOf(base, fp([dir([mod('a.so')])], [emu(QX), emu(QA, { kind: 'missing' }), emu('/opt/q', { source: 'cache' })]), [entry(QX), entry('/opt/q'), link]);
+  const l = lookOf(
+    base,
+    fp([dir([mod('a.so')])], [emu(QX), emu(QA, { kind: 'missing' }), emu('/opt/q', { source: 'cache' })]),
+    [entry(QX), entry('/opt/q'), link],
+  );
   const all = planInvalidate(l, { fileOfEmulator: null, nudge: 'emulator-ctime' });
   t.same(all.delete, [entry(QX).file, entry('/opt/q').file]);
   t.same(all.skipped, [{ file: link.file, reason: 'is a symlink, not read' }]);
@@ -193,16 +320,29 @@ t.test('invalidate: all entries or one emulator, symlinks left alone, every know
   const one = planInvalidate(l, { emulator: QA, fileOfEmulator: entry(QX).file, nudge: 'emulator-ctime' });
   t.same(one.delete, [entry(QX).file], 'by the name libvirt gives its file');
   t.same(one.nudge, { mode: 'emulator-ctime', targets: [QA] });
-  t.same(planInvalidate(l, { fileOfEmulator: null, nudge: 'moddir-mtime' }).nudge, { mode: 'moddir-mtime', targets: [X86] });
+  t.same(planInvalidate(l, { fileOfEmulator: null, nudge: 'moddir-mtime' }).nudge, {
+    mode: 'moddir-mtime',
+    targets: [X86],
+  });
   t.equal(planInvalidate(l, { fileOfEmulator: null, nudge: 'none' }).nudge, null);
   t.same(invalidateAction(done({ deleted: ['e.xml'], nudged: [QX] }), new Date(0)), {
-    at: '1970-01-01T00:00:00.000Z', trigger: 'invalidate', summary: `deleted 1 capabilities cache entries, nudged ${QX}`, deleted: ['e.xml'], nudged: [QX],
+    at: '1970-01-01T00:00:00.000Z',
+    trigger: 'invalidate',
+    summary: `deleted 1 capabilities cache entries, nudged ${QX}`,
+    deleted: ['e.xml'],
+    nudged: [QX],
   });
 });
 
 t.test('every trigger has its name in the log and the last action', async (t) => {
   t.same(TRIGGERS.map(describeTrigger), [
-    'hook daemon start', 'hook daemon start', 'hook daemon start', 'hook daemon reload', 'hook qemu prepare', 'hook qemu migrate',
-    'hook qemu restore', 'refresh',
+    'hook daemon start',
+    'hook daemon start',
+    'hook daemon start',
+    'hook daemon reload',
+    'hook qemu prepare',
+    'hook qemu migrate',
+    'hook qemu restore',
+    'refresh',
   ]);
 });

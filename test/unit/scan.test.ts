@@ -23,8 +23,15 @@ t.test('unchanged modules are taken from the baseline, changed ones are read', a
   for (const m of planted.dirs[0]!.modules) m.buildId = 'from-the-baseline';
   for (const e of planted.emulators) e.stamp = 'from-the-baseline';
   const second = takeFingerprint({ ...input, baseline: planted });
-  t.same(second.dirs[0]!.modules.map((m) => m.buildId), ['from-the-baseline', 'from-the-baseline'], 'stat only');
-  t.ok(second.emulators.every((e) => e.stamp === 'from-the-baseline'), 'emulators too');
+  t.same(
+    second.dirs[0]!.modules.map((m) => m.buildId),
+    ['from-the-baseline', 'from-the-baseline'],
+    'stat only',
+  );
+  t.ok(
+    second.emulators.every((e) => e.stamp === 'from-the-baseline'),
+    'emulators too',
+  );
 
   s.replaceInPlace(MODDIR, 'b.so');
   const third = takeFingerprint({ ...input, baseline: planted });
@@ -39,5 +46,8 @@ t.test('unchanged modules are taken from the baseline, changed ones are read', a
   // A file changed within the clock's granularity of the baseline scan is read again even with equal stat data.
   const racy = structuredClone(planted);
   racy.takenAtNs = first.takenAtNs;
-  t.same(takeFingerprint({ ...input, baseline: racy }).dirs[0]!.modules.map((m) => m.buildId === 'from-the-baseline'), [false, false]);
+  t.same(
+    takeFingerprint({ ...input, baseline: racy }).dirs[0]!.modules.map((m) => m.buildId === 'from-the-baseline'),
+    [false, false],
+  );
 });

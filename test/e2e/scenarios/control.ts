@@ -27,17 +27,42 @@ export function controlScenarios(t: Test, stack: Stack): void {
   t.test(`the stack: ${stack.title}`, scenario, async (t) => {
     const env = await useEnv(t, world('modwatch-control-stack'));
     const v = (await env.virsh('version')).stdout;
-    t.match(v, new RegExp(`Using library: libvirt ${stack.libvirt.replaceAll('.', '\\.')}\\n`), `virsh is libvirt ${stack.libvirt}`);
-    t.match(v, new RegExp(`Using API: QEMU ${stack.libvirt.replaceAll('.', '\\.')}\\n`), `so is the daemon's QEMU driver`);
-    t.match(v, new RegExp(`Running hypervisor: QEMU ${stack.qemu.replaceAll('.', '\\.')}\\.`), `the daemon drives QEMU ${stack.qemu}`);
+    t.match(
+      v,
+      new RegExp(`Using library: libvirt ${stack.libvirt.replaceAll('.', '\\.')}\\n`),
+      `virsh is libvirt ${stack.libvirt}`,
+    );
+    t.match(
+      v,
+      new RegExp(`Using API: QEMU ${stack.libvirt.replaceAll('.', '\\.')}\\n`),
+      `so is the daemon's QEMU driver`,
+    );
+    t.match(
+      v,
+      new RegExp(`Running hypervisor: QEMU ${stack.qemu.replaceAll('.', '\\.')}\\.`),
+      `the daemon drives QEMU ${stack.qemu}`,
+    );
     const qemu = (await env.exec([QEMU, '--version'])).stdout;
-    t.match(qemu, new RegExp(`^QEMU emulator version ${stack.qemu.replaceAll('.', '\\.')}\\b`), `${QEMU} is QEMU ${stack.qemu}: ${qemu.split('\n')[0]}`);
-    t.same(env.processes().map((p) => p.comm).sort(), env.daemons, `the daemons running: ${env.daemons.join(', ')}`);
+    t.match(
+      qemu,
+      new RegExp(`^QEMU emulator version ${stack.qemu.replaceAll('.', '\\.')}\\b`),
+      `${QEMU} is QEMU ${stack.qemu}: ${qemu.split('\n')[0]}`,
+    );
+    t.same(
+      env
+        .processes()
+        .map((p) => p.comm)
+        .sort(),
+      env.daemons,
+      `the daemons running: ${env.daemons.join(', ')}`,
+    );
   });
 
   t.test('removed module + module dir mtime reset: libvirt keeps stale capabilities', scenario, async (t) => {
     const env = await useEnv(t, world('modwatch-control-stale'));
-    t.comment(`virtlogd start ${env.timings.virtlogdStart} ms, ${env.qemuDaemon} start ${env.timings.libvirtdStarts[0]} ms`);
+    t.comment(
+      `virtlogd start ${env.timings.virtlogdStart} ms, ${env.qemuDaemon} start ${env.timings.libvirtdStarts[0]} ms`,
+    );
     const modDirHost = env.hostPath(MODULE_DIR);
     const qxlHost = env.hostPath(path.posix.join(MODULE_DIR, QXL));
     t.ok(fs.existsSync(qxlHost), `${QXL} present in the private module dir`);
@@ -82,7 +107,11 @@ export function controlScenarios(t: Test, stack: Stack): void {
     fs.utimesSync(modDirHost, now, now);
     const reprobe = await timed(() => env.domcapsVideoModels());
     t.comment(`re-probe after touching the module dir (running daemon) ${reprobe.ms} ms`);
-    t.same(reprobeSummary(env), [`${QEMU}: modules directory`], "libvirt's reason for the one re-probe: the module dir's mtime");
+    t.same(
+      reprobeSummary(env),
+      [`${QEMU}: modules directory`],
+      "libvirt's reason for the one re-probe: the module dir's mtime",
+    );
     t.comment(`libvirt's words: ${env.reprobes().at(-1)?.text ?? '(not logged)'}`);
     t.notOk(reprobe.value.includes('qxl'), `qxl gone after the re-probe: ${reprobe.value.join(' ')}`);
     const rewritten = env.cacheFiles();
@@ -93,11 +122,25 @@ export function controlScenarios(t: Test, stack: Stack): void {
   t.test('the world has no KVM: libvirt probes with TCG only, whatever the host has', scenario, async (t) => {
     const env = await useEnv(t, world('modwatch-control-nokvm'));
     const dev = await env.exec(['sh', '-c', '[ -e /dev/kvm ] && echo "@@KVM yes" || echo "@@KVM no"']);
-    t.match(dev.stdout, /^@@KVM no$/m, `no /dev/kvm in the world (host: ${fs.existsSync('/dev/kvm') ? 'has one' : 'has none'})`);
+    t.match(
+      dev.stdout,
+      /^@@KVM no$/m,
+      `no /dev/kvm in the world (host: ${fs.existsSync('/dev/kvm') ? 'has one' : 'has none'})`,
+    );
     const caps = (await env.virsh('capabilities')).stdout;
     t.match(caps, /<domain type='qemu'/, "virsh capabilities offers domain type 'qemu'");
     t.notMatch(caps, /<domain type='kvm'/, "and not 'kvm'");
-    const kvm = await env.virshAllowFail('domcapabilities', '--emulatorbin', QEMU, '--arch', 'x86_64', '--machine', 'pc', '--virttype', 'kvm');
+    const kvm = await env.virshAllowFail(
+      'domcapabilities',
+      '--emulatorbin',
+      QEMU,
+      '--arch',
+      'x86_64',
+      '--machine',
+      'pc',
+      '--virttype',
+      'kvm',
+    );
     t.not(kvm.code, 0, `domcapabilities for KVM is refused: ${kvm.stderr.trim()}`);
     await env.domcapsVideoModels();
     await env.restartDaemon();
@@ -139,6 +182,13 @@ export function controlScenarios(t: Test, stack: Stack): void {
     t.comment(`virsh start -> running (second start, warm) ${warmMs} ms`);
     const d2 = await timed(() => env.virsh('destroy', 'mw-tiny'));
     t.comment(`virsh destroy ${d2.ms} ms`);
-    t.same(env.processes().map((p) => p.comm).sort(), env.daemons, 'only the daemons left in the namespace');
+    t.same(
+      env
+        .processes()
+        .map((p) => p.comm)
+        .sort(),
+      env.daemons,
+      'only the daemons left in the namespace',
+    );
   });
 }

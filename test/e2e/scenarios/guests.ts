@@ -4,7 +4,16 @@
 // modules.ts for 1-3.
 import * as fs from 'node:fs';
 import type { Test } from 'tap';
-import { MODULE_DIR, QEMU, reprobeSummary, timeDomainStart, useEnv, type CacheFile, type Env, type EnvOptions } from '../harness';
+import {
+  MODULE_DIR,
+  QEMU,
+  reprobeSummary,
+  timeDomainStart,
+  useEnv,
+  type CacheFile,
+  type Env,
+  type EnvOptions,
+} from '../harness';
 import { onStack, stackSkip, type Stack } from '../stacks';
 import {
   MARK_FILE,
@@ -61,7 +70,13 @@ async function startAll(env: Env): Promise<{ code: number; stderr: string }[]> {
 }
 
 /** Runtime values that differ between two runs of one guest: numbers. */
-const shape = (d: LineDiff[]) => JSON.stringify(d.map((h) => ({ before: h.before.map((l) => l.replace(/\d+/g, 'N')), after: h.after.map((l) => l.replace(/\d+/g, 'N')) })));
+const shape = (d: LineDiff[]) =>
+  JSON.stringify(
+    d.map((h) => ({
+      before: h.before.map((l) => l.replace(/\d+/g, 'N')),
+      after: h.after.map((l) => l.replace(/\d+/g, 'N')),
+    })),
+  );
 
 interface SaveRestore {
   live: LineDiff[];
@@ -131,10 +146,24 @@ export function guestScenarios(t: Test, stack: Stack): void {
       const times = await cycles(env, 'g', CYCLES);
       t.comment(`start-to-running mean ${mean(times)} ms over ${CYCLES} starts`);
       const runs = hookRuns(env).slice(runsBefore);
-      t.comment(`the hooks' cost on ${stack.id}, as ${env.qemuDaemon} times them: ${hookCost([...hookRuns(env).filter((r) => r.op === 'start' && r.file.includes('/daemon.d/')), ...runs])}`);
-      t.equal(runs.length, CYCLES * 5, 'libvirt ran the dispatcher 5 times a cycle (prepare start started stopped release)');
-      t.same(runs.filter((r) => r.status !== 0 || r.stdout !== '' || r.stderr !== ''), [], 'every run exited 0 with empty stdout and stderr');
-      t.equal(hookCalls(env, 'qemu', 'prepare').length - prepares, CYCLES, `libvirt ran the dispatcher's prepare ${CYCLES} times`);
+      t.comment(
+        `the hooks' cost on ${stack.id}, as ${env.qemuDaemon} times them: ${hookCost([...hookRuns(env).filter((r) => r.op === 'start' && r.file.includes('/daemon.d/')), ...runs])}`,
+      );
+      t.equal(
+        runs.length,
+        CYCLES * 5,
+        'libvirt ran the dispatcher 5 times a cycle (prepare start started stopped release)',
+      );
+      t.same(
+        runs.filter((r) => r.status !== 0 || r.stdout !== '' || r.stderr !== ''),
+        [],
+        'every run exited 0 with empty stdout and stderr',
+      );
+      t.equal(
+        hookCalls(env, 'qemu', 'prepare').length - prepares,
+        CYCLES,
+        `libvirt ran the dispatcher's prepare ${CYCLES} times`,
+      );
       t.equal(execCount(env) - execs, 0, 'the executable was started 0 times (the mark made the dispatcher skip it)');
       t.same(env.cacheFiles(), before, 'every cache file untouched (same inode, mtime, size)');
       t.same(journal(env).slice(logged), [], 'nothing logged');
@@ -153,7 +182,11 @@ export function guestScenarios(t: Test, stack: Stack): void {
       replaceModuleInPlace(env, MODULE_DIR, QXL);
       const watch = watchCacheEntry(env, entry!.name);
       const results = await startAll(env);
-      t.same(results.map((r) => r.code), GUESTS.map(() => 0), 'all eight virsh start succeed');
+      t.same(
+        results.map((r) => r.code),
+        GUESTS.map(() => 0),
+        'all eight virsh start succeed',
+      );
       t.same((await env.runningDomains()).sort(), GUESTS, 'all eight running');
       const models = await env.domcapsVideoModels();
       const seen = watch.stop();
@@ -188,10 +221,17 @@ export function guestScenarios(t: Test, stack: Stack): void {
       t.equal(seen[1], 'absent', 'then deleted');
       const renewed = seen.slice(2);
       const inodes = new Set(renewed.map((k) => k.split('@')[0]));
-      t.ok(renewed.length >= 1 && !renewed.includes('absent') && inodes.size === 1, 'then one new file, never deleted again (its creation and its write may show apart)');
+      t.ok(
+        renewed.length >= 1 && !renewed.includes('absent') && inodes.size === 1,
+        'then one new file, never deleted again (its creation and its write may show apart)',
+      );
       t.notOk(renewed.includes(seen[0]!), 'the new one is not the old entry');
       t.notOk(models.includes('qxl'), `fresh capabilities: no qxl: ${models.join(' ')}`);
-      t.same(reprobeSummary(env), [`${QEMU}: binary`], "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)");
+      t.same(
+        reprobeSummary(env),
+        [`${QEMU}: binary`],
+        "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)",
+      );
 
       const w = warnings(journal(env).slice(logged));
       t.equal(w.length, 1, `one warning logged: ${w.map((e) => e.message).join(' | ')}`);
@@ -200,7 +240,11 @@ export function guestScenarios(t: Test, stack: Stack): void {
       const last = (state as ReturnType<typeof readState> | null)?.lastAction;
       t.equal(last?.trigger, 'hook qemu prepare', 'last action by a prepare hook');
       t.same(last?.deleted, [entry!.name], 'that entry deleted, once');
-      t.same(hookRuns(env).filter((h) => h.stdout !== '' || h.status !== 0), [], 'every dispatcher run exited 0, nothing on stdout');
+      t.same(
+        hookRuns(env).filter((h) => h.stdout !== '' || h.status !== 0),
+        [],
+        'every dispatcher run exited 0, nothing on stdout',
+      );
       await Promise.all(GUESTS.map((g) => env.virsh('destroy', g)));
     });
   });
@@ -213,8 +257,12 @@ export function guestScenarios(t: Test, stack: Stack): void {
       await env.defineDomain('saved');
       const r = await saveChangeRestore(t, env);
       control = r.live;
-      for (const h of r.live) t.comment(`libvirt's own runtime difference: ${h.before.join(' ')} -> ${h.after.join(' ')}`);
-      t.ok(r.live.every((h) => h.before.length === h.after.length), 'only values change, no element comes or goes');
+      for (const h of r.live)
+        t.comment(`libvirt's own runtime difference: ${h.before.join(' ')} -> ${h.after.join(' ')}`);
+      t.ok(
+        r.live.every((h) => h.before.length === h.after.length),
+        'only values change, no element comes or goes',
+      );
       t.same(r.inactive, [], 'inactive XML identical');
       t.same(r.cacheAfter, r.cacheBefore, 'cache entry untouched');
       t.ok(r.models.includes('qxl'), 'stale: qxl still listed');
@@ -233,18 +281,31 @@ export function guestScenarios(t: Test, stack: Stack): void {
       const restoreRun = hookRuns(env).find((h) => h.op === 'restore');
       t.equal(restoreRun?.status, 0, 'it exited 0');
       t.equal(restoreRun?.stdout, '', 'with nothing on stdout (which libvirt would take as the new domain XML)');
-      t.same(hookRuns(env).filter((h) => h.stdout !== ''), [], 'no dispatcher run wrote to stdout');
+      t.same(
+        hookRuns(env).filter((h) => h.stdout !== ''),
+        [],
+        'no dispatcher run wrote to stdout',
+      );
       const w = warnings(journal(env).slice(logged));
       t.equal(w.length, 1, 'one warning logged');
       t.equal(w[0]?.fields.QEMU_MODWATCH_TRIGGER, 'hook qemu restore', `by the restore hook: ${w[0]?.message}`);
       t.equal(w[0]?.fields.QEMU_MODWATCH_DOMAIN, 'saved');
-      t.same(r.cacheAfter.map(entryKey).filter((k) => r.cacheBefore.map(entryKey).includes(k)), [], 'the old cache entry is gone');
+      t.same(
+        r.cacheAfter.map(entryKey).filter((k) => r.cacheBefore.map(entryKey).includes(k)),
+        [],
+        'the old cache entry is gone',
+      );
       t.notOk(r.models.includes('qxl'), `fresh capabilities: no qxl: ${r.models.join(' ')}`);
-      t.same(reprobeSummary(env), [`${QEMU}: binary`], "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)");
+      t.same(
+        reprobeSummary(env),
+        [`${QEMU}: binary`],
+        "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)",
+      );
       for (const h of r.live) t.comment(`difference: ${h.before.join(' ')} -> ${h.after.join(' ')}`);
       t.same(r.inactive, [], 'inactive XML identical');
       if (control === null) t.fail('the control run did not run: no baseline of runtime differences');
-      else t.equal(shape(r.live), shape(control), 'live XML differs only where libvirt itself makes it differ (control)');
+      else
+        t.equal(shape(r.live), shape(control), 'live XML differs only where libvirt itself makes it differ (control)');
       t.equal(readState(env).lastAction?.trigger, 'hook qemu restore');
       t.ok(mtimeNs(env.hostPath(STATE_FILE)), 'state written');
     });

@@ -38,8 +38,15 @@ function hostCtime(p: string): string {
 /** On migrate and restore libvirt would take a hook's stdout as the new domain XML. */
 function neverStdout(t: Test, env: Env): void {
   const runs = hookRuns(env);
-  t.ok(runs.length > 0 && runs.every((r) => r.status !== null), `${env.qemuDaemon} logged ${runs.length} dispatcher runs with their results`);
-  t.same(runs.filter((r) => r.stdout !== ''), [], 'no dispatcher run wrote to stdout');
+  t.ok(
+    runs.length > 0 && runs.every((r) => r.status !== null),
+    `${env.qemuDaemon} logged ${runs.length} dispatcher runs with their results`,
+  );
+  t.same(
+    runs.filter((r) => r.stdout !== ''),
+    [],
+    'no dispatcher run wrote to stdout',
+  );
 }
 
 /** Scenarios 1-3 on `stack`, as subtests of t. */
@@ -72,8 +79,15 @@ export function moduleScenarios(t: Test, stack: Stack): void {
       const now = new Date();
       fs.utimesSync(env.hostPath(MODULE_DIR), now, now);
       const right = await env.domcapsVideoModels();
-      t.same(reprobeSummary(env), [`${QEMU}: modules directory`], "libvirt's reason for the one re-probe: the module dir's mtime");
-      t.notOk(right.includes('qxl'), `after a forced re-probe qxl is gone, so the answer above was stale: ${right.join(' ')}`);
+      t.same(
+        reprobeSummary(env),
+        [`${QEMU}: modules directory`],
+        "libvirt's reason for the one re-probe: the module dir's mtime",
+      );
+      t.notOk(
+        right.includes('qxl'),
+        `after a forced re-probe qxl is gone, so the answer above was stale: ${right.join(' ')}`,
+      );
     });
 
     t.test('with the hook: the daemon-start hook makes libvirt re-probe', async (t) => {
@@ -108,7 +122,11 @@ export function moduleScenarios(t: Test, stack: Stack): void {
 
       const models = await env.domcapsVideoModels();
       t.notOk(models.includes('qxl'), `libvirt re-probed: qxl gone: ${models.join(' ')}`);
-      t.same(reprobeSummary(env), [], 'libvirt probed anew for want of an entry, never judged one outdated: the hook did it all');
+      t.same(
+        reprobeSummary(env),
+        [],
+        'libvirt probed anew for want of an entry, never judged one outdated: the hook did it all',
+      );
       const after = env.cacheFiles();
       t.equal(after.length, 1, 'a new cache entry');
       // Not the inode: ext4 may give the new file the one just freed.
@@ -139,7 +157,11 @@ export function moduleScenarios(t: Test, stack: Stack): void {
       t.equal(w[0]?.fields.QEMU_MODWATCH_REMOVED, `${MODULE_DIR}/${QXL}`, `it says what changed: ${w[0]?.message}`);
       const models = await env.domcapsVideoModels();
       t.notOk(models.includes('qxl'), `libvirt re-probed: qxl gone: ${models.join(' ')}`);
-      t.same(reprobeSummary(env), [], 'libvirt probed anew for want of an entry, never judged one outdated: the hook did it all');
+      t.same(
+        reprobeSummary(env),
+        [],
+        'libvirt probed anew for want of an entry, never judged one outdated: the hook did it all',
+      );
       t.not(env.cacheFiles()[0]?.mtimeNs, entry?.mtimeNs, 'a new cache entry (new mtime)');
       neverStdout(t, env);
     });
@@ -163,14 +185,21 @@ export function moduleScenarios(t: Test, stack: Stack): void {
       const stale = await env.domcapsVideoModels(WRAPPER);
       t.notOk(stale.includes('qxl'), `after adding ${QXL} and a start, still no qxl: ${stale.join(' ')}`);
       t.same(reprobeSummary(env), [], 'libvirt logged no re-probe of any kind');
-      t.same(env.cacheFiles().find((f) => f.name === wrapperEntry), before, 'wrapper cache entry untouched');
+      t.same(
+        env.cacheFiles().find((f) => f.name === wrapperEntry),
+        before,
+        'wrapper cache entry untouched',
+      );
       await env.virsh('destroy', 'wrapped');
 
       // What a re-probe says: change the wrapper's ctime, libvirt's own check.
       await env.exec(['chmod', '0755', WRAPPER]);
       const right = await env.domcapsVideoModels(WRAPPER);
       t.same(reprobeSummary(env), [`${WRAPPER}: binary`], "libvirt's reason for the one re-probe: the wrapper's ctime");
-      t.ok(right.includes('qxl'), `a forced re-probe finds qxl via QEMU_MODULE_DIR, so the answer above was stale: ${right.join(' ')}`);
+      t.ok(
+        right.includes('qxl'),
+        `a forced re-probe finds qxl via QEMU_MODULE_DIR, so the answer above was stale: ${right.join(' ')}`,
+      );
     });
 
     t.test('with the hook: the prepare hook of the next start fixes it, no daemon restart', async (t) => {
@@ -194,14 +223,21 @@ export function moduleScenarios(t: Test, stack: Stack): void {
       const logged = journal(env).length;
       await env.virsh('start', 'wrapped');
       t.equal(await env.domstate('wrapped'), 'running', 'guest runs with the wrapper as emulator');
-      t.notOk(env.cacheFiles().some((f) => f.name === wrapperEntry), 'the prepare hook deleted the wrapper entry');
+      t.notOk(
+        env.cacheFiles().some((f) => f.name === wrapperEntry),
+        'the prepare hook deleted the wrapper entry',
+      );
 
       const models = await env.domcapsVideoModels(WRAPPER);
       t.ok(models.includes('qxl'), `qxl now listed for the wrapper: ${models.join(' ')}`);
       t.equal(env.daemonPid(), pid, 'same daemon process: no restart');
       const renewed = env.cacheFiles().find((f) => f.name === wrapperEntry);
       t.ok(renewed && renewed.mtimeNs !== before?.mtimeNs, 'wrapper entry written anew by the re-probe (new mtime)');
-      t.same(reprobeSummary(env), [`${WRAPPER}: binary`], "libvirt's reason for the one re-probe: the hook's nudge (the wrapper's ctime)");
+      t.same(
+        reprobeSummary(env),
+        [`${WRAPPER}: binary`],
+        "libvirt's reason for the one re-probe: the hook's nudge (the wrapper's ctime)",
+      );
       const w = warnings(journal(env).slice(logged));
       t.equal(w.length, 1, 'one warning logged');
       t.match(w[0]?.message ?? '', /added/, `it says what changed: ${w[0]?.message}`);
@@ -268,11 +304,19 @@ export function moduleScenarios(t: Test, stack: Stack): void {
       const after = env.cacheFiles();
       t.equal(after.length, 1, 'libvirt re-probed during that start');
       t.not(after[0]?.mtimeNs, before[0]?.mtimeNs, 'a new cache entry (new mtime)');
-      t.same(reprobeSummary(env), [`${QEMU}: binary`], "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)");
+      t.same(
+        reprobeSummary(env),
+        [`${QEMU}: binary`],
+        "libvirt's reason for the one re-probe: the hook's nudge (the emulator's ctime)",
+      );
       const models = await env.domcapsVideoModels();
       t.notOk(models.includes('qxl'), `fresh capabilities: no qxl: ${models.join(' ')}`);
       await env.virsh('destroy', 'g');
-      t.equal(hostCtime(QEMU), hostEmulatorCtime, "the nudge (chmod) stayed in the env: the host's emulator ctime is unchanged");
+      t.equal(
+        hostCtime(QEMU),
+        hostEmulatorCtime,
+        "the nudge (chmod) stayed in the env: the host's emulator ctime is unchanged",
+      );
       neverStdout(t, env);
     });
   });
