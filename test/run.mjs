@@ -5,7 +5,8 @@
 //
 // Around the whole run it compares a snapshot of the host paths the
 // project touches (test/host-snapshot.mjs): a test that left the host
-// changed fails the run, counted as one more test, with the list.
+// changed fails the run, counted as one more test, with the list. The
+// code's formatting (prettier --check) is one more test too.
 import { spawnSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,15 @@ if (build.status !== 0) {
   console.log('0 passed, 1 failed');
   process.exit(1);
 }
+const pretty = spawnSync(
+  process.execPath,
+  [path.join(top, 'node_modules/prettier/bin/prettier.cjs'), '--check', '--log-level=warn', '.'],
+  {
+    cwd: top,
+    encoding: 'utf8',
+  },
+);
+const formatted = pretty.status === 0;
 const hostBefore = snapshot();
 const files = process.argv.slice(2);
 const tap = spawn(process.execPath, [path.join(top, 'node_modules/tap/dist/esm/run.mjs'), ...files], {
@@ -51,13 +61,16 @@ tap.on('close', async (code, signal) => {
   } else {
     console.log('ok - the host paths the project touches are as they were before the run');
   }
+  if (formatted) console.log('ok - the code is formatted as prettier formats it');
+  else
+    console.log(`not ok - prettier --check: not formatted:\n${(pretty.stdout + pretty.stderr).replace(/^/gm, '#   ')}`);
   if (!m) {
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
-  const pass = field('pass') + (changed.length ? 0 : 1);
-  const failed = field('fail') + (changed.length ? 1 : 0) || (exit !== 0 ? 1 : 0);
+  const pass = field('pass') + (changed.length ? 0 : 1) + (formatted ? 1 : 0);
+  const failed = field('fail') + (changed.length ? 1 : 0) + (formatted ? 0 : 1) || (exit !== 0 ? 1 : 0);
   const skip = field('skip') + field('todo');
   console.log(`${pass} passed, ${failed} failed${skip ? `, ${skip} skipped` : ''}`);
-  process.exit(exit || (changed.length ? 1 : 0));
+  process.exit(exit || (changed.length || !formatted ? 1 : 0));
 });
