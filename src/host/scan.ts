@@ -27,6 +27,53 @@ import {
 // observe: turns the system into a Fingerprint. Files whose stat data equal
 // the baseline's are not opened again, so the common path is stat calls only.
 
+/** A directory the scan lists: each entry whose name matches leads to a place to look at. */
+export interface ListedDir {
+  dir: string;
+  match: (name: string) => boolean;
+  /** What is under a matching entry: `<dir>/<name>/<under>`; null for the entry itself. */
+  under: string | null;
+}
+
+/**
+ * Every fixed place the scan looks at, besides those the config, the
+ * environment, the baseline and libvirt name. The fast path's watch list
+ * (store/fast-path.ts) is derived from this same table, so a place added
+ * here is watched too (test/unit/fast-path.test.ts).
+ */
+export const SCAN_PLACES: {
+  /** Module directories looked in when they exist, in the order QEMU consults them. */
+  moduleDirs: readonly string[];
+  /** Directories listed for module directories (multiarch, then Debian's upgrade copies). */
+  moduleDirParents: readonly (ListedDir & { source: DirSource })[];
+  /** Directories listed for emulators. */
+  emulatorDirs: readonly ListedDir[];
+  /** Emulators at fixed paths, looked at when they exist. */
+  emulators: readonly string[];
+} = {
+  moduleDirs: DEFAULT_MODULE_DIRS,
+  moduleDirParents: [
+    ...MULTIARCH_PARENTS.map((dir) => ({
+      dir,
+      match: (name: string) => MULTIARCH_RE.test(name),
+      under: 'qemu',
+      source: 'default' as const,
+    })),
+    { dir: UPGRADE_PARENT, match: (name: string) => !name.startsWith('.'), under: null, source: 'upgrade' },
+  ],
+  emulatorDirs: EMULATOR_DIRS.map((dir) => ({ dir, match: (name) => name.startsWith('qemu-system-'), under: null })),
+  emulators: EXTRA_EMULATORS,
+};
+
+/** The places a listed directory's matching entries lead to, in name order. */
+export function listedPlaces(paths: Paths, l: ListedDir): string[] {
+  const out: string[] = [];
+  for (const name of listDir(paths.host(l.dir))) {
+    if (l.match(name)) out.push(l.under === null ? `${l.dir}/${name}` : `${l.dir}/${name}/${l.under}`);
+  }
+  return out;
+}
+
 export interface ScanInput {
   paths: Paths;
   config: Config;
@@ -91,14 +138,9 @@ export function moduleDirCandidates(input: Pick<ScanInput, 'paths' | 'config' | 
   const out: Candidate[] = [];
   const envDir = env.QEMU_MODULE_DIR;
   if (envDir && envDir.startsWith('/')) out.push({ path: envDir.replace(/\/+$/, ''), source: 'env' });
-  for (const d of DEFAULT_MODULE_DIRS) out.push({ path: d, source: 'default' });
-  for (const parent of MULTIARCH_PARENTS) {
-    for (const name of listDir(paths.host(parent))) {
-      if (MULTIARCH_RE.test(name)) out.push({ path: `${parent}/${name}/qemu`, source: 'default' });
-    }
-  }
-  for (const name of listDir(paths.host(UPGRADE_PARENT))) {
-    if (!name.startsWith('.')) out.push({ path: `${UPGRADE_PARENT}/${name}`, source: 'upgrade' });
+  for (const d of SCAN_PLACES.moduleDirs) out.push({ path: d, source: 'default' });
+  for (const l of SCAN_PLACES.moduleDirParents) {
+    for (const p of listedPlaces(paths, l)) out.push({ path: p, source: l.source });
   }
   for (const d of config.dirs) out.push({ path: d, source: 'config' });
   return out;
@@ -205,12 +247,10 @@ function scanModule(
 function scanEmulators(input: ScanInput): EmulatorRecord[] {
   const { paths, config } = input;
   const wanted: { path: string; source: EmulatorSource }[] = [];
-  for (const dir of EMULATOR_DIRS) {
-    for (const name of listDir(paths.host(dir))) {
-      if (name.startsWith('qemu-system-')) wanted.push({ path: `${dir}/${name}`, source: 'path' });
-    }
+  for (const l of SCAN_PLACES.emulatorDirs) {
+    for (const p of listedPlaces(paths, l)) wanted.push({ path: p, source: 'path' });
   }
-  for (const p of EXTRA_EMULATORS) if (statOrNull(paths.host(p))) wanted.push({ path: p, source: 'path' });
+  for (const p of SCAN_PLACES.emulators) if (statOrNull(paths.host(p))) wanted.push({ path: p, source: 'path' });
   for (const p of config.emulators) wanted.push({ path: p, source: 'config' });
   wanted.push(...input.extraEmulators);
 

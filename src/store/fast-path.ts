@@ -3,17 +3,9 @@ import { RACY_MARGIN_NS } from '../core/compare';
 import type { Fingerprint } from '../core/types';
 import { writeFileAtomic } from '../os/atomic-file';
 import type { Config } from '../host/config';
-import { listDir, statOrNull } from '../os/file-info';
-import {
-  DEFAULT_MODULE_DIRS,
-  EMULATOR_DIRS,
-  EXTRA_EMULATORS,
-  MULTIARCH_PARENTS,
-  MULTIARCH_RE,
-  UPGRADE_PARENT,
-  stateFiles,
-  type Paths,
-} from '../host/paths';
+import { statOrNull } from '../os/file-info';
+import { stateFiles, type Paths } from '../host/paths';
+import { listedPlaces, SCAN_PLACES } from '../host/scan';
 
 // What the qemu hook dispatcher (a shell script) needs to skip starting
 // Node when nothing changed: the *mark*, a file whose mtime is when the
@@ -78,25 +70,34 @@ export function clearMark(paths: Paths): void {
   }
 }
 
+/**
+ * Derived from the scan's own table (host/scan.ts SCAN_PLACES): every place
+ * the scan looks at, by the path the scan would stat or list.
+ */
 export function watchList(paths: Paths, config: Config, fp: Fingerprint): string[] {
   const out = new Set<string>();
   const watchHost = (h: string) => out.add(statOrNull(h) ? `F ${h}` : `A ${h}`);
   const self = (p: string) => watchHost(paths.host(p));
 
   for (const d of fp.dirs) out.add(`D ${paths.host(d.path)}`);
-  // Where a module directory could appear.
-  const candidates = [...DEFAULT_MODULE_DIRS, ...config.dirs, ...fp.missingDirs];
-  for (const parent of MULTIARCH_PARENTS) {
-    self(parent);
-    for (const name of listDir(paths.host(parent)))
-      if (MULTIARCH_RE.test(name)) candidates.push(`${parent}/${name}/qemu`);
+  // Where a module directory could appear. A listed directory's own ctime
+  // tells an entry that came or went; a place under an entry
+  // (`<multiarch>/qemu`) is watched itself.
+  const candidates = [...SCAN_PLACES.moduleDirs, ...config.dirs, ...fp.missingDirs];
+  for (const l of SCAN_PLACES.moduleDirParents) {
+    if (l.under === null) continue;
+    self(l.dir);
+    candidates.push(...listedPlaces(paths, l));
   }
   for (const c of candidates) if (!fp.dirs.some((d) => d.path === c)) self(c);
-  self(UPGRADE_PARENT);
+  for (const l of SCAN_PLACES.moduleDirParents) if (l.under === null) self(l.dir);
   // Emulators, and where new ones would appear.
   for (const e of fp.emulators) self(e.path);
-  for (const d of EMULATOR_DIRS) self(d);
-  for (const e of EXTRA_EMULATORS) self(e);
+  for (const l of SCAN_PLACES.emulatorDirs) {
+    self(l.dir);
+    if (l.under !== null) for (const p of listedPlaces(paths, l)) self(p);
+  }
+  for (const e of SCAN_PLACES.emulators) self(e);
   watchHost(paths.configFile);
   // libvirt writes a cache entry when it probes an emulator we have not seen.
   self(paths.cacheDir);
