@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { generateDocs } from './gen-docs.mjs';
+import { requireTs } from './require-ts.mjs';
 import { buildSea } from './sea.mjs';
 
 const top = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -16,6 +17,8 @@ const pkg = JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8'));
 const only = process.argv[2]; // 'bundle' skips the executable
 
 fs.mkdirSync(dist, { recursive: true });
+// What `install` places, as src/install/shipped.ts lists it.
+const { SHIPPED } = await requireTs(path.join(top, 'src/install/shipped.ts'), dist);
 const bundle = path.join(dist, 'bundle.cjs');
 await esbuild.build({
   entryPoints: [path.join(top, 'src/main.ts')],
@@ -31,12 +34,7 @@ await esbuild.build({
     __QEMU_MODWATCH_VERSION__: JSON.stringify(pkg.version),
     // What `install` places, inside the one executable.
     __QEMU_MODWATCH_SHIPPED__: JSON.stringify(
-      Object.fromEntries(
-        ['qemu.d/50-qemu-modwatch', 'daemon.d/50-qemu-modwatch', 'qemu-modwatch.conf'].map((f) => [
-          f,
-          fs.readFileSync(path.join(top, 'hooks', f), 'utf8'),
-        ]),
-      ),
+      Object.fromEntries(SHIPPED.map((f) => [f, fs.readFileSync(path.join(top, 'hooks', f), 'utf8')])),
     ),
   },
   logLevel: 'warning',
