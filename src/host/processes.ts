@@ -22,7 +22,7 @@ const MAX_ENVIRON = 1024 * 1024;
 const MAX_MAPS = 16 * 1024 * 1024;
 
 export function scanGuests(paths: Paths, fp: Fingerprint): GuestScan {
-  const procNames = listDir(paths.host(PROC_DIR));
+  const procNames = readdirOrNull(paths.host(PROC_DIR));
   if (procNames === null) return { checked: false, guests: [] };
   const found = new Map<number, { domain: string | null; sources: Set<'libvirt' | 'proc'> }>();
   for (const [pid, domain] of pidFiles(paths)) {
@@ -56,7 +56,7 @@ export function scanGuests(paths: Paths, fp: Fingerprint): GuestScan {
 function pidFiles(paths: Paths): [number, string][] {
   const dir = paths.host(paths.pidDir);
   const out: [number, string][] = [];
-  for (const name of listDir(dir) ?? []) {
+  for (const name of readdirOrNull(dir) ?? []) {
     if (!name.endsWith('.pid') || name.length <= 4) continue;
     try {
       const { fd, st } = openRegular(path.join(dir, name));
@@ -220,7 +220,8 @@ function readProcFile(file: string, max: number): string | null {
   }
 }
 
-function listDir(dir: string): string[] | null {
+/** A directory's names, unsorted; null when it cannot be read (unlike os/file-info's listDir: sorted, else none). */
+function readdirOrNull(dir: string): string[] | null {
   try {
     return fs.readdirSync(dir);
   } catch {
