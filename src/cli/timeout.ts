@@ -54,7 +54,6 @@ export function runTimed(args: string[], seconds: number): Promise<TimedResult> 
 
 function isSea(): boolean {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     return (require('node:sea') as { isSea(): boolean }).isSea();
   } catch {
     // Older Node without node:sea runs the bundle, never a single executable.

@@ -5,7 +5,6 @@
 export function escapeControl(s: string): string {
   // Line and paragraph separators and bidirectional overrides too: they
   // make a log viewer show a line other than the one written.
-  // eslint-disable-next-line no-control-regex
   return s.replace(/[\x00-\x1f\x7f-\x9f\\\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g, (c) => {
     if (c === '\\') return '\\\\';
     const code = c.charCodeAt(0);

@@ -9,7 +9,6 @@ import { SaxesParser } from 'saxes';
 
 /** Makes a piece of untrusted text safe to put in a one-line message. */
 export function preview(text: string, max = 64): string {
-  // eslint-disable-next-line no-control-regex
   const flat = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ');
   const chars = Array.from(flat);
   return chars.length > max ? `${chars.slice(0, max).join('')}...` : flat;

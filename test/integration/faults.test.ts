@@ -41,7 +41,6 @@ function oneLine(t: Test, log: Log, names: RegExp, label: string): string {
   t.equal(lines.length, 1, `${label}: exactly one log line`);
   const line = lines[0] ?? '';
   t.match(line, names, `${label}: the line names the problem`);
-  // eslint-disable-next-line no-control-regex
   t.notMatch(line.trimEnd(), /[\x00-\x1f\x7f-\x9f]/, `${label}: no raw control characters`);
   return line;
 }
