@@ -49,7 +49,8 @@ if (only === 'bundle') process.exit(0);
 const exe = path.join(dist, 'qemu-modwatch');
 await buildSea({ top, bundle, exe, codeCache: process.env.SEA_CODE_CACHE || 'full' });
 console.log(
-  `built ${path.relative(top, exe)} (${(fs.statSync(exe).size / 1e6).toFixed(1)} MB) and ${path.relative(top, exe)}.cjs`,
+  `built ${path.relative(top, exe)} (${(fs.statSync(exe).size / 1e6).toFixed(1)} MB) and ` +
+    `${path.relative(top, exe)}.cjs`,
 );
 
 function writeExecutable(file, text) {

@@ -77,7 +77,10 @@ function describe(p) {
   const type = st.isSymbolicLink() ? 'link' : st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
   const link = type === 'link' ? ` -> ${fs.readlinkSync(p)}` : '';
   const size = type === 'file' ? ` size=${st.size}` : '';
-  return `${type} ${(Number(st.mode) & 0o7777).toString(8)} ${st.uid}:${st.gid}${size} mtime=${st.mtimeNs} ctime=${st.ctimeNs}${link}`;
+  return (
+    `${type} ${(Number(st.mode) & 0o7777).toString(8)} ${st.uid}:${st.gid}${size} mtime=${st.mtimeNs} ` +
+    `ctime=${st.ctimeNs}${link}`
+  );
 }
 
 function walk(p, out, match) {

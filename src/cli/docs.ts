@@ -36,15 +36,18 @@ export function manPage(version: string): string {
     '.RI [ COMMAND ]',
     '.SH DESCRIPTION',
     roff(
-      'libvirt caches what each QEMU emulator can do. QEMU loads part of its devices, displays and block drivers from modules, ' +
-        'and libvirt notices only some of the ways those modules change: it compares the mtime of one module directory and the ctime of the emulator. ' +
+      'libvirt caches what each QEMU emulator can do. QEMU loads part of its devices, displays and block ' +
+        'drivers from modules, ' +
+        'and libvirt notices only some of the ways those modules change: it compares the mtime of one ' +
+        'module directory and the ctime of the emulator. ' +
         'qemu-modwatch fingerprints the module directories and emulators, compares them with a recorded baseline, ' +
         'and deletes the capabilities cache entries that no longer describe what QEMU would load.',
     ),
     '.PP',
     roff(
       'Installed as libvirt hooks it acts at every daemon start and before every guest start. ' +
-        'Run by hand or by monitoring it reports module changes, stale cache entries and whether libvirt will re-probe them by itself, ' +
+        'Run by hand or by monitoring it reports module changes, stale cache entries and whether libvirt ' +
+        'will re-probe them by itself, ' +
         'modules QEMU will refuse, and running guests whose later module loads (a hot-plug) will fail.',
     ),
     '.SH COMMANDS',
@@ -70,20 +73,24 @@ export function manPage(version: string): string {
     '.TP',
     '.B json',
     roff(
-      'One JSON object; its keys are only ever added, never renamed. The JSON Schema is docs/report.schema.json in the source.',
+      'One JSON object; its keys are only ever added, never renamed. The JSON Schema is ' +
+        'docs/report.schema.json in the source.',
     ),
     '.TP',
     '.B nagios',
     roff(
       'A monitoring plugin\'s output: one line "QEMU-MODWATCH STATUS - summary | perfdata" with the perfdata ' +
-        "'modules', 'module_dirs', 'changed', 'stale_caches', 'stale_caches_served', 'refused_modules', 'guests', 'guests_at_risk' and 'guests_emulator_replaced', " +
+        "'modules', 'module_dirs', 'changed', 'stale_caches', 'stale_caches_served', 'refused_modules', " +
+        "'guests', 'guests_at_risk' and 'guests_emulator_replaced', " +
         'then one line per finding. Exit status 0, 1, 2 or 3.',
     ),
     '.TP',
     '.B prometheus',
     roff(
-      "Metrics in Prometheus' text format, all named qemu_modwatch_*: module counts per directory, pending changes, stale cache entries, " +
-        'modules QEMU will refuse, guests at risk, the time of the check (qemu_modwatch_last_check_timestamp_seconds) and qemu_modwatch_info with the version. ' +
+      "Metrics in Prometheus' text format, all named qemu_modwatch_*: module counts per directory, pending " +
+        'changes, stale cache entries, ' +
+        'modules QEMU will refuse, guests at risk, the time of the check ' +
+        '(qemu_modwatch_last_check_timestamp_seconds) and qemu_modwatch_info with the version. ' +
         "With --textfile they are written atomically for node_exporter's textfile collector.",
     ),
     '.SH EXIT STATUS',
@@ -101,7 +108,8 @@ export function manPage(version: string): string {
     '.TP',
     '.I /etc/qemu\\-modwatch.conf',
     roff(
-      "Configuration: extra module directories and emulators, the policy on change, the nudge, libvirt's module directory.",
+      "Configuration: extra module directories and emulators, the policy on change, the nudge, libvirt's " +
+        'module directory.',
     ),
     '.TP',
     '.I /var/lib/qemu\\-modwatch/state.json',

@@ -47,14 +47,18 @@ export function formatPrometheus(r: Report): string {
     },
     {
       name: 'refused_modules',
-      help: 'Modules QEMU will refuse to load (an installed emulator that loads them is of another build), per module directory.',
+      help:
+        'Modules QEMU will refuse to load (an installed emulator that loads them is of another build), ' +
+        'per module directory.',
       samples: r.moduleDirs
         .filter((d) => d.source !== 'upgrade')
         .map((d) => ({ labels: { dir: d.path }, value: d.modules.filter((m) => m.refused).length })),
     },
     {
       name: 'leftover_modules',
-      help: 'Modules of a build no installed emulator has that no installed emulator loads either (nothing refuses them), per module directory.',
+      help:
+        'Modules of a build no installed emulator has that no installed emulator loads either (nothing ' +
+        'refuses them), per module directory.',
       samples: r.moduleDirs
         .filter((d) => d.source !== 'upgrade')
         .map((d) => ({ labels: { dir: d.path }, value: d.modules.filter((m) => m.leftover).length })),
@@ -70,7 +74,9 @@ export function formatPrometheus(r: Report): string {
     { name: 'cache_entries', help: "libvirt's QEMU capabilities cache entries.", samples: one(r.cache.entries.length) },
     {
       name: 'stale_cache_entries',
-      help: 'Stale capabilities cache entries, by what libvirt does with them on its own: re-probe, or keep serving them (needs qemu-modwatch refresh).',
+      help:
+        'Stale capabilities cache entries, by what libvirt does with them on its own: re-probe, or keep ' +
+        'serving them (needs qemu-modwatch refresh).',
       samples: [
         { labels: { libvirt: 'reprobes' }, value: c.staleCacheEntries - c.staleCacheEntriesServed },
         { labels: { libvirt: 'serves_stale' }, value: c.staleCacheEntriesServed },
@@ -84,7 +90,9 @@ export function formatPrometheus(r: Report): string {
     },
     {
       name: 'guests_at_risk_of_abort',
-      help: 'Running guests at risk whose QEMU aborts on the module load after a refused one (QEMU 7.2 to 10.x): a hot-plug can kill them.',
+      help:
+        'Running guests at risk whose QEMU aborts on the module load after a refused one (QEMU 7.2 to ' +
+        '10.x): a hot-plug can kill them.',
       samples: one(r.guests.filter((g) => g.atRisk && g.refusalAborts).length),
     },
     {

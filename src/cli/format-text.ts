@@ -52,7 +52,8 @@ export function formatText(r: Report, opts: TextOptions = {}): string {
     for (const [dir, kinds] of groupByDirAndKind(named(r.upgradeCopyChanges))) {
       const what = [...kinds].map(([kind, names]) => `${names.length} ${kind}`).join(', ');
       out.push(
-        `  upgrade copies in ${esc(dir)}: ${what} (for running guests of an older build; no installed emulator loads them)`,
+        `  upgrade copies in ${esc(dir)}: ${what} (for running guests of an older build; no installed ` +
+          `emulator loads them)`,
       );
     }
   } else {

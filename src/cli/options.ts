@@ -35,60 +35,76 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'check',
     summary:
-      'Report module directories, changes since the baseline, stale cache entries and running guests at risk; changes nothing (the default)',
+      'Report module directories, changes since the baseline, stale cache entries and running guests at ' +
+      'risk; changes nothing (the default)',
     details:
-      "Reads the module directories, the emulators, libvirt's capabilities cache and the running QEMU processes, compares them with the baseline and prints the findings. " +
-      'For every capabilities cache entry it says whether libvirt re-probes it by itself on its next lookup or keeps serving it until it is invalidated, ' +
-      'and for every running guest whether modules it loads later (a hot-plug) will fail. It writes no state and deletes nothing.',
+      "Reads the module directories, the emulators, libvirt's capabilities cache and the running QEMU " +
+      'processes, compares them with the baseline and prints the findings. ' +
+      'For every capabilities cache entry it says whether libvirt re-probes it by itself on its next lookup ' +
+      'or keeps serving it until it is invalidated, ' +
+      'and for every running guest whether modules it loads later (a hot-plug) will fail. It writes no ' +
+      'state and deletes nothing.',
   },
   {
     name: 'accept',
     summary: 'Record the current modules as the baseline',
     details:
-      'Records the module directories and emulators as they are now as the baseline; later checks report changes against it.',
+      'Records the module directories and emulators as they are now as the baseline; later checks report ' +
+      'changes against it.',
   },
   {
     name: 'refresh',
     summary:
-      'Check, invalidate stale cache entries, nudge libvirt and record the baseline (for package-manager hooks and timers)',
+      'Check, invalidate stale cache entries, nudge libvirt and record the baseline (for package-manager ' +
+      'hooks and timers)',
     details:
-      'Does what the hooks do at a daemon start, on demand: deletes the capabilities cache entries that no longer describe the installed modules, ' +
+      'Does what the hooks do at a daemon start, on demand: deletes the capabilities cache entries that no ' +
+      'longer describe the installed modules, ' +
       'nudges the running daemon so that it re-probes on its next lookup, and records the baseline. ' +
-      'Meant for package-manager hooks and timers, it exits 0 whatever it finds or fails to do; only bad arguments make it exit 3. Errors are printed and logged.',
+      'Meant for package-manager hooks and timers, it exits 0 whatever it finds or fails to do; only bad ' +
+      'arguments make it exit 3. Errors are printed and logged.',
   },
   {
     name: 'invalidate',
     summary: "Delete capabilities cache entries (all, or one emulator's) and nudge libvirt",
     details:
-      "Deletes libvirt's capabilities cache entries, all of them or only those of the emulator given with --emulator, and nudges the running daemon, " +
-      'whether or not anything changed. Only regular files named like a cache entry are ever deleted. With --dry-run it only prints what it would do.',
+      "Deletes libvirt's capabilities cache entries, all of them or only those of the emulator given with " +
+      '--emulator, and nudges the running daemon, ' +
+      'whether or not anything changed. Only regular files named like a cache entry are ever deleted. With ' +
+      '--dry-run it only prints what it would do.',
   },
   {
     name: 'status',
     summary: "Show the baseline's age and the last action taken",
     details:
-      'Shows when the baseline was recorded, the last action taken (by a hook, refresh or invalidate) and when the hooks last ran a full check.',
+      'Shows when the baseline was recorded, the last action taken (by a hook, refresh or invalidate) and ' +
+      'when the hooks last ran a full check.',
   },
   {
     name: 'install',
     summary: 'Install the executable, the hook dispatchers and the example config, recording them in a manifest',
     details:
-      'Copies this executable to the prefix (default /usr/libexec/qemu-modwatch), installs the hook dispatchers where this libvirt runs them ' +
-      '(drop-in directories since libvirt 6.5, else the single hook files), links /usr/sbin/qemu-modwatch and installs the example config unless one exists. ' +
-      "It refuses to replace an admin's own single hook file unless --chain is given, which keeps it and runs it first. A second install changes nothing.",
+      'Copies this executable to the prefix (default /usr/libexec/qemu-modwatch), installs the hook ' +
+      'dispatchers where this libvirt runs them ' +
+      '(drop-in directories since libvirt 6.5, else the single hook files), links /usr/sbin/qemu-modwatch ' +
+      'and installs the example config unless one exists. ' +
+      "It refuses to replace an admin's own single hook file unless --chain is given, which keeps it and " +
+      'runs it first. A second install changes nothing.',
   },
   {
     name: 'uninstall',
     summary: 'Remove exactly what install placed (the manifest says what); --purge also the config and state',
     details:
-      'Removes the files install placed and recorded in its manifest, leaving any that were changed since, and restores a chained hook. With --purge it also removes the config and the state directory.',
+      'Removes the files install placed and recorded in its manifest, leaving any that were changed since, ' +
+      'and restores a chained hook. With --purge it also removes the config and the state directory.',
   },
   {
     name: 'hook',
     args: 'qemu|daemon ARGS...',
     summary: 'Run as the libvirt hook (what the hook dispatchers call)',
     details:
-      "Runs as libvirt's qemu or daemon hook with libvirt's arguments; everything after the driver is passed on untouched. It never writes to standard output.",
+      "Runs as libvirt's qemu or daemon hook with libvirt's arguments; everything after the driver is " +
+      'passed on untouched. It never writes to standard output.',
   },
 ];
 
@@ -103,7 +119,8 @@ export const OPTIONS: OptionSpec[] = [
     arg: 'FORMAT',
     values: FORMATS,
     summary:
-      'Output format: text (default), json, nagios (a monitoring plugin status line) or prometheus (node_exporter textfile metrics); nagios and prometheus go with check only',
+      'Output format: text (default), json, nagios (a monitoring plugin status line) or prometheus ' +
+      '(node_exporter textfile metrics); nagios and prometheus go with check only',
     commands: ALL_BUT_HOOK,
   },
   {
@@ -116,7 +133,8 @@ export const OPTIONS: OptionSpec[] = [
     name: 'verbose',
     type: 'boolean',
     summary:
-      'Text: list every module of a change, finding or guest at risk, where a whole upgrade is otherwise one line per directory',
+      'Text: list every module of a change, finding or guest at risk, where a whole upgrade is otherwise ' +
+      'one line per directory',
     commands: ['check'],
   },
   {
@@ -125,7 +143,8 @@ export const OPTIONS: OptionSpec[] = [
     arg: 'DIR',
     complete: 'dir',
     summary:
-      "Also write Prometheus metrics atomically to DIR/qemu_modwatch.prom (node_exporter's textfile collector); exits 0 once written",
+      "Also write Prometheus metrics atomically to DIR/qemu_modwatch.prom (node_exporter's textfile " +
+      'collector); exits 0 once written',
     commands: ['check', 'refresh'],
   },
   {
@@ -149,7 +168,8 @@ export const OPTIONS: OptionSpec[] = [
     arg: 'MODE',
     values: NUDGE_MODES,
     summary:
-      "How to make the running daemon re-probe: emulator-ctime, moddir-mtime or none (default: the config's [policy] nudge)",
+      "How to make the running daemon re-probe: emulator-ctime, moddir-mtime or none (default: the config's " +
+      '[policy] nudge)',
     commands: ['invalidate', 'refresh'],
   },
   {
@@ -200,7 +220,8 @@ export const OPTIONS: OptionSpec[] = [
 export const EXIT_STATUS: [string, string][] = [
   [
     '0',
-    'OK: nothing needs attention (refresh: always, unless the arguments are wrong; --textfile: the metrics were written)',
+    'OK: nothing needs attention (refresh: always, unless the arguments are wrong; --textfile: the metrics ' +
+      'were written)',
   ],
   [
     '1',

@@ -264,11 +264,13 @@ function advice(r: Report): string[] {
   const entries = (n: number) => `${n} stale capabilities cache ${n === 1 ? 'entry' : 'entries'}`;
   if (served > 0) {
     out.push(
-      `Run 'qemu-modwatch refresh': libvirt keeps serving ${entries(served)} until they are deleted and the daemon is nudged.`,
+      `Run 'qemu-modwatch refresh': libvirt keeps serving ${entries(served)} until they are deleted and the ` +
+        `daemon is nudged.`,
     );
   } else if (stale > 0) {
     out.push(
-      `libvirt re-probes the ${entries(stale)} by itself on its next lookup; 'qemu-modwatch refresh' does it now and records the baseline.`,
+      `libvirt re-probes the ${entries(stale)} by itself on its next lookup; 'qemu-modwatch refresh' does ` +
+        `it now and records the baseline.`,
     );
   } else if (r.counts.changed > 0) {
     out.push(
@@ -279,7 +281,8 @@ function advice(r: Report): string[] {
   }
   if (r.counts.refusedModules > 0) {
     out.push(
-      'Install the modules of the same build as the emulator (finish or repeat the QEMU upgrade): QEMU refuses the others.',
+      'Install the modules of the same build as the emulator (finish or repeat the QEMU upgrade): QEMU ' +
+        'refuses the others.',
     );
   }
   const restart = r.guests.filter((g) => g.atRisk || g.emulatorState === 'replaced' || g.emulatorState === 'deleted');

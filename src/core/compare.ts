@@ -54,7 +54,10 @@ export function isRacy(file: { ctimeNs: string; mtimeNs: string }, takenAtNs: st
   return BigInt(file.ctimeNs) >= after || BigInt(file.mtimeNs) >= after;
 }
 
-/** Module names by directory, then by kind of change, in the order they came: a whole upgrade told in a line a directory. */
+/**
+ * Module names by directory, then by kind of change, in the order they came: a whole upgrade told in a line a
+ * directory.
+ */
 export function groupByDirAndKind(
   changes: { dir: string; kind: string; name: string }[],
 ): Map<string, Map<string, string[]>> {

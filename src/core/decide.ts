@@ -200,7 +200,9 @@ function guestFindings(guests: GuestRisk[]): Finding[] {
       out.push({
         level: 'WARNING',
         code: 'guest-at-risk',
-        message: `${who} will fail to load ${fewOf(g.modules.map((m) => m.name))}: not from its build ${short(g.stamp)}; ${consequence(g)}; restart or migrate it`,
+        message:
+          `${who} will fail to load ${fewOf(g.modules.map((m) => m.name))}: not from its build ` +
+          `${short(g.stamp)}; ${consequence(g)}; restart or migrate it`,
       });
     } else if (g.atRisk === null) {
       out.push({
@@ -283,7 +285,9 @@ function stampFindings(fp: Fingerprint): Finding[] {
     ...verdicts.leftover.map((m) => ({
       level: 'WARNING' as const,
       code: 'leftover-module' as const,
-      message: `${m.dir}/${m.name} is not from an installed emulator's build (${stampText(m.stamp)}), and no installed emulator loads it: a leftover`,
+      message:
+        `${m.dir}/${m.name} is not from an installed emulator's build (${stampText(m.stamp)}), and ` +
+        `no installed emulator loads it: a leftover`,
     })),
   ];
 }
@@ -311,7 +315,10 @@ function differs(o: Observation): boolean {
   });
 }
 
-/** What a refused module does to a guest: the hot-plug fails, and where QEMU aborts on the next load, the guest may die. */
+/**
+ * What a refused module does to a guest: the hot-plug fails, and where QEMU aborts on the next load, the
+ * guest may die.
+ */
 function consequence(g: GuestRisk): string {
   if (g.refusalAborts)
     return 'its QEMU aborts on the module load after a refused one, so a hot-plug can kill the guest';

@@ -39,7 +39,10 @@ export interface GuestRisk {
   servedByUpgradeCopy: { name: string; file: string }[];
   /** The one upgrade-copy directory its QEMU looks in; null when it has none or its version is unknown. */
   upgradeCopyDir: string | null;
-  /** Whether its QEMU aborts on the module load after a refused one (so a failing hot-plug can kill the guest); null: not known for its version. */
+  /**
+   * Whether its QEMU aborts on the module load after a refused one (so a failing hot-plug can kill the
+   * guest); null: not known for its version.
+   */
   refusalAborts: boolean | null;
   loaded: string[];
   error: string | null;

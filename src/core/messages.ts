@@ -64,7 +64,10 @@ export function changeText(changes: ModuleChange[]): string {
   return parts.length ? `QEMU modules changed (${parts.join('; ')})` : 'stale capabilities cache entries';
 }
 
-/** "deleted 2 capabilities cache entries, nudged /usr/bin/qemu-system-x86_64": the journal's and the last action's words. */
+/**
+ * "deleted 2 capabilities cache entries, nudged /usr/bin/qemu-system-x86_64": the journal's and the last
+ * action's words.
+ */
 export function actionText(done: Done): string {
   return `deleted ${done.deleted.length} capabilities cache entries${done.nudged.length ? `, nudged ${done.nudged.join(', ')}` : ''}`;
 }

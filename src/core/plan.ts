@@ -178,7 +178,10 @@ export function keepUnlisted(fp: Fingerprint, before: Fingerprint | null): Finge
   };
 }
 
-/** Our own nudge moved stat data (stat after it: `moved`); recorded, so the next run does not re-read those files for nothing. */
+/**
+ * Our own nudge moved stat data (stat after it: `moved`); recorded, so the next run does not re-read those
+ * files for nothing.
+ */
 export function restamp(fp: Fingerprint, moved: Map<string, StatTuple>): Fingerprint {
   if (moved.size === 0) return fp;
   return {
@@ -203,7 +206,10 @@ export interface Outcome {
   recorded: boolean;
 }
 
-/** The run's one journal line, after acting and recording, so it says what happened rather than what was meant to; null for none. */
+/**
+ * The run's one journal line, after acting and recording, so it says what happened rather than what was meant
+ * to; null for none.
+ */
 export function logLine(plan: Plan, outcome: Outcome): LogLine | null {
   const { look, notes } = plan;
   if (!plan.acts)
@@ -241,7 +247,8 @@ function changeLine(plan: Plan, done: Done, notes: string[]): LogLine {
       ? ` before ${trigger.op} of domain '${trigger.domain ?? '?'}' (emulator ${trigger.emulator ?? 'unknown'})`
       : '';
   const action = plan.leaveStanding
-    ? `${plan.invalidated.length} capabilities cache entries are stale; on_change = warn, so nothing was done ('qemu-modwatch accept' once handled)`
+    ? `${plan.invalidated.length} capabilities cache entries are stale; on_change = warn, so nothing was ` +
+      `done ('qemu-modwatch accept' once handled)`
     : actionText(done);
   const errors = done.errors.length ? `; errors: ${listed(done.errors)}` : '';
   const fields: Record<string, string> = {
@@ -268,10 +275,16 @@ function changeLine(plan: Plan, done: Done, notes: string[]): LogLine {
 /** For on_change = refuse: the one line libvirt shows whoever started the guest; null when the start goes ahead. */
 export function refusalLine(plan: Plan, outcome: Outcome): string | null {
   if (!plan.refuse || !outcome.recorded) return null;
-  return `qemu-modwatch: ${changeText(plan.changes)}; libvirt's capabilities were refreshed (${outcome.done.deleted.length} cache entries), start the domain again`;
+  return (
+    `qemu-modwatch: ${changeText(plan.changes)}; libvirt's capabilities were refreshed ` +
+    `(${outcome.done.deleted.length} cache entries), start the domain again`
+  );
 }
 
-/** accept: the fingerprint as it is now, unlistable directories too (the admin says it is right); the last action kept. */
+/**
+ * accept: the fingerprint as it is now, unlistable directories too (the admin says it is right); the last
+ * action kept.
+ */
 export function planAccept(look: Look): { baseline: Fingerprint; lastAction: LastAction | null } {
   return { baseline: look.fingerprint, lastAction: look.lastAction };
 }

@@ -15,7 +15,10 @@ export function upgradeDirOf(b: Pick<BinaryFacts, 'usesUpgradeDirs' | 'pkgVersio
   return `/var/run/qemu/${b.pkgVersion.replace(/[^A-Za-z0-9+\-.~]/g, '_')}`;
 }
 
-/** The target an emulator was built for, from its file name (qemu-system-x86_64: x86_64); null when the name does not say. */
+/**
+ * The target an emulator was built for, from its file name (qemu-system-x86_64: x86_64); null when the name
+ * does not say.
+ */
 export function targetOf(emulatorPath: string | null): string | null {
   const base = emulatorPath?.slice(emulatorPath.lastIndexOf('/') + 1) ?? '';
   return base.startsWith('qemu-system-') && base.length > 'qemu-system-'.length

@@ -75,7 +75,10 @@ export interface BinaryFacts {
   usesUpgradeDirs: boolean;
   /** QEMU's version, 7.2.22; null when the binary does not say. */
   version: string | null;
-  /** The distro's package version QEMU was built as (QEMU_PKGVERSION), "Debian 1:7.2+dfsg-7+deb12u18+b3"; '' when built without one. */
+  /**
+   * The distro's package version QEMU was built as (QEMU_PKGVERSION), "Debian 1:7.2+dfsg-7+deb12u18+b3"; ''
+   * when built without one.
+   */
   pkgVersion: string | null;
   /** The modules this build knows, with their target; null when the binary has no table we can read. */
   modinfo: ModuleInfo[] | null;

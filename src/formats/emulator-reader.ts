@@ -19,7 +19,10 @@ const MAX_SCRIPT_BYTES = 64 * 1024;
 const STAMP_PREFIX = Buffer.from('qemu_stamp_');
 const QEMU_DIR_SUFFIX = Buffer.from('/qemu\0');
 const UPGRADE_TEMPLATES = [Buffer.from('/var/run/qemu/'), Buffer.from('/run/qemu/')];
-/** QEMU's -version text: "QEMU emulator version " QEMU_FULL_VERSION, that is "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)". */
+/**
+ * QEMU's -version text: "QEMU emulator version " QEMU_FULL_VERSION, that is "7.2.22 (Debian
+ * 1:7.2+dfsg-7+deb12u18+b3)".
+ */
 const VERSION_PREFIX = Buffer.from('QEMU emulator version ');
 
 export function readEmulator(fd: number, size: number): EmulatorContents {

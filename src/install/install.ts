@@ -299,7 +299,10 @@ function dpkgVersion(paths: Paths, packages: string[]): { pkg: string; raw: stri
   return null;
 }
 
-/** libvirt names its library by its version: libvirt.so.0.6000.0 is 6.0.0, libvirt.so.0.11003.0 is 11.3.0 (rpm images too). */
+/**
+ * libvirt names its library by its version: libvirt.so.0.6000.0 is 6.0.0, libvirt.so.0.11003.0 is 11.3.0 (rpm
+ * images too).
+ */
 function libraryVersion(paths: Paths): { file: string; version: Version } | null {
   const dirs = [
     '/usr/lib64',

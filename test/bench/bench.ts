@@ -212,7 +212,8 @@ try {
     );
     for (const r of rows) {
       console.log(
-        `${r.what.padEnd(42)} ${fmt(r.ms)}  ${r.reference.padEnd(16)} ${fmt(r.refMs)} ${r.ratio.toFixed(2).padStart(7)} ${fmt(r.ms - r.refMs)}  ${r.target}`,
+        `${r.what.padEnd(42)} ${fmt(r.ms)}  ${r.reference.padEnd(16)} ${fmt(r.refMs)} ` +
+          `${r.ratio.toFixed(2).padStart(7)} ${fmt(r.ms - r.refMs)}  ${r.target}`,
       );
     }
     console.log(`executable starts during the fast-path runs: ${starts - 1} (0 expected)`);

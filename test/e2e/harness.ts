@@ -1108,7 +1108,8 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   // qemu.conf says root: make it exist, privately.
   script.push(
     `getent group libvirt-qemu >/dev/null || echo 'libvirt-qemu:x:64055:' >> /etc/group`,
-    `getent passwd libvirt-qemu >/dev/null || echo 'libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin' >> /etc/passwd`,
+    `getent passwd libvirt-qemu >/dev/null || echo 'libvirt-qemu:x:64055:64055:Libvirt ` +
+      `Qemu:/var/lib/libvirt:/usr/sbin/nologin' >> /etc/passwd`,
     `rm -f ${q(CONFIG_FILE)}`,
   );
 

@@ -96,7 +96,8 @@ export function scenarioSkip(t: TestLike): string | false {
     const stale = newestSource();
     if (stale && stale.mtimeMs > fs.statSync(BUILT_EXE).mtimeMs) {
       t.comment(
-        `note: ${path.relative(TOP, stale.file)} is newer than ${path.relative(TOP, BUILT_EXE)}; testing the older build`,
+        `note: ${path.relative(TOP, stale.file)} is newer than ${path.relative(TOP, BUILT_EXE)}; testing ` +
+          `the older build`,
       );
     }
     return false;
@@ -407,7 +408,8 @@ export function setUpWrapper(env: Env): void {
   fs.mkdirSync(bin, { recursive: true, mode: 0o755 });
   fs.writeFileSync(
     env.hostPath(WRAPPER),
-    `#!/bin/sh\n# QEMU with a private module directory.\nQEMU_MODULE_DIR=${WRAP_MODULES}\nexport QEMU_MODULE_DIR\nexec ${QEMU} "$@"\n`,
+    `#!/bin/sh\n# QEMU with a private module directory.\nQEMU_MODULE_DIR=${WRAP_MODULES}\nexport ` +
+      `QEMU_MODULE_DIR\nexec ${QEMU} "$@"\n`,
     { mode: 0o755 },
   );
   fs.chmodSync(env.hostPath(WRAPPER), 0o755);

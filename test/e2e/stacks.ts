@@ -34,7 +34,10 @@ function upstreamMissing(): string | null {
     : `${path.relative(TOP, UPSTREAM)} is not built (bash build/libvirt-modular.sh)`;
 }
 
-/** The backports layers hold what dpkg changed over the host's packages of then: the script that makes them says whether they still fit. */
+/**
+ * The backports layers hold what dpkg changed over the host's packages of then: the script that makes them
+ * says whether they still fit.
+ */
 function backportsMissing(): string | null {
   const r = spawnSync('bash', [path.join(TOP, 'build/backports-stack.sh'), '--check'], { encoding: 'utf8' });
   return r.status === 0
@@ -86,7 +89,10 @@ export const STACKS: Record<StackId, Stack> = {
   },
 };
 
-/** A world's options on a stack: its layers (/usr overlaid to lay them on), its QEMU daemon, its name in the temp dir's. */
+/**
+ * A world's options on a stack: its layers (/usr overlaid to lay them on), its QEMU daemon, its name in the
+ * temp dir's.
+ */
 export function onStack(stack: Stack, opts: EnvOptions): EnvOptions {
   const layered = Object.keys(stack.layers);
   return {

@@ -28,7 +28,8 @@ t.test(
       `dispatcher runs per start as libvirtd timed them: ${Object.entries(m.hookMsPerStart)
         .map(([op, ms]) => `${op} ${ms} ms`)
         .join(', ')}; ` +
-        `total ${Math.round(hookMs * 10) / 10} ms = ${Math.round((hookMs / m.withoutHookMs) * 1000) / 10}% of the mean start without the hook`,
+        `total ${Math.round(hookMs * 10) / 10} ms = ${Math.round((hookMs / m.withoutHookMs) * 1000) / 10}% ` +
+        `of the mean start without the hook`,
     );
     t.equal(m.samples.withHook.length, RUNS, `${RUNS} starts with the hook`);
     t.equal(m.samples.withoutHook.length, RUNS, `${RUNS} starts without`);

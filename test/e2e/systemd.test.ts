@@ -180,7 +180,8 @@ t.test(
 );
 
 t.test(
-  "virtqemud's idle exit by systemd: the next socket activation's start hook removes the stale entry before libvirt loads it",
+  "virtqemud's idle exit by systemd: the next socket activation's start hook removes the stale entry before " +
+    'libvirt loads it',
   scenario,
   async (t) => {
     const c = await boot(t, product('mw-sd-idle', { countExecs: false, qemuIdleTimeout: 5 }));
@@ -287,6 +288,7 @@ t.test("the hooks' cost under systemd, as virtqemud and virtnetworkd time them",
   t.equal(runs.filter((r) => r.op === 'prepare' && r.ms !== null).length, CYCLES, 'a prepare hook per start, timed');
   t.equal(net.filter((r) => r.op === 'start' && r.ms !== null).length, 1, "virtnetworkd's start hook, timed");
   t.comment(
-    `libvirt 11.3.0 under systemd, ${CYCLES} start/destroy cycles: virtqemud ${hookCost(runs)}; virtnetworkd ${hookCost(net)}`,
+    `libvirt 11.3.0 under systemd, ${CYCLES} start/destroy cycles: virtqemud ${hookCost(runs)}; ` +
+      `virtnetworkd ${hookCost(net)}`,
   );
 });

@@ -529,7 +529,10 @@ export class Container {
     return parseVideoModels(await this.domcapabilities(emulator));
   }
 
-  /** virtqemud's debug log (hooks, util.command, capabilities), or another daemon's: `daemonLog(NETWORK_DAEMON_LOG)`. */
+  /**
+   * virtqemud's debug log (hooks, util.command, capabilities), or another daemon's:
+   * `daemonLog(NETWORK_DAEMON_LOG)`.
+   */
   daemonLog(file = QEMU_DAEMON_LOG): string {
     try {
       return fs.readFileSync(this.hostPath(file), 'utf8');
@@ -669,7 +672,10 @@ export class Container {
     if (h?.pid && this.holderNs && readNs(h.pid) === this.holderNs) kill(h.pid, 'SIGKILL');
   }
 
-  /** Only what appeared since this container was made: its tmpfs should have kept nspawn off the host's /run/systemd. */
+  /**
+   * Only what appeared since this container was made: its tmpfs should have kept nspawn off the host's
+   * /run/systemd.
+   */
   private removeNspawnLeftovers(): void {
     for (const p of hostNspawnPaths()) if (!this.nspawnBefore.has(p)) fs.rmSync(p, { recursive: true, force: true });
   }

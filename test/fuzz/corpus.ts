@@ -43,7 +43,9 @@ export const DOMAIN_XMLS: string[] = [
 </domain>
 `,
   // The smallest guest that starts under TCG.
-  `<domain type='qemu'><name>tiny</name><memory unit='KiB'>65536</memory><os><type arch='x86_64' machine='pc'>hvm</type></os><devices><emulator>/usr/libexec/qemu-kvm</emulator><serial type='pty'/><video><model type='none'/></video><memballoon model='none'/></devices></domain>`,
+  `<domain type='qemu'><name>tiny</name><memory unit='KiB'>65536</memory><os><type arch='x86_64' ` +
+    `machine='pc'>hvm</type></os><devices><emulator>/usr/libexec/qemu-kvm</emulator><serial ` +
+    `type='pty'/><video><model type='none'/></video><memballoon model='none'/></devices></domain>`,
   // A status document wrapping the domain, as on reconnect and restore.
   `<?xml version="1.0" encoding="UTF-8"?>
 <!-- WARNING: THIS IS AN AUTO-GENERATED FILE. -->
@@ -63,9 +65,12 @@ export const DOMAIN_XMLS: string[] = [
 </domstatus>
 `,
   // Names and paths with everything XML allows: entities, character references, CDATA, UTF-8, CRLF.
-  `\uFEFF<?xml version="1.0"?>\r\n<domain type="kvm">\r\n  <name>gäst &#x1F600; &amp; &#60;x&#62;</name>\r\n  <uuid> ${UUID} </uuid>\r\n  <?pi data?>\r\n  <devices><!-- emulator below --><emulator><![CDATA[/opt/qemu ü/bin/qemu-system-x86_64]]></emulator></devices>\r\n</domain>\r\n`,
+  `\uFEFF<?xml version="1.0"?>\r\n<domain type="kvm">\r\n  <name>gäst &#x1F600; &amp; ` +
+    `&#60;x&#62;</name>\r\n  <uuid> ${UUID} </uuid>\r\n  <?pi data?>\r\n  <devices><!-- emulator below ` +
+    `--><emulator><![CDATA[/opt/qemu ü/bin/qemu-system-x86_64]]></emulator></devices>\r\n</domain>\r\n`,
   // A wrapper script as emulator, and elements that look like the ones read but are not.
-  `<domain type='kvm'><name>i386</name><metadata><name>not this</name><devices><emulator>/not/this</emulator></devices></metadata><devices><disk><emulator>/nor/this</emulator></disk><emulator>/usr/bin/qemu-system-i386</emulator></devices><devices><emulator>/second/devices</emulator></devices></domain>`,
+  `<domain type='kvm'><name>i386</name><metadata><name>not ` +
+    `this</name><devices><emulator>/not/this</emulator></devices></metadata><devices><disk><emulator>/nor/this</emulator></disk><emulator>/usr/bin/qemu-system-i386</emulator></devices><devices><emulator>/second/devices</emulator></devices></domain>`,
 ];
 
 export const DOMAIN_TOKENS = [
@@ -146,7 +151,8 @@ export const CACHE_XMLS: string[] = [
   `${header()}\n${BODY}`,
   `<?xml version="1.0"?>\n${header({ moddir: false, emulator: '/usr/bin/qemu-ü-😀' })}\n${BODY}`,
   `<qemuCaps><emulator>/usr/libexec/qemu-kvm</emulator><qemuctime>0</qemuctime></qemuCaps>`,
-  `<!-- written by libvirt -->\n<qemuCaps>\n  <emulator> /opt/q/bin/qemu </emulator>\n  <qemuctime>\n 17 \n</qemuctime>\n  <selfvers>10005000</selfvers>\n</qemuCaps>\n`,
+  `<!-- written by libvirt -->\n<qemuCaps>\n  <emulator> /opt/q/bin/qemu </emulator>\n  <qemuctime>\n 17 ` +
+    `\n</qemuctime>\n  <selfvers>10005000</selfvers>\n</qemuCaps>\n`,
 ];
 
 export const CACHE_TOKENS = [
@@ -190,7 +196,9 @@ const exampleConfig = fs.readFileSync(path.join(__dirname, '../../hooks/qemu-mod
 export const CONFIGS: string[] = [
   exampleConfig,
   exampleConfig.replace(/^#(\w+ = .*)$/gm, '$1'),
-  '[modules]\ndirs = /opt/qemu/lib/qemu, /srv/qemu-mods\ncontent_hash = yes\n[emulators]\npaths[] = /opt/a\npaths[] = /opt/b\n[policy]\non_change = refuse\nnudge = none\nfail = closed\n[libvirt]\nmoddir = /usr/lib64/qemu\n',
+  '[modules]\ndirs = /opt/qemu/lib/qemu, /srv/qemu-mods\ncontent_hash = yes\n[emulators]\npaths[] = ' +
+    '/opt/a\npaths[] = /opt/b\n[policy]\non_change = refuse\nnudge = none\nfail = closed\n[libvirt]\nmoddir ' +
+    '= /usr/lib64/qemu\n',
   '; comment\n# comment\n\n[policy]\r\non_change=warn\r\n',
 ];
 

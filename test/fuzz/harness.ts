@@ -148,7 +148,8 @@ export function fuzz<T>(t: Test, target: Target<T>): Promise<void> {
     }
     t.ok(
       leaked < TARGET_LEAK_LIMIT,
-      `${target.name}: heap after a full collection within ${TARGET_LEAK_LIMIT / 1e6} MB of the start (${(leaked / 1e6).toFixed(1)} MB)`,
+      `${target.name}: heap after a full collection within ${TARGET_LEAK_LIMIT / 1e6} MB of the start ` +
+        `(${(leaked / 1e6).toFixed(1)} MB)`,
     );
   }) as unknown as Promise<void>;
 }

@@ -136,7 +136,8 @@ t.test('a module from another build is CRITICAL', async (t) => {
   t.match(
     msgs[0],
     new RegExp(
-      `QEMU will refuse to load hw-usb-host.so in ${MODDIR} \\(stamp abababababab, emulator has ${s.stamp.slice(0, 12)}\\)`,
+      `QEMU will refuse to load hw-usb-host.so in ${MODDIR} \\(stamp abababababab, emulator has ` +
+        `${s.stamp.slice(0, 12)}\\)`,
     ),
   );
   t.match(msgs[1], /ui-curses.so .*no build stamp/);

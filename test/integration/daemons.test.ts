@@ -143,7 +143,8 @@ t.test(
   'the other orderings: refresh with virtqemud down, then its start; virtqemud and virtnetworkd starting at once',
   async (t) => {
     {
-      // A package trigger's refresh while virtqemud is down (idle exit): it acts and records; the next start sees nothing to do.
+      // A package trigger's refresh while virtqemud is down (idle exit): it acts and records; the next start
+      // sees nothing to do.
       const { s, entry } = changed(t);
       const hooks = installDispatchers(s);
       t.equal(s.run(['refresh']).code, 0);

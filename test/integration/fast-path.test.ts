@@ -61,7 +61,8 @@ t.test('ops the hook ignores never start it, whatever the state', async (t) => {
     t.equal(runHookFile(hooks.qemu, ['g', op!, sub!, '-'], { input: domainXml() }).code, 0, op);
   }
   t.equal(runHookFile(hooks.daemon, ['-', 'shutdown', '-', 'shutdown']).code, 0);
-  // A package manager's leftover copy of the dispatcher runs too (libvirt runs every executable in qemu.d): it must not act.
+  // A package manager's leftover copy of the dispatcher runs too (libvirt runs every executable in qemu.d):
+  // it must not act.
   for (const suffix of ['.dpkg-old', '.dpkg-dist', '.rpmsave', '.rpmnew', '~']) {
     const copy = hooks.qemu + suffix;
     fs.copyFileSync(hooks.qemu, copy);

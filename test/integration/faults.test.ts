@@ -230,14 +230,16 @@ t.test(
       t,
       log,
       new RegExp(
-        `-p daemon\\.warning -- nothing changed that could be seen; problems: cannot list ${MODDIR}: EACCES, its modules were not checked`,
+        `-p daemon\\.warning -- nothing changed that could be seen; problems: cannot list ${MODDIR}: ` +
+          `EACCES, its modules were not checked`,
       ),
       'unreadable',
     );
     t.equal(stateBytes(s), state, 'the baseline still holds what was known of the directory');
     t.same(cacheSnapshot(s), cache);
 
-    // Something else changes meanwhile and the baseline is rewritten: what was known of the unreadable directory must survive it.
+    // Something else changes meanwhile and the baseline is rewritten: what was known of the unreadable
+    // directory must survive it.
     s.addModule('/usr/lib64/qemu', 'ui-gtk.so');
     const r2 = hookInNs(s, 'qemu', ['g', 'prepare', 'begin', '-'], {
       wrap: WITHOUT_DAC,
@@ -458,7 +460,9 @@ t.test(
         t,
         log,
         new RegExp(
-          `deleted 1 capabilities cache entries.*problems: cache entry c{64}\\.xml: a symlink, not a cache entry; left alone; cache entry d{64}\\.xml: not a regular file; left alone; cache entry e{64}\\.xml: not a regular file; left alone`,
+          `deleted 1 capabilities cache entries.*problems: cache entry c{64}\\.xml: a symlink, not a cache ` +
+            `entry; left alone; cache entry d{64}\\.xml: not a regular file; left alone; cache entry ` +
+            `e{64}\\.xml: not a regular file; left alone`,
         ),
         'planted entries',
       );
@@ -543,7 +547,9 @@ t.test('stdin: 100 MiB, external entities, closed early, closed before the start
     },
     {
       label: 'external entity',
-      input: `<?xml version="1.0"?><!DOCTYPE domain [<!ENTITY x SYSTEM "file:///etc/shadow">]><domain><name>&x;</name></domain>`,
+      input:
+        `<?xml version="1.0"?><!DOCTYPE domain [<!ENTITY x SYSTEM ` +
+        `"file:///etc/shadow">]><domain><name>&x;</name></domain>`,
       why: /DOCTYPE; entities are not expanded/,
     },
     { label: 'billion laughs', input: billionLaughs(), why: /DOCTYPE; entities are not expanded/ },
@@ -707,7 +713,8 @@ t.test('config: unreadable, unknown keys, writable by others, not a regular file
       t,
       log,
       new RegExp(
-        `-p daemon\\.err -- hook qemu prepare for domain 'vm' failed: .*${c.why.source}.*; not blocking \\(fail = open\\)`,
+        `-p daemon\\.err -- hook qemu prepare for domain 'vm' failed: .*${c.why.source}.*; not blocking ` +
+          `\\(fail = open\\)`,
       ),
       c.label,
     );

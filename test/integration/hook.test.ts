@@ -97,7 +97,9 @@ t.test('module added, removed, replaced in place: invalidate and nudge (defaults
     t.match(
       lines[0],
       new RegExp(
-        `-t qemu-modwatch -p daemon.warning -- QEMU modules changed \\(${change} [a-z-]+\\.so\\) before prepare of domain 'web01' \\(emulator ${EMULATOR}\\): deleted 2 capabilities cache entries, nudged ${EMULATOR}`,
+        `-t qemu-modwatch -p daemon.warning -- QEMU modules changed \\(${change} [a-z-]+\\.so\\) before ` +
+          `prepare of domain 'web01' \\(emulator ${EMULATOR}\\): deleted 2 capabilities cache entries, ` +
+          `nudged ${EMULATOR}`,
       ),
     );
     const st = state(s);
@@ -316,7 +318,8 @@ t.test('bad stdin XML: fail open with one logged line; fail = closed refuses', a
     ['empty', '', /no domain XML on stdin/],
     [
       'entity bomb',
-      '<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><domain><name>&b;</name></domain>',
+      '<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b ' +
+        '"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><domain><name>&b;</name></domain>',
       /DOCTYPE/,
     ],
     ['17 MiB', Buffer.alloc(17 * 1024 * 1024, 0x20), /larger than 16 MiB/],

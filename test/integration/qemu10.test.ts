@@ -123,7 +123,8 @@ t.test('the upgrade-copy directory its package version names', { skip }, async (
   const dir = report.emulators.find((e: any) => e.path === '/usr/bin/qemu-system-x86_64').upgradeCopyDir;
   t.match(dir, /^\/var\/run\/qemu\/Debian_1_10\./, dir);
   const log = inPrivateMounts(
-    `mount -t tmpfs tmpfs ${MODDIR} && mount -t tmpfs tmpfs /run && { [ -L /var/run ] || mount -t tmpfs tmpfs /var/run; }`,
+    `mount -t tmpfs tmpfs ${MODDIR} && mount -t tmpfs tmpfs /run && { [ -L /var/run ] || mount -t tmpfs ` +
+      `tmpfs /var/run; }`,
     `mkdir -p '${dir}' && cp '${path.join(tree, MODDIR, 'hw-usb-redirect.so')}' '${dir}/' && LD_DEBUG=files '${emulator()}' -M none -display none -S -nodefaults -device help 2>&1`,
   );
   t.same(
@@ -133,7 +134,10 @@ t.test('the upgrade-copy directory its package version names', { skip }, async (
   );
 });
 
-/** A copy of one of the build's modules with another build stamp: what no package has, a module of another build of the same QEMU. */
+/**
+ * A copy of one of the build's modules with another build stamp: what no package has, a module of another
+ * build of the same QEMU.
+ */
 function otherBuildOf(module: string, dest: string): void {
   const b = fs.readFileSync(module);
   const stamp = Buffer.from(`qemu_stamp_${stampOf(emulator())}`);
@@ -154,7 +158,8 @@ t.test(
     fs.mkdirSync(path.join(root, 'opt/q/bin'), { recursive: true });
     fs.copyFileSync(emulator(), path.join(root, 'opt/q/bin/qemu-system-x86_64'));
     fs.chmodSync(path.join(root, 'opt/q/bin/qemu-system-x86_64'), 0o755);
-    // In its compiled-in directory: 7.2's usb-redirect (which 10.0 cannot even open) and a same-ABI module of another 10.0 build.
+    // In its compiled-in directory: 7.2's usb-redirect (which 10.0 cannot even open) and a same-ABI module of
+    // another 10.0 build.
     fs.rmSync(path.join(root, MODDIR, 'hw-usb-redirect.so'));
     fs.copyFileSync(
       path.join(ready.newer.moduleDir, 'hw-usb-redirect.so'),

@@ -140,7 +140,8 @@ t.test(
     t.match(
       text,
       new RegExp(
-        `qemu-system-x86_64 upgraded: build ${b.stamp.slice(0, 12)} -> ${a.stamp.slice(0, 12)}, ${a.modules.length} modules replaced`,
+        `qemu-system-x86_64 upgraded: build ${b.stamp.slice(0, 12)} -> ${a.stamp.slice(0, 12)}, ` +
+          `${a.modules.length} modules replaced`,
       ),
     );
     t.ok(
@@ -189,7 +190,8 @@ t.test(
       [other, false],
     ] as const) {
       const r = withPrivateRun(
-        `mkdir -p '${dir}' && cp '${saved}' '${dir}/hw-usb-redirect.so' && LD_DEBUG=files '${exe}' -M none -display none -S -nodefaults -device help 2>&1; echo "@@RC $?"`,
+        `mkdir -p '${dir}' && cp '${saved}' '${dir}/hw-usb-redirect.so' && LD_DEBUG=files '${exe}' -M none ` +
+          `-display none -S -nodefaults -device help 2>&1; echo "@@RC $?"`,
       );
       const loaded = new RegExp(
         `file=${dir.replace(/[.+]/g, '\\$&')}/hw-usb-redirect\\.so \\[\\d+\\];\\s+dynamically loaded`,

@@ -84,7 +84,8 @@ t.test('a RHEL image: /usr/libexec/qemu-kvm and /usr/lib64/qemu, /bin -> usr/bin
   t.same(
     report.findings.filter((f: any) => f.code === 'stamp-mismatch').map((f: any) => f.message),
     [
-      `QEMU will refuse to load hw-usb-host.so in /usr/lib64/qemu (stamp abababababab, emulator has ${s.stamp.slice(0, 12)})`,
+      `QEMU will refuse to load hw-usb-host.so in /usr/lib64/qemu (stamp abababababab, emulator has ` +
+        `${s.stamp.slice(0, 12)})`,
     ],
   );
 });

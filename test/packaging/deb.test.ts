@@ -295,7 +295,9 @@ t.test('install, trigger, reinstall, purge', { skip: reason || false }, async (t
       'dpkg --verify qemu-modwatch; echo "@@VERIFY $?"',
       `${SBIN} --version; echo "@@VERSION $?"`,
       `env -i ${SBIN} refresh; echo "@@REFRESH $?"`,
-      'systemd-analyze --version >/dev/null 2>&1 && { systemd-analyze verify --man=no /usr/lib/systemd/system/qemu-modwatch.path /usr/lib/systemd/system/qemu-modwatch.service 2>&1; echo "@@ANALYZE $?"; }',
+      'systemd-analyze --version >/dev/null 2>&1 && { systemd-analyze verify --man=no ' +
+        '/usr/lib/systemd/system/qemu-modwatch.path /usr/lib/systemd/system/qemu-modwatch.service 2>&1; ' +
+        'echo "@@ANALYZE $?"; }',
       'apt-config dump 2>/dev/null | grep -F qemu-modwatch',
       'sh -n /etc/libvirt/hooks/qemu.d/50-qemu-modwatch; echo "@@DISPATCHER $?"',
     ].join('\n'),
@@ -417,7 +419,8 @@ async function sandboxChecks(t: Test, o: OverlayHost): Promise<void> {
   const sandbox = (paths: string[]) => {
     // Read-only every mount, then the listed paths writable again; "-" = may be missing.
     const lines = [
-      `for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do case $m in /proc*|/sys*|/dev*) ;; *) mount -o remount,bind,ro "$m" 2>/dev/null;; esac; done`,
+      `for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do case $m in /proc*|/sys*|/dev*) ;; *) ` +
+        `mount -o remount,bind,ro "$m" 2>/dev/null;; esac; done`,
       'mount -t tmpfs tmpfs /tmp',
     ];
     for (const p of paths) {
@@ -532,7 +535,8 @@ exit 0
     );
     fs.writeFileSync(log, '');
     const p = o.run(
-      `dpkg --purge qemu-modwatch; echo "@@RC $?"; ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep -c qemu-modwatch`,
+      `dpkg --purge qemu-modwatch; echo "@@RC $?"; ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | ` +
+        `grep -c qemu-modwatch`,
       { env },
     );
     t.match(p.stdout, /^@@RC 0$/m, 'purges', shown(p));

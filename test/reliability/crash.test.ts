@@ -75,7 +75,8 @@ t.test(`SIGKILL at ${KILLS} random points (seed ${SEED})`, async (t) => {
     `calibration (temp file, rename, exit; ms after spawn): ${calib.map((c) => [c.tmp, c.renamed, c.exit].map((x) => x.toFixed(0)).join('/')).join(' ')}`,
   );
   t.comment(
-    `kills aimed at the write: 0-${(writeMs + 2).toFixed(0)} ms after the temp file appears; the others: 0-${runEnd.toFixed(0)} ms after the spawn`,
+    `kills aimed at the write: 0-${(writeMs + 2).toFixed(0)} ms after the temp file appears; the others: ` +
+      `0-${runEnd.toFixed(0)} ms after the spawn`,
   );
 
   const random = prng(SEED);
@@ -132,14 +133,16 @@ t.test(`SIGKILL at ${KILLS} random points (seed ${SEED})`, async (t) => {
   }
   t.same(problems, [], `${KILLS} kills: the state always parsed as the old or the new version`);
   t.comment(
-    `kills: ${outcome.beforeWrite} before the write, ${outcome.duringWrite} during it (temp file left), ${outcome.afterWrite} after it, ${outcome.completed} runs finished first`,
+    `kills: ${outcome.beforeWrite} before the write, ${outcome.duringWrite} during it (temp file left), ` +
+      `${outcome.afterWrite} after it, ${outcome.completed} runs finished first`,
   );
   t.ok(outcome.duringWrite >= 5, `the write itself was hit (${outcome.duringWrite} times)`);
   takeover.sort((a, b) => a - b);
   const median = takeover[Math.floor(takeover.length / 2)] ?? 0;
   const max = takeover.at(-1) ?? 0;
   t.comment(
-    `${locksLeft} kills left the lock behind; for ${takeover.length} of them the next hook took median ${median.toFixed(0)} ms, max ${max.toFixed(0)} ms (a full run is ${runEnd.toFixed(0)} ms)`,
+    `${locksLeft} kills left the lock behind; for ${takeover.length} of them the next hook took median ` +
+      `${median.toFixed(0)} ms, max ${max.toFixed(0)} ms (a full run is ${runEnd.toFixed(0)} ms)`,
   );
   t.ok(locksLeft > 0, 'some kills left the lock behind');
   t.ok(

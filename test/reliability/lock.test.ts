@@ -173,7 +173,8 @@ t.test('releasing never leaves a lock without its owner, at any step', async (t)
 });
 
 t.test(
-  `a lock without an owner (older versions, or a holder killed right after mkdir) is taken after ${OWNERLESS_STALE_MS / 1000} s`,
+  `a lock without an owner (older versions, or a holder killed right after mkdir) is taken after ` +
+    `${OWNERLESS_STALE_MS / 1000} s`,
   async (t) => {
     {
       const { stateDir, lockPath } = lockDir();

@@ -84,7 +84,8 @@ t.test(`${HOOKS} hooks in parallel while modules change underneath`, async (t) =
   const acting = lines.filter((f) => /^QEMU modules changed/.test(f.MESSAGE ?? ''));
   const seen = (kind: string, name: string) =>
     acting.some((f) => (f[`QEMU_MODWATCH_${kind.toUpperCase()}`] ?? '').split(' ').includes(`${MODDIR}/${name}`));
-  // Seen once in a CI run (one replaced module missing): what the hooks said besides the log tells why, if it happens again.
+  // Seen once in a CI run (one replaced module missing): what the hooks said besides the log tells why, if it
+  // happens again.
   const unlogged = changes.filter((c) => !seen(c.kind, c.name)).map((c) => `${c.kind} ${c.name}`);
   t.same(unlogged, [], `all ${changes.length} changes were logged`, {
     stderr: results.map((r) => r.stderr).filter(Boolean),
@@ -107,7 +108,8 @@ t.test(`${HOOKS} hooks in parallel while modules change underneath`, async (t) =
     0,
   );
   t.comment(
-    `${acting.length} of ${HOOKS} hooks acted (invalidated and nudged) for ${changes.length} changes; cache entries deleted: ${deletions}`,
+    `${acting.length} of ${HOOKS} hooks acted (invalidated and nudged) for ${changes.length} changes; cache ` +
+      `entries deleted: ${deletions}`,
   );
   t.ok(
     acting.length >= 1 && acting.length <= changes.length + PER_KIND,

@@ -219,7 +219,8 @@ t.test('qemu-system-x86_64 on this host', { skip: skipX86 }, async (t) => {
   }
   times.sort((a, b) => a - b);
   t.comment(
-    `readModinfo(${X86_64}, ${realX86.length} bytes): first ${first.toFixed(2)} ms, median of 10 more ${times[5]!.toFixed(2)} ms`,
+    `readModinfo(${X86_64}, ${realX86.length} bytes): first ${first.toFixed(2)} ms, median of 10 more ` +
+      `${times[5]!.toFixed(2)} ms`,
   );
   t.ok(entries, 'has a table');
   if (entries) checkQemu72Table(t, entries);

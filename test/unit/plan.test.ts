@@ -275,7 +275,8 @@ t.test('on_change = warn: nothing deleted, the changes left standing, the line s
   const p = plan(changed, PREPARE, 'warn');
   t.equal(
     logLine(p, { done: done(), keptAs: null, recorded: false })!.message,
-    `QEMU modules changed (replaced a.so) before prepare of domain 'g' (emulator ${QX}): 1 capabilities cache entries are stale; ` +
+    `QEMU modules changed (replaced a.so) before prepare of domain 'g' (emulator ${QX}): 1 capabilities ` +
+      `cache entries are stale; ` +
       "on_change = warn, so nothing was done ('qemu-modwatch accept' once handled)",
   );
   const noBaseline = lookOf(null, base, [entry(QX, { qemuctime: 1 })]);
@@ -293,7 +294,8 @@ t.test('on_change = refuse: only a guest start is refused, and only once the cac
   const d = done({ deleted: [entry(QX).file], nudged: [QX] });
   t.equal(
     refusalLine(p, { done: d, keptAs: null, recorded: true }),
-    "qemu-modwatch: QEMU modules changed (replaced a.so); libvirt's capabilities were refreshed (1 cache entries), start the domain again",
+    "qemu-modwatch: QEMU modules changed (replaced a.so); libvirt's capabilities were refreshed (1 cache " +
+      'entries), start the domain again',
   );
   t.equal(
     refusalLine(p, { done: { ...d, errors: ['x'] }, keptAs: null, recorded: false }),
