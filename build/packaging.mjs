@@ -25,7 +25,8 @@ export function startPackaging(name, extraOptions = []) {
     console.error(`${name}: ${e instanceof Refusal ? e.message : e.stack}`);
     process.exit(1);
   });
-  const usage = `usage: ${name}.mjs [--out DIR] [--dist DIR]${extraOptions.map((o) => ` [--${o} DIR]`).join('')} [--fast]`;
+  const usage =
+    `usage: ${name}.mjs [--out DIR] [--dist ` + `DIR]${extraOptions.map((o) => ` [--${o} DIR]`).join('')} [--fast]`;
   let values;
   try {
     ({ values } = parseArgs({

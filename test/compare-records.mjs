@@ -74,7 +74,8 @@ for (const file of new Set([...before.keys(), ...after.keys()])) {
         while (x[at] === y[at]) at++;
         const around = (s) => s.slice(Math.max(0, at - 150), at + 150);
         console.log(
-          `${file} run ${i + 1} (${a[i].argv.slice(-4).join(' ')}): ${k} differs\n  before: ${around(x)}\n  after:  ${around(y)}`,
+          `${file} run ${i + 1} (${a[i].argv.slice(-4).join(' ')}): ${k} differs\n  before: ` +
+            `${around(x)}\n  after:  ${around(y)}`,
         );
         break;
       }

@@ -132,7 +132,10 @@ function emulatorChange(r: Report, e: Report['emulatorChanges'][number]): string
   if (e.kind !== 'rebuilt') return `${name} ${e.kind} (${esc(e.path)})`;
   const uses = r.emulators.find((x) => x.path === e.path)?.usesModuleDirs ?? null;
   const replaced = r.changes.filter((c) => c.kind === 'replaced' && (uses === null || uses.includes(c.dir))).length;
-  return `${name} upgraded: build ${short(e.stampBefore)} -> ${short(e.stampAfter)}, ${replaced} module${replaced === 1 ? '' : 's'} replaced`;
+  return (
+    `${name} upgraded: build ${short(e.stampBefore)} -> ${short(e.stampAfter)}, ${replaced} ` +
+    `module${replaced === 1 ? '' : 's'} replaced`
+  );
 }
 
 /** One row a module, or one row a directory and kind where there are many and --verbose is not given. */

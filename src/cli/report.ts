@@ -289,7 +289,8 @@ function advice(r: Report): string[] {
   if (restart.length > 0) {
     const names = restart.map((g) => g.domain ?? `pid ${g.pid}`).join(', ');
     out.push(
-      `Restart or migrate ${restart.length === 1 ? 'this guest' : 'these guests'} to run the installed QEMU build: ${names}.`,
+      `Restart or migrate ${restart.length === 1 ? 'this guest' : 'these guests'} to run the installed ` +
+        `QEMU build: ${names}.`,
     );
   }
   return out;

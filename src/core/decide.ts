@@ -128,7 +128,8 @@ export function assess(o: Observation): Assessment {
     add(
       'OK',
       'emulator-changed',
-      `emulator ${e.path} ${e.kind}${e.kind === 'rebuilt' ? ` (stamp ${short(e.stampBefore)} -> ${short(e.stampAfter)})` : ''}`,
+      `emulator ${e.path} ` +
+        `${e.kind}${e.kind === 'rebuilt' ? ` (stamp ${short(e.stampBefore)} -> ${short(e.stampAfter)})` : ''}`,
     );
   }
   for (const d of fp.missingDirs) add('WARNING', 'missing-dir', `configured module directory ${d} does not exist`);
@@ -280,7 +281,9 @@ function stampFindings(fp: Fingerprint): Finding[] {
     ...verdicts.refused.map((m) => ({
       level: 'CRITICAL' as const,
       code: 'stamp-mismatch' as const,
-      message: `QEMU will refuse to load ${m.name} in ${m.dir} (${stampText(m.stamp)}, emulator has ${[...new Set(m.refusedBy.map((e) => short(e.stamp)))].join(', ')})`,
+      message:
+        `QEMU will refuse to load ${m.name} in ${m.dir} (${stampText(m.stamp)}, emulator has ` +
+        `${[...new Set(m.refusedBy.map((e) => short(e.stamp)))].join(', ')})`,
     })),
     ...verdicts.leftover.map((m) => ({
       level: 'WARNING' as const,

@@ -69,5 +69,8 @@ export function changeText(changes: ModuleChange[]): string {
  * action's words.
  */
 export function actionText(done: Done): string {
-  return `deleted ${done.deleted.length} capabilities cache entries${done.nudged.length ? `, nudged ${done.nudged.join(', ')}` : ''}`;
+  return (
+    `deleted ${done.deleted.length} capabilities cache ` +
+    `entries${done.nudged.length ? `, nudged ${done.nudged.join(', ')}` : ''}`
+  );
 }

@@ -130,7 +130,8 @@ export function loadConfig(file: string, uid: number): Config {
     if (st.size > MAX_CONFIG_BYTES) throw new ConfigError(`${file}: config is larger than 1 MiB`);
     if (st.mode & 0o002 || (uid === 0 && st.uid !== 0)) {
       throw new ConfigError(
-        `${file}: refusing a config that others can change (owner uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})`,
+        `${file}: refusing a config that others can change (owner uid ${st.uid}, mode ` +
+          `${(st.mode & 0o7777).toString(8).padStart(4, '0')})`,
       );
     }
     if (uid === 0 && st.mode & 0o020 && st.gid !== 0) {

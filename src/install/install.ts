@@ -153,7 +153,8 @@ export function runInstall(o: InstallOptions): Outcome {
   const firsts = DRIVERS.filter((d) => !hadHook[d]);
   if (firsts.length && !nothing) {
     lines.push(
-      `libvirt reads which drivers have hooks when it starts or reloads; ${firsts.join(' and ')} had none, so reload it now: ${reloadCommand(paths)}`,
+      `libvirt reads which drivers have hooks when it starts or reloads; ${firsts.join(' and ')} had ` +
+        `none, so reload it now: ${reloadCommand(paths)}`,
     );
   }
   return { stdout: lines.join('\n') + '\n', exitCode: 0 };

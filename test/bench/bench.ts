@@ -205,10 +205,12 @@ try {
   } else {
     const fmt = (x: number) => x.toFixed(1).padStart(8);
     console.log(
-      `qemu-modwatch benchmarks: medians of ${RUNS} interleaved runs, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}`,
+      `qemu-modwatch benchmarks: medians of ${RUNS} interleaved runs, ${os.cpus().length} CPUs, ` +
+        `${os.cpus()[0]?.model ?? '?'}, node ${process.version}`,
     );
     console.log(
-      `${'measurement'.padEnd(42)} ${'ms'.padStart(8)}  ${'reference'.padEnd(16)} ${'ref ms'.padStart(8)} ${'ratio'.padStart(7)} ${'+ms'.padStart(8)}  target`,
+      `${'measurement'.padEnd(42)} ${'ms'.padStart(8)}  ${'reference'.padEnd(16)} ${'ref ms'.padStart(8)} ` +
+        `${'ratio'.padStart(7)} ${'+ms'.padStart(8)}  target`,
     );
     for (const r of rows) {
       console.log(
@@ -218,7 +220,8 @@ try {
     }
     console.log(`executable starts during the fast-path runs: ${starts - 1} (0 expected)`);
     console.log(
-      `peak RSS of the prepare hook: ${rss ?? '?'} KiB; first run over 10,000 modules: ${rss10k ?? '?'} KiB (target < 80 MB)`,
+      `peak RSS of the prepare hook: ${rss ?? '?'} KiB; first run over 10,000 modules: ${rss10k ?? '?'} ` +
+        `KiB (target < 80 MB)`,
     );
   }
 } finally {

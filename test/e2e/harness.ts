@@ -1098,7 +1098,8 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     // directory of the host would outlive the namespace.
     script.push(
       existsDir(m.target)
-        ? `[ -d ${q(m.target)} ] || { echo ${q(`${m.target} vanished from the host while the env was set up`)} >&2; exit 1; }`
+        ? `[ -d ${q(m.target)} ] || { echo ` +
+            `${q(`${m.target} vanished from the host while the env was set up`)} >&2; exit 1; }`
         : `mkdir -p ${q(m.target)}`,
       `mount --bind ${q(m.source)} ${q(m.target)}`,
     );

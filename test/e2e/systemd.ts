@@ -320,7 +320,8 @@ export class Container {
         'sh',
         '-euc',
         [
-          `mount -t overlay overlay -o ${q(`lowerdir=${lower},upperdir=${this.dir}/upper,workdir=${this.dir}/work`)} ${q(this.root)}`,
+          `mount -t overlay overlay -o ` +
+            `${q(`lowerdir=${lower},upperdir=${this.dir}/upper,workdir=${this.dir}/work`)} ${q(this.root)}`,
           `mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs ${q(runTmpfs)}`,
         ].join('\n'),
       ],
@@ -463,7 +464,10 @@ export class Container {
       'bash',
       [
         '-c',
-        `sleep 0.1; while [ ! -s ${q(`${this.dir}/nspawn.pid`)} ] && kill -0 ${process.pid} 2>/dev/null; do sleep 0.5; done; exec bash ${q(file)} ${process.pid} "$(cat ${q(`${this.dir}/nspawn.pid`)} 2>/dev/null || echo 0)" ${this.holder?.pid} ${q(this.holderNs ?? '')} ${q(this.dir)} ${this.cgroups.map(q).join(' ')}`,
+        `sleep 0.1; while [ ! -s ${q(`${this.dir}/nspawn.pid`)} ] && kill -0 ${process.pid} 2>/dev/null; ` +
+          `do sleep 0.5; done; exec bash ${q(file)} ${process.pid} "$(cat ${q(`${this.dir}/nspawn.pid`)} ` +
+          `2>/dev/null || echo 0)" ${this.holder?.pid} ${q(this.holderNs ?? '')} ${q(this.dir)} ` +
+          `${this.cgroups.map(q).join(' ')}`,
       ],
       {
         stdio: 'ignore',

@@ -579,7 +579,8 @@ t.test('stdin: 100 MiB, external entities, closed early, closed before the start
         t,
         log,
         new RegExp(
-          `-p daemon\\.err -- hook qemu prepare for domain 'vm' failed: .*${c.why.source}.*; ${fail === 'open' ? 'not blocking' : 'refusing'}`,
+          `-p daemon\\.err -- hook qemu prepare for domain 'vm' failed: .*${c.why.source}.*; ` +
+            `${fail === 'open' ? 'not blocking' : 'refusing'}`,
         ),
         what,
       );

@@ -233,7 +233,8 @@ t.test(
     t.match(
       r.stdout,
       new RegExp(
-        `libvirt ${upstream!.replace(/\./g, '\\.')} \\(from /usr/lib/x86_64-linux-gnu/libvirt\\.so\\.0\\.\\d+\\.\\d+\\): drop-ins`,
+        `libvirt ${upstream!.replace(/\./g, '\\.')} \\(from ` +
+          `/usr/lib/x86_64-linux-gnu/libvirt\\.so\\.0\\.\\d+\\.\\d+\\): drop-ins`,
       ),
       `the package says ${upstream}`,
     );

@@ -149,7 +149,8 @@ t.test('a running QEMU whose hw-usb-redirect.so is replaced by the other build',
     ['then qxl (own build)', other],
   ] as const) {
     t.comment(
-      `swapped, device_add usb-redir -> ${show(r.first)}; ${name} -> ${show(r.then)}; QEMU ${r.end ? `ended: ${r.end.signal ?? `exit ${r.end.code}`}` : 'still running'}\nstderr:\n${r.stderr}`,
+      `swapped, device_add usb-redir -> ${show(r.first)}; ${name} -> ${show(r.then)}; QEMU ` +
+        `${r.end ? `ended: ${r.end.signal ?? `exit ${r.end.code}`}` : 'still running'}\nstderr:\n${r.stderr}`,
     );
     t.ok('error' in r.first || 'closed' in r.first, 'the refused module fails device_add, or QEMU');
     t.match(

@@ -105,7 +105,9 @@ t.test(
     fs.chmodSync(path.join(root, 'opt/q/bin/qemu-system-x86_64'), 0o755);
     fs.mkdirSync(path.join(root, 'opt/q/lib/x86_64-linux-gnu'), { recursive: true });
     spawnSync('cp', ['-a', path.join(tree, MODDIR), path.join(root, 'opt/q/lib/x86_64-linux-gnu/qemu')]);
-    const run = `LD_DEBUG=files '${root}/opt/q/bin/qemu-system-x86_64' -M none -display none -S -nodefaults -device help 2>&1`;
+    const run =
+      `LD_DEBUG=files '${root}/opt/q/bin/qemu-system-x86_64' -M none -display none -S ` +
+      `-nodefaults -device help 2>&1`;
     const beside = opened(inPrivateMounts(`mount -t tmpfs tmpfs ${MODDIR}`, run));
     t.same(beside, [], 'with the compiled-in directory empty, nothing is loaded from beside the binary');
     const compiled = opened(
@@ -125,7 +127,8 @@ t.test('the upgrade-copy directory its package version names', { skip }, async (
   const log = inPrivateMounts(
     `mount -t tmpfs tmpfs ${MODDIR} && mount -t tmpfs tmpfs /run && { [ -L /var/run ] || mount -t tmpfs ` +
       `tmpfs /var/run; }`,
-    `mkdir -p '${dir}' && cp '${path.join(tree, MODDIR, 'hw-usb-redirect.so')}' '${dir}/' && LD_DEBUG=files '${emulator()}' -M none -display none -S -nodefaults -device help 2>&1`,
+    `mkdir -p '${dir}' && cp '${path.join(tree, MODDIR, 'hw-usb-redirect.so')}' '${dir}/' && ` +
+      `LD_DEBUG=files '${emulator()}' -M none -display none -S -nodefaults -device help 2>&1`,
   );
   t.same(
     opened(log),

@@ -98,7 +98,10 @@ t.test('one module of the other build: refused exactly where QEMU refuses it', {
     }
     const refused = tried.some((v) => v.outcome === 'refused');
     const nobody = tried.every((v) => v.outcome === 'not-loaded');
-    const line = `${m}: QEMU ${LOADERS.map((e, i) => `${path.basename(e)} ${qemu[i]!.outcome}`).join(', ')}; tool refused=${mod.refused} leftover=${mod.leftover}`;
+    const line =
+      `${m}: QEMU ` +
+      `${LOADERS.map((e, i) => `${path.basename(e)} ${qemu[i]!.outcome}`).join(', ')}; tool ` +
+      `refused=${mod.refused} leftover=${mod.leftover}`;
     if (mod.refused !== refused || mod.leftover !== nobody) mismatches.push(line);
     else t.comment(line);
   }

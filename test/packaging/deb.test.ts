@@ -427,7 +427,8 @@ async function sandboxChecks(t: Test, o: OverlayHost): Promise<void> {
       const opt = p.startsWith('-');
       const d = p.replace(/^-/, '');
       lines.push(
-        `${opt ? `[ -e ${shq(d)} ] && ` : ''}{ mkdir -p ${shq(d)} 2>/dev/null; mount --bind ${shq(d)} ${shq(d)} && mount -o remount,bind,rw ${shq(d)}; }`,
+        `${opt ? `[ -e ${shq(d)} ] && ` : ''}{ mkdir -p ${shq(d)} 2>/dev/null; mount --bind ${shq(d)} ` +
+          `${shq(d)} && mount -o remount,bind,rw ${shq(d)}; }`,
       );
     }
     lines.push(`touch /usr/qmw-probe 2>/dev/null && echo "@@USR writable" || echo "@@USR read-only"`);

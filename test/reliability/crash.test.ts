@@ -72,7 +72,8 @@ t.test(`SIGKILL at ${KILLS} random points (seed ${SEED})`, async (t) => {
   const writeMs = 2 * writes[Math.floor(writes.length / 2)]!;
   const runEnd = Math.max(...calib.map((c) => c.exit));
   t.comment(
-    `calibration (temp file, rename, exit; ms after spawn): ${calib.map((c) => [c.tmp, c.renamed, c.exit].map((x) => x.toFixed(0)).join('/')).join(' ')}`,
+    `calibration (temp file, rename, exit; ms after spawn): ` +
+      `${calib.map((c) => [c.tmp, c.renamed, c.exit].map((x) => x.toFixed(0)).join('/')).join(' ')}`,
   );
   t.comment(
     `kills aimed at the write: 0-${(writeMs + 2).toFixed(0)} ms after the temp file appears; the others: ` +

@@ -147,7 +147,8 @@ export function guestScenarios(t: Test, stack: Stack): void {
       t.comment(`start-to-running mean ${mean(times)} ms over ${CYCLES} starts`);
       const runs = hookRuns(env).slice(runsBefore);
       t.comment(
-        `the hooks' cost on ${stack.id}, as ${env.qemuDaemon} times them: ${hookCost([...hookRuns(env).filter((r) => r.op === 'start' && r.file.includes('/daemon.d/')), ...runs])}`,
+        `the hooks' cost on ${stack.id}, as ${env.qemuDaemon} times them: ` +
+          `${hookCost([...hookRuns(env).filter((r) => r.op === 'start' && r.file.includes('/daemon.d/')), ...runs])}`,
       );
       t.equal(
         runs.length,
