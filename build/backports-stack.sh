@@ -23,12 +23,16 @@ qemu_packages=(qemu-system-x86 qemu-system-modules-spice qemu-utils)
 libvirt_packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 
 out=$PWD/.stacks/backports
-packages() { dpkg-query -W -f '${db:Status-Abbrev} ${Package}:${Architecture} ${Version}\n' | awk '$1 == "ii" { print $2, $3 }' | LC_ALL=C sort; }
+packages() { dpkg-query -W -f '${db:Status-Abbrev} ${Package}:${Architecture} ${Version}\n' |
+  awk '$1 == "ii" { print $2, $3 }' | LC_ALL=C sort; }
 outdated() {
-  [ -f "$out/.complete" ] && [ -f "$out/over-packages" ] || { echo ".stacks/backports is not installed (bash build/backports-stack.sh)"; return; }
+  [ -f "$out/.complete" ] && [ -f "$out/over-packages" ] ||
+    { echo ".stacks/backports is not installed (bash build/backports-stack.sh)"; return; }
   local gone
   gone=$(LC_ALL=C comm -23 "$out/over-packages" <(packages) | head -n 3 | tr '\n' ' ')
-  [ -z "$gone" ] || echo ".stacks/backports was installed over host packages that have changed since (then: ${gone% }; bash build/backports-stack.sh)"
+  [ -z "$gone" ] ||
+    echo ".stacks/backports was installed over host packages that have changed since" \
+      "(then: ${gone% }; bash build/backports-stack.sh)"
 }
 if [ "${1:-}" = --check ]; then
   why=$(outdated)
@@ -38,7 +42,8 @@ fi
 [ -z "$(outdated)" ] && exit 0
 
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-read -r uri keyring < <(bash build/host-archive.sh "$codename") || { echo "backports-stack: the host's apt has no source for $codename" >&2; exit 1; }
+read -r uri keyring < <(bash build/host-archive.sh "$codename") ||
+  { echo "backports-stack: the host's apt has no source for $codename" >&2; exit 1; }
 signed=${keyring:+ [signed-by=$keyring]}
 tmp=$out.tmp
 rm -rf "$tmp"
@@ -58,7 +63,8 @@ install() {
     tmp=$1 layer=$2 under=$3 uri=$4 codename=$5 signed=$6; shift 6
     for d in etc usr var; do
       lower=/$d; [ -n "$under" ] && lower=$tmp/$under/$d:/$d
-      mount -t overlay overlay -o "lowerdir=$lower,upperdir=$tmp/$layer/$d,workdir=$tmp/.work/$layer/$d,redirect_dir=off,metacopy=off" "/$d"
+      mount -t overlay overlay \
+        -o "lowerdir=$lower,upperdir=$tmp/$layer/$d,workdir=$tmp/.work/$layer/$d,redirect_dir=off,metacopy=off" "/$d"
     done
     mount -t tmpfs tmpfs /run
     echo "deb$signed $uri $codename-backports main" > /etc/apt/sources.list.d/qemu-modwatch-tests-backports.list

@@ -10,6 +10,7 @@ found=$(awk -v rel="$rel" '
   /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) hit = 1 }
   /^$/ { if (hit && !found) found = u " " k; u = ""; k = ""; hit = 0 }
   END { if (hit && !found) found = u " " k; print found }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-[ -n "${found// /}" ] || found=$(awk -v rel="$rel" '$1 == "deb" && $3 == rel { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+[ -n "${found// /}" ] ||
+  found=$(awk -v rel="$rel" '$1 == "deb" && $3 == rel { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
 [ -n "${found// /}" ] || { echo "no apt source for $rel on this host" >&2; exit 1; }
 echo "$found"

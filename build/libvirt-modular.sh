@@ -16,7 +16,8 @@ VERSION=11.3.0
 SHA256=6bcb0c42c4580436fea262ced56f68a6afe20f7390b1bea2116718cc034a0283
 out=$PWD/.stacks/libvirt-$VERSION
 # A tree built before the units were installed is rebuilt.
-[ -x "$out/usr/sbin/virtqemud" ] && [ -f "$out/usr/lib/systemd/system/virtqemud.socket" ] && [ -f "$out/.complete" ] && exit 0
+[ -x "$out/usr/sbin/virtqemud" ] && [ -f "$out/usr/lib/systemd/system/virtqemud.socket" ] &&
+  [ -f "$out/.complete" ] && exit 0
 
 deps=(gcc ninja-build pkg-config meson libglib2.0-dev libjson-c-dev libxml2-dev libxml2-utils xsltproc
   libgnutls28-dev libtirpc-dev libreadline-dev libnl-3-dev libnl-route-3-dev python3 perl xz-utils)
@@ -31,17 +32,20 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/qemu-modwatch-libvirt-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-read -r uri _ < <(bash build/host-archive.sh "$codename") || { echo "libvirt-modular: the host's apt has no source for $codename" >&2; exit 1; }
+read -r uri _ < <(bash build/host-archive.sh "$codename") ||
+  { echo "libvirt-modular: the host's apt has no source for $codename" >&2; exit 1; }
 mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/apt/parts" "$work/src"
 echo "deb-src $uri $codename-backports main" > "$work/apt/sources.list"
 apt_opts=(-q -o "Dir::Etc::SourceList=$work/apt/sources.list" -o "Dir::Etc::SourceParts=$work/apt/parts"
   -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache" -o APT::Sandbox::User=root)
 apt-get "${apt_opts[@]}" update >/dev/null
 # It fetches the tarball and fails on the rest of the Debian source package: the tarball's checksum decides.
-(cd "$work/src" && apt-get "${apt_opts[@]}" source --download-only "libvirt/$codename-backports" >/dev/null 2>&1 || true)
+(cd "$work/src" &&
+  apt-get "${apt_opts[@]}" source --download-only "libvirt/$codename-backports" >/dev/null 2>&1 || true)
 tarball=$work/src/libvirt_$VERSION.orig.tar.xz
 [ -f "$tarball" ] || { echo "libvirt-modular: apt-get source gave no libvirt_$VERSION.orig.tar.xz" >&2; exit 1; }
-echo "$SHA256  $tarball" | sha256sum -c --quiet - || { echo "libvirt-modular: $tarball has the wrong sha256" >&2; exit 1; }
+echo "$SHA256  $tarball" | sha256sum -c --quiet - ||
+  { echo "libvirt-modular: $tarball has the wrong sha256" >&2; exit 1; }
 tar -C "$work/src" -xf "$tarball"
 
 # Debian's layout (not -Dsystem=true, which picks /usr/lib64 when it exists);

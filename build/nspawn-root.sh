@@ -16,7 +16,9 @@ out=$PWD/.stacks/nspawn-$codename
 # The libvirt tree is built against this host's libraries: the root must be
 # the same release.
 host=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-[ "$host" = "$codename" ] || { echo "nspawn-root: this host is ${host:-unknown}, not $codename: the container's libraries would not be the ones libvirt was built against" >&2; exit 1; }
+[ "$host" = "$codename" ] ||
+  { echo "nspawn-root: this host is ${host:-unknown}, not $codename:" \
+      "the container's libraries would not be the ones libvirt was built against" >&2; exit 1; }
 # systemd-container at the version of the host's systemd: any other would
 # make apt upgrade systemd itself.
 sdver=$(dpkg-query -W -f='${Version}' systemd 2>/dev/null || true)
@@ -31,7 +33,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
 
-read -r uri _ < <(bash build/host-archive.sh "$codename") || { echo "nspawn-root: the host's apt has no source for $codename" >&2; exit 1; }
+read -r uri _ < <(bash build/host-archive.sh "$codename") ||
+  { echo "nspawn-root: the host's apt has no source for $codename" >&2; exit 1; }
 
 # What libvirt 11.3.0 needs at run time beyond QEMU's own dependencies
 # (ldd on the binaries and modules of .stacks/libvirt-11.3.0).
@@ -64,4 +67,6 @@ touch "$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"
 trap - EXIT
-echo "built a $codename container root with systemd $(dpkg-query --admindir="$out/var/lib/dpkg" -W -f='${Version}' systemd) and QEMU $(dpkg-query --admindir="$out/var/lib/dpkg" -W -f='${Version}' qemu-system-x86) into ${out#"$PWD"/}"
+echo "built a $codename container root" \
+  "with systemd $(dpkg-query --admindir="$out/var/lib/dpkg" -W -f='${Version}' systemd)" \
+  "and QEMU $(dpkg-query --admindir="$out/var/lib/dpkg" -W -f='${Version}' qemu-system-x86) into ${out#"$PWD"/}"
