@@ -7,13 +7,17 @@
 //   with a code cache of every function, made by build/code-cache.cjs;
 // - 'node': the bundle is the entry, with Node's own SEA code cache, which
 //   holds the top level only (what a Node without SEA assets gets);
-// - 'none': no code cache.
+// - 'none': no code cache;
+// - 'snapshot': no code cache but a V8 startup snapshot (useSnapshot): the
+//   bundle is loaded at build time, in Node's snapshot builder, and the
+//   executable starts from the heap it left, with the program's start as
+//   the snapshot's main function (snapshotEntry below).
 // BENCHMARKS.md has the three measured side by side (npm run bench -- --code-cache).
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-export const CODE_CACHES = ['full', 'node', 'none'];
+export const CODE_CACHES = ['full', 'node', 'none', 'snapshot'];
 
 /** Whether this node can carry assets in a single executable (Node 20.12 and later). */
 export async function hasSeaAssets() {
@@ -29,6 +33,8 @@ export async function buildSea({ top, bundle, exe, codeCache = 'full' }) {
     const blob = path.join(work, 'sea-prep.blob');
     const config = path.join(work, 'sea-config.json');
     const cache = path.join(work, 'code-cache.bin');
+    const entry = path.join(work, 'snapshot-entry.cjs');
+    if (mode === 'snapshot') fs.writeFileSync(entry, snapshotEntry(fs.readFileSync(bundle, 'utf8')));
     if (mode === 'full') {
       // V8 accepts a cache only from a process with the executable's V8 flags: none from NODE_OPTIONS.
       const { NODE_OPTIONS: _, ...env } = process.env;
@@ -40,10 +46,12 @@ export async function buildSea({ top, bundle, exe, codeCache = 'full' }) {
     fs.writeFileSync(
       config,
       JSON.stringify({
-        main: mode === 'full' ? path.join(top, 'build/sea-entry.cjs') : bundle,
+        main: mode === 'full' ? path.join(top, 'build/sea-entry.cjs') : mode === 'snapshot' ? entry : bundle,
         output: blob,
         disableExperimentalSEAWarning: true,
-        useCodeCache: mode !== 'none',
+        // Node takes one or the other: a snapshot holds the compiled code it ran.
+        useCodeCache: mode === 'full' || mode === 'node',
+        useSnapshot: mode === 'snapshot',
         ...(mode === 'full' ? { assets: { bundle, 'code-cache': cache } } : {}),
       }),
     );
@@ -80,4 +88,23 @@ export async function buildSea({ top, bundle, exe, codeCache = 'full' }) {
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The snapshot builder's entry: one script, with a require of built-in
+ * modules only (all the bundle needs). It loads the bundle, which only
+ * defines; src/main.ts hands its start to the global set here, and Node
+ * runs it after deserialising the snapshot, in the run with the real argv
+ * and environment. The file name is the one sea-entry.cjs gives the bundle:
+ * no build path goes into the snapshot.
+ */
+function snapshotEntry(code) {
+  return `'use strict';
+globalThis.qemuModwatchDeferStart = (run) => {
+  delete globalThis.qemuModwatchDeferStart;
+  require('node:v8').startupSnapshot.setDeserializeMainFunction(run);
+};
+(function (exports, require, module, __filename, __dirname) {${code}
+})({}, require, { exports: {} }, 'qemu-modwatch.cjs', '.');
+`;
 }
