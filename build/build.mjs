@@ -45,9 +45,9 @@ writeExecutable(path.join(dist, 'qemu-modwatch.cjs'), `#!/usr/bin/env node\n${co
 await generateDocs(top, dist, pkg.version);
 if (only === 'bundle') process.exit(0);
 
-// SEA_CODE_CACHE=full|node|none: how the executable gets its compiled code (build/sea.mjs).
+// SEA_CODE_CACHE=snapshot|full|node|none: how the executable gets its compiled code (build/sea.mjs).
 const exe = path.join(dist, 'qemu-modwatch');
-await buildSea({ top, bundle, exe, codeCache: process.env.SEA_CODE_CACHE || 'full' });
+await buildSea({ top, bundle, exe, codeCache: process.env.SEA_CODE_CACHE || 'snapshot' });
 console.log(
   `built ${path.relative(top, exe)} (${(fs.statSync(exe).size / 1e6).toFixed(1)} MB) and ` +
     `${path.relative(top, exe)}.cjs`,

@@ -151,20 +151,32 @@ function failure(message: string): number {
   return fail(oneLine);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-    // A timed-out check leaves a child behind that may not die at once.
-    if (current?.inv.timeout !== undefined) process.exit(code);
-  },
-  (e: unknown) => {
-    const message = `internal error: ${e instanceof Error ? e.message : String(e)}`;
-    // A hook never fails a guest start for our own bug; it is logged instead.
-    if (hookPaths) {
-      log(hookPaths, { priority: 'err', message: `${message}; not blocking (fail = open)` });
-      process.exitCode = 0;
-    } else {
-      process.exitCode = failure(message);
-    }
-  },
-);
+/** Runs the program once: argv, environment and clock are read from here on, never at load. */
+function start(): void {
+  main(process.argv.slice(2)).then(onExit, onCrash);
+}
+
+function onExit(code: number): void {
+  process.exitCode = code;
+  // A timed-out check leaves a child behind that may not die at once.
+  if (current?.inv.timeout !== undefined) process.exit(code);
+}
+
+function onCrash(e: unknown): void {
+  const message = `internal error: ${e instanceof Error ? e.message : String(e)}`;
+  // A hook never fails a guest start for our own bug; it is logged instead.
+  if (hookPaths) {
+    log(hookPaths, { priority: 'err', message: `${message}; not blocking (fail = open)` });
+    process.exitCode = 0;
+  } else {
+    process.exitCode = failure(message);
+  }
+}
+
+// Loading the bundle does nothing but define; the start is one call. A
+// startup snapshot's builder (build/sea.mjs) sets this global
+// while it loads the bundle, so that the start waits for the snapshot to be
+// deserialised in the run that has the real argv and environment.
+const deferStart = (globalThis as { qemuModwatchDeferStart?: (run: () => void) => void }).qemuModwatchDeferStart;
+if (deferStart) deferStart(start);
+else start();

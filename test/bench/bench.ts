@@ -9,6 +9,8 @@ import { domainXml, installDispatchers } from '../fixtures/hooks';
 import { EMULATOR, EXE, MODDIR, Sysroot } from '../fixtures/sysroot';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
+// --start-only: the start-up rows (hooks, code caches), not the scans.
+const START_ONLY = process.argv.includes('--start-only');
 const BARE = { LC_ALL: 'C', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' };
 
 interface Row {
@@ -54,6 +56,22 @@ function compare(what: string, a: () => number, reference: string, b: () => numb
   return row;
 }
 
+/**
+ * Runs every command of a group in turn, RUNS rounds (after one warm-up
+ * round), and adds a row per command against the group's first: medians.
+ */
+function compareGroup(what: string, reference: [string, () => number], cmds: [string, () => number][]): void {
+  const all = [reference, ...cmds];
+  for (const [, f] of all) f();
+  const times = all.map((): number[] => []);
+  for (let i = 0; i < RUNS; i++) all.forEach(([, f], j) => times[j]!.push(f()));
+  const refMs = median(times[0]!);
+  cmds.forEach(([name], j) => {
+    const ms = median(times[j + 1]!);
+    rows.push({ what: `${what}, ${name}`, ms, reference: reference[0], refMs, ratio: ms / refMs, target: 'least' });
+  });
+}
+
 function peakRssKiB(cmd: string[], input: string): number | null {
   if (!fs.existsSync('/usr/bin/time')) return null;
   const r = spawnSync('/usr/bin/time', ['-f', '%M', ...cmd], { input, env: BARE, encoding: 'utf8' });
@@ -87,7 +105,7 @@ try {
   const hostRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-bench-host-'));
   tmp.push(hostRoot);
   const host = new Sysroot(hostRoot);
-  if (fs.existsSync(MODDIR)) {
+  if (!START_ONLY && fs.existsSync(MODDIR)) {
     fs.mkdirSync(path.dirname(host.host(MODDIR)), { recursive: true });
     fs.cpSync(MODDIR, host.host(MODDIR), { recursive: true, preserveTimestamps: true });
     for (const e of fs.readdirSync('/usr/bin').filter((n) => n.startsWith('qemu-system-'))) {
@@ -106,7 +124,7 @@ try {
 
   // Scan cost and how it grows: stat-only (baseline present), full read
   // (no baseline: every ELF parsed), content hash (no baseline, hashing).
-  for (const n of [25, 200, 10_000]) {
+  for (const n of START_ONLY ? [] : [25, 200, 10_000]) {
     const s = generated(n);
     acceptSettled(s);
     compare(
@@ -174,9 +192,30 @@ try {
       .filter(Boolean)
       .map((v) => v.split('=') as [string, string]),
   );
+  // Each kind against a bare node start, all interleaved, in a clean environment (env -i).
+  if (variants.size) {
+    const kinds = [...variants];
+    const bareNode: [string, () => number] = ['node -e 0', () => timeOnce([process.execPath, '-e', '0'], '', {})];
+    const hookArgs = ['--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'];
+    compareGroup(
+      '--version',
+      bareNode,
+      kinds.map(([kind, exe]) => [kind, () => timeOnce([exe, '--version'], '', {})]),
+    );
+    compareGroup(
+      'prepare hook, no change',
+      bareNode,
+      kinds.map(([kind, exe]) => [kind, () => timeOnce([exe, ...hookArgs], xml, {})]),
+    );
+    compareGroup(
+      '--check, 37 modules',
+      bareNode,
+      kinds.map(([kind, exe]) => [kind, () => timeOnce([exe, '--root', s.root, '--check'], '', {})]),
+    );
+  }
   const none = variants.get('none');
   for (const [kind, exe] of none ? variants : []) {
-    if (kind === 'none') continue;
+    if (kind === 'none' || kind === 'snapshot') continue;
     compare(
       `--version, ${kind} code cache`,
       () => timeOnce([exe, '--version']),
@@ -195,10 +234,9 @@ try {
   }
 
   const rss = peakRssKiB([EXE, '--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml);
-  const rss10k = peakRssKiB(
-    [EXE, '--root', generated(10_000).root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'],
-    xml,
-  );
+  const rss10k = START_ONLY
+    ? null
+    : peakRssKiB([EXE, '--root', generated(10_000).root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml);
 
   if (process.argv.includes('--json')) {
     console.log(JSON.stringify({ runs: RUNS, rows, peakRssKiB: { hook: rss, hookFirstRun10k: rss10k } }, null, 2));
