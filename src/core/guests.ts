@@ -30,8 +30,6 @@ export interface GuestRisk {
   stampOnDisk: string | null;
   /** Module directories in the order this QEMU searches them (only the ones we scanned). */
   searchDirs: string[];
-  /** False when its binary named no scanned module directory and every one was assumed. */
-  dirsSure: boolean;
   /** null: cannot tell (its binary or stamp could not be read). */
   atRisk: boolean | null;
   modules: ModuleAtRisk[];
@@ -55,7 +53,7 @@ export function assessGuests(guests: GuestRecord[], fp: Fingerprint, extraDirs: 
 
 export function assessGuest(g: GuestRecord, fp: Fingerprint, extraDirs: DirRecord[] = []): GuestRisk {
   const stamp = g.running?.stamp ?? null;
-  const { dirs, sure } = searchOrder(g, [...fp.dirs, ...extraDirs]);
+  const dirs = searchOrder(g, [...fp.dirs, ...extraDirs]);
   const upgradeCopyDir = g.running ? upgradeDirOf(g.running) : null;
   const out: GuestRisk = {
     pid: g.pid,
@@ -66,7 +64,6 @@ export function assessGuest(g: GuestRecord, fp: Fingerprint, extraDirs: DirRecor
     stamp,
     stampOnDisk: g.onDisk?.stamp ?? null,
     searchDirs: dirs.map((d) => d.path),
-    dirsSure: sure,
     atRisk: null,
     modules: [],
     servedByUpgradeCopy: [],
@@ -106,7 +103,7 @@ export function assessGuest(g: GuestRecord, fp: Fingerprint, extraDirs: DirRecor
  * names none of the scanned directories gets all the non-upgrade ones:
  * flagging too much is safer than missing a guest.
  */
-function searchOrder(g: GuestRecord, scanned: DirRecord[]): { dirs: DirRecord[]; sure: boolean } {
+function searchOrder(g: GuestRecord, scanned: DirRecord[]): DirRecord[] {
   const byPath = new Map(scanned.map((d) => [d.path, d]));
   const out: DirRecord[] = [];
   const add = (d: DirRecord | undefined) => {
@@ -116,12 +113,11 @@ function searchOrder(g: GuestRecord, scanned: DirRecord[]): { dirs: DirRecord[];
   const compiled = guestModuleDirs(g)
     .map((p) => byPath.get(p))
     .filter((d): d is DirRecord => !!d && d.source !== 'upgrade');
-  const sure = compiled.length > 0 || out.length > 0;
-  if (sure) compiled.forEach(add);
+  if (compiled.length > 0 || out.length > 0) compiled.forEach(add);
   else scanned.filter((d) => d.source !== 'upgrade').forEach(add);
   const own = g.running ? upgradeDirOf(g.running) : null;
   if (own) add(byPath.get(own));
-  return { dirs: out, sure };
+  return out;
 }
 
 /**

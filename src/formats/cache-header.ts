@@ -31,8 +31,6 @@ export interface CacheHeader {
   qemuctime: number | null;
   /** mtime (seconds) of QEMU's module directory; null when absent. */
   qemumoddirmtime: number | null;
-  /** ctime (seconds) of the libvirt daemon that wrote the file. */
-  selfctime: number | null;
   /** libvirt version number (major * 1000000 + minor * 1000 + micro). */
   selfvers: number | null;
 }
@@ -51,6 +49,7 @@ export const CACHE_HEADER_READ_LIMIT = 1024 * 1024;
 /** Size of one read(2) of the cache file. */
 const READ_CHUNK = 16 * 1024;
 
+// selfctime is never used, but a header where it is not a number is not one libvirt wrote: it is checked too.
 const HEADER_FIELDS = ['emulator', 'qemuctime', 'qemumoddirmtime', 'selfctime', 'selfvers'] as const;
 type HeaderField = (typeof HEADER_FIELDS)[number];
 type NumericField = Exclude<HeaderField, 'emulator'>;
@@ -161,7 +160,6 @@ class HeaderReader extends EarlyStopReader {
       emulator: h.emulator,
       qemuctime: num('qemuctime'),
       qemumoddirmtime: num('qemumoddirmtime'),
-      selfctime: num('selfctime'),
       selfvers: num('selfvers'),
     };
   }

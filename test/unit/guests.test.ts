@@ -172,7 +172,7 @@ t.test("QEMU_MODULE_DIR in the guest's environment comes first", async (t) => {
 t.test('a binary naming no scanned directory is held to all of them', async (t) => {
   const f = fp([dir('/usr/lib64/qemu', 'default', [mod('hw-display-qxl.so', NEW)])]);
   const r = assessGuest(guest(), f);
-  t.equal(r.dirsSure, false);
+  t.same(r.searchDirs, ['/usr/lib64/qemu'], 'the one scanned directory, although its binary does not name it');
   t.equal(r.atRisk, true);
 });
 
