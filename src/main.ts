@@ -1,4 +1,5 @@
-import { runAccept, runCheck, runInvalidate, runRefresh, runStatus, writeTextfile, type Output } from './cli/commands';
+import { writeTextfile } from './app/commands';
+import { runAccept, runCheck, runInvalidate, runRefresh, runStatus, type Output } from './cli/commands';
 import { nagiosFailure } from './cli/format-nagios';
 import { prometheusFailure } from './cli/format-prometheus';
 import { helpText, parseCommandLine, UsageError, type Invocation } from './cli/options';
