@@ -30,7 +30,7 @@ export interface Looked extends Seen {
 export type Assessed = Looked & Pick<Observation, 'comparison'>;
 
 export interface LookOptions {
-  /** Also look at running QEMU processes (check and refresh do; the hooks need not). */
+  /** Also look at running QEMU processes (check does, also after refresh's run; the hooks need not). */
   guests?: boolean;
 }
 
