@@ -1,6 +1,5 @@
-import { runAccept, runCheck, runInvalidate, runRefresh, runStatus, writeTextfile, type Output } from './cli/commands';
-import { nagiosFailure } from './cli/format-nagios';
-import { prometheusFailure } from './cli/format-prometheus';
+import { runAccept, runCheck, runInvalidate, runRefresh, runStatus, type Output } from './cli/commands';
+import { commandFailure, errorLine, usageFailure } from './cli/failure';
 import { helpText, parseCommandLine, UsageError, type Invocation } from './cli/options';
 import { runTimed, selfExecutable } from './cli/timeout';
 import { DEFAULT_PREFIX, InstallRefused, runInstall, runUninstall } from './install/install';
@@ -10,7 +9,6 @@ import { runHook } from './hook/run';
 import { ConfigError, loadConfig } from './host/config';
 import { log } from './os/log';
 import { makePaths, type Paths } from './host/paths';
-import { escapeControl } from './core/text';
 import { VERSION } from './version';
 
 // The entry: libvirt's hook convention or a command, and every failure
@@ -30,10 +28,7 @@ async function main(argv: string[]): Promise<number> {
     inv = parseCommandLine(argv);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    // A monitoring plugin answers UNKNOWN on stdout, even to bad arguments.
-    if (argv.some((a, i) => a === '--format=nagios' || (a === 'nagios' && argv[i - 1] === '--format')))
-      process.stdout.write(nagiosFailure(e.message));
-    return fail(`${e.message} (try --help)`);
+    return print(usageFailure(argv, e.message));
   }
   if (inv.command === 'help') return print({ stdout: helpText(), exitCode: 0 });
   if (inv.command === 'version') return print({ stdout: `qemu-modwatch ${VERSION}\n`, exitCode: 0 });
@@ -60,15 +55,26 @@ async function main(argv: string[]): Promise<number> {
       return print(out);
     } catch (e) {
       if (!(e instanceof InstallRefused)) throw e;
-      fail(e.message);
-      return 1;
+      return print({ stdout: '', stderr: errorLine(e.message), exitCode: 1 });
     }
   }
-  current = { inv, paths };
+  // From here a failure anywhere is reported the way the command and its output format expect.
+  try {
+    return await command(inv, paths, uid);
+  } catch (e) {
+    return print(commandFailure(inv, paths, internalError(e)));
+  }
+}
+
+async function command(inv: Invocation, paths: Paths, uid: number): Promise<number> {
+  const failure = (message: string) => print(commandFailure(inv, paths, message));
   if (inv.timeout !== undefined) {
     const r = await runTimed(inv.untimedArgs, inv.timeout);
-    if (r.timedOut) return failure(`timed out after ${inv.timeout} s`);
-    return print({ stdout: r.stdout, stderr: r.stderr, exitCode: r.code });
+    const code = r.timedOut
+      ? failure(`timed out after ${inv.timeout} s`)
+      : print({ stdout: r.stdout, stderr: r.stderr, exitCode: r.code });
+    // A timed-out check leaves a child behind that may not die at once.
+    process.exit(code);
   }
   let config;
   try {
@@ -105,17 +111,22 @@ async function hook(driver: Driver, args: string[], paths: Paths): Promise<numbe
   // The getter is replaced, not stdout's write: making a stream loads
   // Node's stream code, milliseconds a start, and most hook runs print nothing.
   Object.defineProperty(process, 'stdout', { configurable: true, enumerable: true, get: () => process.stderr });
-  hookPaths = paths;
   const uid = process.getuid?.() ?? 0;
-  return runHook(driver, args, {
-    paths,
-    context: () => ({ paths, config: loadConfig(paths.configFile, uid), env: process.env }),
-  });
+  try {
+    return await runHook(driver, args, {
+      paths,
+      context: () => ({ paths, config: loadConfig(paths.configFile, uid), env: process.env }),
+    });
+  } catch (e) {
+    // A hook never fails a guest start for our own bug; it is logged instead.
+    log(paths, { priority: 'err', message: `${internalError(e)}; not blocking (fail = open)` });
+    return 0;
+  }
 }
 
-let hookPaths: Paths | null = null;
-/** The command being run, so that a failure anywhere is reported the way its output format expects. */
-let current: { inv: Invocation; paths: Paths } | null = null;
+function internalError(e: unknown): string {
+  return `internal error: ${e instanceof Error ? e.message : String(e)}`;
+}
 
 // Writes to pipes and files are synchronous on Linux, so process.exit()
 // after them loses nothing.
@@ -126,51 +137,20 @@ function print(out: Output): number {
 }
 
 function fail(message: string): number {
-  // One line, and nothing a file or domain name could smuggle into a terminal.
-  process.stderr.write(`qemu-modwatch: ${escapeControl(message.replace(/\s*\n\s*/g, ' '))}\n`);
-  return 3;
-}
-
-/**
- * A command could not do its work (bad config, timeout, our own bug).
- * refresh runs inside package transactions and exits 0 whatever happens;
- * monitoring gets UNKNOWN in the form it reads.
- */
-function failure(message: string): number {
-  const oneLine = message.replace(/\s*\n\s*/g, ' ');
-  if (!current) return fail(oneLine);
-  const { inv, paths } = current;
-  if (inv.command === 'refresh') {
-    log(paths, { priority: 'err', message: `refresh failed: ${oneLine}` });
-    fail(`refresh failed: ${oneLine}`);
-    return 0;
-  }
-  if (inv.textfile) writeTextfile(inv.textfile, prometheusFailure());
-  if (inv.format === 'nagios') process.stdout.write(nagiosFailure(oneLine));
-  else if (inv.format === 'prometheus' && !inv.textfile) process.stdout.write(prometheusFailure());
-  return fail(oneLine);
+  return print({ stdout: '', stderr: errorLine(message), exitCode: 3 });
 }
 
 /** Runs the program once: argv, environment and clock are read from here on, never at load. */
 function start(): void {
-  main(process.argv.slice(2)).then(onExit, onCrash);
-}
-
-function onExit(code: number): void {
-  process.exitCode = code;
-  // A timed-out check leaves a child behind that may not die at once.
-  if (current?.inv.timeout !== undefined) process.exit(code);
-}
-
-function onCrash(e: unknown): void {
-  const message = `internal error: ${e instanceof Error ? e.message : String(e)}`;
-  // A hook never fails a guest start for our own bug; it is logged instead.
-  if (hookPaths) {
-    log(hookPaths, { priority: 'err', message: `${message}; not blocking (fail = open)` });
-    process.exitCode = 0;
-  } else {
-    process.exitCode = failure(message);
-  }
+  // Only what fails before a command is known (or in the failure handling itself) gets here.
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.exitCode = fail(internalError(e));
+    },
+  );
 }
 
 // Loading the bundle does nothing but define; the start is one call. A

@@ -8,7 +8,9 @@ import type { Paths } from '../host/paths';
 import { errCode, statOrNull, statTuple } from '../os/file-info';
 
 // carry out: the only changes the program makes to the system besides its
-// own files: removing cache entries and nudging the running daemon.
+// own files: removing cache entries, and the nudge (an emulator's ctime or
+// libvirt's module directory's mtime) that makes the running daemon look
+// again; and moving a damaged state file aside.
 
 export function emptyDone(): Done {
   return { deleted: [], nudged: [], errors: [] };

@@ -1,7 +1,6 @@
-import { compareFingerprints } from '../core/compare';
-import type { Observation } from '../core/decide';
+import type { Observation, Seen } from '../core/decide';
 import type { Look } from '../core/plan';
-import type { EmulatorSource } from '../core/types';
+import type { EmulatorSource, LastAction } from '../core/types';
 import { readCacheView } from '../host/cache-dir';
 import type { CacheMemo } from '../host/cache-dir';
 import { loadCacheMemo } from '../store/cache-memo';
@@ -19,7 +18,7 @@ export interface Context {
   env: NodeJS.ProcessEnv;
 }
 
-export interface Looked extends Observation {
+export interface Looked extends Seen {
   loaded: LoadedState;
   /** Whether running guests were looked for and /proc could be read. */
   guestsChecked: boolean;
@@ -27,12 +26,15 @@ export interface Looked extends Observation {
   cacheMemo: { known: CacheMemo; seen: CacheMemo };
 }
 
+/** A look once assessed: the comparison with the baseline added (core/decide.ts assessSeen). */
+export type Assessed = Looked & Pick<Observation, 'comparison'>;
+
 export interface LookOptions {
-  /** Also look at running QEMU processes (check and refresh do; the hooks need not). */
+  /** Also look at running QEMU processes (check does, also after refresh's run; the hooks need not). */
   guests?: boolean;
 }
 
-/** look: everything read from the system (compared with the baseline), nothing changed. */
+/** look: everything read from the system and the state file; nothing compared (assess does), nothing changed. */
 export function look(
   ctx: Context,
   extraEmulators: { path: string; source: EmulatorSource }[] = [],
@@ -70,15 +72,19 @@ export function look(
     fingerprint,
     baseline,
     state: loaded.kind === 'corrupt' ? { kind: 'corrupt', reason: loaded.reason } : { kind: loaded.kind },
-    comparison: compareFingerprints(baseline, fingerprint),
     cache,
     libvirtModdir,
   };
 }
 
-/** What the plan needs of a look. */
-export function lookFacts(l: Looked): Look {
+/** What the plan needs of a look, once assessed (the comparison added). */
+export function lookFacts(l: Assessed): Look {
   const { fingerprint, baseline, state, comparison, cache, libvirtModdir } = l;
-  const lastAction = l.loaded.kind === 'ok' ? l.loaded.state.lastAction : null;
+  const lastAction = lastActionOf(l);
   return { fingerprint, baseline, state, comparison, cache, libvirtModdir, lastAction };
+}
+
+/** The last action the state file holds; null without a usable state. */
+export function lastActionOf(l: Looked): LastAction | null {
+  return l.loaded.kind === 'ok' ? l.loaded.state.lastAction : null;
 }

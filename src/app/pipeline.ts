@@ -1,33 +1,24 @@
-import { assess, type Assessment } from '../core/decide';
+import { assessSeen, type Assessment } from '../core/decide';
 import type { Done } from '../core/messages';
-import {
-  logLine,
-  planRun,
-  refusalLine,
-  restamp,
-  stateToRecord,
-  type Outcome,
-  type Plan,
-  type Trigger,
-} from '../core/plan';
-import type { StatTuple } from '../core/types';
+import type { Fingerprint } from '../core/types';
+import { logLine, planRun, refusalLine, restamp, stateToRecord, triggerEmulators } from '../core/plan';
+import type { Plan, Trigger } from '../core/plan';
 import { stateFiles } from '../host/paths';
 import { removeOrphanedTemps } from '../os/atomic-file';
-import { errCode } from '../os/file-info';
 import { log } from '../os/log';
 import { saveCacheMemo } from '../store/cache-memo';
 import { clearMark, writeWatchAndMark } from '../store/fast-path';
 import { withStateLock } from '../store/lock';
-import { recordState } from '../store/state-store';
 import { deleteEntries, emptyDone, keepCorrupt, nudge, statNudged } from './carry-out';
-import { look, lookFacts, type Context, type Looked } from './look';
+import { look, lookFacts, type Assessed, type Context } from './look';
+import { recordRun } from './record';
 
 // look -> assess -> plan -> carry out -> record, for the hooks and
 // `refresh`. One run at a time (state lock), so fifty hooks at once act
 // on a change once.
 
 export interface PipelineResult {
-  looked: Looked;
+  looked: Assessed;
   assessment: Assessment;
   done: Done;
   /** The baseline was (re)written. */
@@ -56,31 +47,25 @@ export async function runPipeline(ctx: Context, trigger: Trigger): Promise<Pipel
 
 interface Run {
   scanStartMs: number;
-  looked: Looked;
+  looked: Assessed;
   assessment: Assessment;
   plan: Plan;
 }
 
 function lookAndPlan(ctx: Context, trigger: Trigger): Run {
   const scanStartMs = Date.now();
-  const extra =
-    trigger.kind === 'qemu' && trigger.emulator ? [{ path: trigger.emulator, source: 'domain' as const }] : [];
-  const looked = look(ctx, extra);
-  const assessment = assess(looked);
+  const { observed: looked, assessment } = assessSeen(look(ctx, triggerEmulators(trigger)));
   return { scanStartMs, looked, assessment, plan: planRun(lookFacts(looked), assessment, trigger, ctx.config) };
 }
 
-/** Nothing to act on: the mark first (should writing it fail, its error is the one line), then what could not be seen. */
+/**
+ * Nothing to act on: the mark first (should writing it fail, its error is the one line), then what
+ * could not be seen.
+ */
 function quiet(ctx: Context, run: Run): PipelineResult {
-  const result = {
-    looked: run.looked,
-    assessment: run.assessment,
-    done: emptyDone(),
-    recorded: false,
-    pending: false,
-    refusal: null,
-  };
-  finish(ctx, run, result);
+  const { looked, assessment } = run;
+  const result = { looked, assessment, done: emptyDone(), recorded: false, pending: false, refusal: null };
+  finish(ctx, run, false, looked.fingerprint);
   const line = logLine(run.plan, { done: result.done, keptAs: null, recorded: false });
   if (line) log(ctx.paths, line);
   return result;
@@ -88,7 +73,7 @@ function quiet(ctx: Context, run: Run): PipelineResult {
 
 /** Under the state lock. Logs one line, after acting and recording, so that it says what happened. */
 function carryOut(ctx: Context, run: Run): PipelineResult {
-  const { plan } = run;
+  const { plan, looked, assessment } = run;
   const file = stateFiles(ctx.paths).state;
   const done = emptyDone();
   const keptAs = plan.keepCorrupt ? keepCorrupt(ctx.paths, file) : null;
@@ -96,41 +81,19 @@ function carryOut(ctx: Context, run: Run): PipelineResult {
   if (plan.nudge) nudge(ctx.paths, plan.nudge, done);
   const moved = statNudged(ctx.paths, done);
   const state = stateToRecord(plan, done, moved, new Date());
-  let recorded = false;
-  if (state) {
-    try {
-      recordState(ctx.paths.hostNoFollow(file), state);
-      recorded = true;
-    } catch (e) {
-      // Not recorded: the next run tries again.
-      done.errors.push(`cannot record the baseline in ${file}: ${errCode(e)}`);
-    }
-  }
-  const outcome: Outcome = { done, keptAs, recorded };
-  const pending = plan.leaveStanding || done.errors.length > 0;
+  const recorded = state !== null && recordRun(ctx.paths, state, done);
+  const outcome = { done, keptAs, recorded };
   const line = logLine(plan, outcome);
   if (line) log(ctx.paths, line);
-  const result = {
-    looked: run.looked,
-    assessment: run.assessment,
-    done,
-    recorded,
-    pending,
-    refusal: refusalLine(plan, outcome),
-  };
-  finish(ctx, run, result, moved);
+  const pending = plan.leaveStanding || done.errors.length > 0;
+  const result = { looked, assessment, done, recorded, pending, refusal: refusalLine(plan, outcome) };
+  finish(ctx, run, pending, recorded ? restamp(looked.fingerprint, moved) : looked.fingerprint);
   return result;
 }
 
-/** The cache memo, and the fast path's mark: cleared while something is pending, so the next dispatch runs in full. */
-function finish(ctx: Context, run: Run, result: PipelineResult, moved = new Map<string, StatTuple>()): void {
+/** The cache memo, and the fast path's mark for fp: cleared while something is pending, so the next run is in full. */
+function finish(ctx: Context, run: Run, pending: boolean, fp: Fingerprint): void {
   saveCacheMemo(ctx.paths.hostNoFollow(stateFiles(ctx.paths).cacheMemo), run.looked.cacheMemo);
-  if (result.pending) clearMark(ctx.paths);
-  else
-    writeWatchAndMark(
-      ctx.paths,
-      ctx.config,
-      result.recorded ? restamp(run.looked.fingerprint, moved) : run.looked.fingerprint,
-      run.scanStartMs,
-    );
+  if (pending) clearMark(ctx.paths);
+  else writeWatchAndMark(ctx.paths, ctx.config, fp, run.scanStartMs);
 }

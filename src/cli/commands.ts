@@ -1,36 +1,21 @@
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { emptyDone, deleteEntries, nudge } from '../app/carry-out';
-import { look, lookFacts, type Context } from '../app/look';
-import { runPipeline } from '../app/pipeline';
-import { assess } from '../core/decide';
-import { actionText, type Done } from '../core/messages';
-import { invalidateAction, planAccept, planInvalidate } from '../core/plan';
+import * as use from '../app/commands';
+import type { Context } from '../app/look';
 import { escapeControl as esc } from '../core/text';
 import { moduleCount, type LastAction } from '../core/types';
-import { readCacheView } from '../host/cache-dir';
-import { stateFiles } from '../host/paths';
-import { writeFileAtomic } from '../os/atomic-file';
-import { sha256Hex } from '../os/file-info';
-import { log, logTarget } from '../os/log';
-import { saveCacheMemo } from '../store/cache-memo';
-import { MARK_MARGIN_MS } from '../store/fast-path';
-import { withStateLock } from '../store/lock';
-import { loadState, recordState } from '../store/state-store';
 import { formatNagios } from './format-nagios';
 import { formatPrometheus } from './format-prometheus';
 import { formatText, table } from './format-text';
 import type { Format, NudgeOption } from './options';
 import { buildReport, nsToIso, type Report } from './report';
 
+// Presentation of the commands: each calls its use case (app/commands.ts)
+// and turns the result into stdout, stderr and an exit code.
+
 export interface Output {
   stdout: string;
   stderr?: string;
   exitCode: number;
 }
-
-/** The file node_exporter's textfile collector reads; it ignores names not ending in .prom. */
-export const TEXTFILE_NAME = 'qemu_modwatch.prom';
 
 export interface CheckOptions {
   format: Format;
@@ -43,24 +28,24 @@ export interface CheckOptions {
 
 /** Read-only: writes no state and deletes nothing (the textfile aside). */
 export function runCheck(ctx: Context, opts: CheckOptions): Output {
-  const report = currentReport(ctx);
+  const { shown: report, textfileProblem } = use.check(ctx, opts.textfile, REPORT);
   const out: Output = {
     stdout: opts.textfile && !opts.formatGiven ? '' : render(report, opts.format, opts.verbose),
     exitCode: report.exitCode,
   };
   if (opts.textfile) {
-    const problem = writeTextfile(opts.textfile, formatPrometheus(report));
     // The metrics carry the findings; a timer writing them has succeeded.
-    if (problem) Object.assign(out, { stderr: `qemu-modwatch: ${problem}\n`, exitCode: 3 });
+    if (textfileProblem) Object.assign(out, { stderr: `qemu-modwatch: ${textfileProblem}\n`, exitCode: 3 });
     else out.exitCode = 0;
   }
   return out;
 }
 
-export function currentReport(ctx: Context): Report {
-  const looked = look(ctx, [], { guests: true });
-  return buildReport(looked, assess(looked));
-}
+/** What a check shows: the report, and as metrics, its Prometheus form. */
+const REPORT: use.Presenter<Report> = {
+  present: (c) => buildReport(c.looked, c.assessment),
+  metrics: formatPrometheus,
+};
 
 export function render(report: Report, format: Format, verbose = false): string {
   if (format === 'json') return JSON.stringify(report, null, 2) + '\n';
@@ -69,33 +54,17 @@ export function render(report: Report, format: Format, verbose = false): string 
   return formatText(report, { verbose });
 }
 
-/** Writes DIR/qemu_modwatch.prom so that a reader never sees half of it; returns the problem, if any. */
-export function writeTextfile(dir: string, text: string): string | null {
-  try {
-    writeFileAtomic(path.join(path.resolve(dir), TEXTFILE_NAME), text, { mode: 0o644 });
-    return null;
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    return `cannot write ${path.join(dir, TEXTFILE_NAME)}: ${err.code ?? err.message}`;
-  }
-}
-
 export async function runAccept(ctx: Context, json: boolean): Promise<Output> {
-  const files = stateFiles(ctx.paths);
-  return withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.hostNoFollow(files.lock), () => {
-    const looked = look(ctx);
-    recordState(ctx.paths.hostNoFollow(files.state), planAccept(lookFacts(looked)));
-    saveCacheMemo(ctx.paths.hostNoFollow(files.cacheMemo), looked.cacheMemo);
-    const modules = moduleCount(looked.fingerprint);
-    const dirs = looked.fingerprint.dirs.length;
-    const summary = { accepted: true, modules, moduleDirs: dirs, emulators: looked.fingerprint.emulators.length };
-    return {
-      stdout: json
-        ? JSON.stringify(summary) + '\n'
-        : `baseline recorded: ${modules} modules in ${dirs} module directories\n`,
-      exitCode: 0,
-    };
-  });
+  const fp = await use.accept(ctx);
+  const modules = moduleCount(fp);
+  const dirs = fp.dirs.length;
+  const summary = { accepted: true, modules, moduleDirs: dirs, emulators: fp.emulators.length };
+  return {
+    stdout: json
+      ? JSON.stringify(summary) + '\n'
+      : `baseline recorded: ${modules} modules in ${dirs} module directories\n`,
+    exitCode: 0,
+  };
 }
 
 export interface RefreshOptions {
@@ -110,16 +79,11 @@ export interface RefreshOptions {
  * over the capabilities cache); problems go to stderr and the log.
  */
 export async function runRefresh(ctx: Context, opts: RefreshOptions): Promise<Output> {
-  const run = opts.nudge ? { ...ctx, config: { ...ctx.config, nudge: opts.nudge } } : ctx;
-  const result = await runPipeline(run, { kind: 'refresh' });
   // What is left after acting: guests at risk and refused modules are not
   // for refresh to fix, but whoever ran it should hear of them.
-  const report = currentReport(ctx);
+  const { result, shown: report, textfileProblem } = await use.refresh(ctx, opts, REPORT);
   const problems: string[] = result.done.errors.map((e) => `qemu-modwatch: refresh: ${e}\n`);
-  if (opts.textfile) {
-    const problem = writeTextfile(opts.textfile, formatPrometheus(report));
-    if (problem) problems.push(`qemu-modwatch: ${problem}\n`);
-  }
+  if (textfileProblem) problems.push(`qemu-modwatch: ${textfileProblem}\n`);
   const summary = {
     refreshed: true,
     deleted: result.done.deleted,
@@ -154,46 +118,14 @@ export interface InvalidateOptions {
   dryRun: boolean;
 }
 
-/**
- * Deletes cache entries (all, or one emulator's) and nudges, whether or not
- * anything changed. Only deleteEntries removes files, and it removes only
- * regular files named like a cache entry.
- */
+/** Deletes cache entries (all, or one emulator's) and nudges, whether or not anything changed (app/commands.ts). */
 export async function runInvalidate(ctx: Context, opts: InvalidateOptions): Promise<Output> {
-  const files = stateFiles(ctx.paths);
   const mode = opts.nudge ?? ctx.config.nudge;
-  const work = () => {
-    const cache = readCacheView(ctx.paths);
-    const looked = look(ctx);
-    // libvirt names the file after the path as spelled; the header says the same unless damaged.
-    const fileOfEmulator = opts.emulator ? sha256Hex(opts.emulator) + '.xml' : null;
-    const plan = planInvalidate(
-      { ...lookFacts(looked), cache },
-      { emulator: opts.emulator, fileOfEmulator, nudge: mode },
-    );
-    const done = emptyDone();
-    if (opts.dryRun) {
-      done.deleted = plan.delete;
-      const n = plan.nudge;
-      if (n)
-        done.nudged =
-          n.mode === 'emulator-ctime' ? n.targets.filter((t) => fs.existsSync(ctx.paths.host(t))) : n.targets;
-    } else {
-      deleteEntries(ctx.paths, plan.delete, done);
-      if (plan.nudge) nudge(ctx.paths, plan.nudge, done);
-      recordInvalidate(ctx, done);
-    }
-    const emulatorOf = new Map(cache.entries.map((e) => [e.file, e.emulator]));
-    return { done, skipped: plan.skipped, emulatorOf };
-  };
-  const { done, skipped, emulatorOf } = opts.dryRun
-    ? work()
-    : await withStateLock(ctx.paths.host(ctx.paths.stateDir), ctx.paths.hostNoFollow(files.lock), work);
-  // For the journal's record of who touched the cache; on a terminal stdout already says it.
-  if (!opts.dryRun && (done.deleted.length || done.nudged.length) && logTarget(ctx.paths) !== 'stderr') {
-    const fields = { TRIGGER: 'invalidate', DELETED: done.deleted.join(' '), NUDGED: done.nudged.join(' ') };
-    log(ctx.paths, { priority: 'notice', message: `invalidate: ${actionText(done)}`, fields });
-  }
+  const { done, skipped, emulatorOf } = await use.invalidate(ctx, {
+    emulator: opts.emulator,
+    nudge: mode,
+    dryRun: opts.dryRun,
+  });
   const exitCode = done.errors.length ? 1 : 0;
   if (opts.json) {
     const out = {
@@ -211,13 +143,15 @@ export async function runInvalidate(ctx: Context, opts: InvalidateOptions): Prom
   const lines: string[] = [];
   if (opts.dryRun) lines.push('dry run: nothing is changed');
   lines.push(
-    `${would} ${plural(done.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}${done.deleted.length ? ':' : ''}`,
+    `${would} ${plural(done.deleted.length, 'capabilities cache entry', 'capabilities cache entries')}` +
+      (done.deleted.length ? ':' : ''),
   );
   lines.push(...table(done.deleted.map((f) => [f, esc(emulatorOf.get(f) ?? '?')])));
   if (mode === 'none') lines.push('no nudge (--nudge none)');
   else
     lines.push(
-      `${opts.dryRun ? 'would nudge' : 'nudged'} (${mode}): ${done.nudged.length ? done.nudged.map(esc).join(', ') : 'nothing'}`,
+      `${opts.dryRun ? 'would nudge' : 'nudged'} (${mode}): ` +
+        (done.nudged.length ? done.nudged.map(esc).join(', ') : 'nothing'),
     );
   for (const s of skipped) lines.push(`left alone: ${s.file} (${esc(s.reason)})`);
   return {
@@ -225,16 +159,6 @@ export async function runInvalidate(ctx: Context, opts: InvalidateOptions): Prom
     stderr: done.errors.map((e) => `qemu-modwatch: ${e}\n`).join(''),
     exitCode,
   };
-}
-
-/** An invalidate is recorded as the last action; the baseline (and who wrote it) stays as it was. */
-function recordInvalidate(ctx: Context, done: Done): void {
-  if (!done.deleted.length && !done.nudged.length) return;
-  const file = ctx.paths.host(stateFiles(ctx.paths).state);
-  const loaded = loadState(file);
-  if (loaded.kind !== 'ok') return;
-  const { baseline, writtenBy } = loaded.state;
-  recordState(file, { baseline, lastAction: invalidateAction(done, new Date()), writtenBy });
 }
 
 export interface StatusReport {
@@ -249,29 +173,20 @@ export interface StatusReport {
 }
 
 export function runStatus(ctx: Context, json: boolean, now = new Date()): Output {
-  const files = stateFiles(ctx.paths);
-  const loaded = loadState(ctx.paths.host(files.state));
+  const { stateFile, loaded, lastFullCheckMs } = use.status(ctx);
   const age = (iso: string) => Math.max(0, Math.round((now.getTime() - Date.parse(iso)) / 1000));
-  const mark = (() => {
-    try {
-      return fs.statSync(ctx.paths.host(files.mark)).mtimeMs;
-    } catch {
-      return null;
-    }
-  })();
   const s: StatusReport = {
-    stateFile: files.state,
+    stateFile,
     state: loaded.kind,
     problem: loaded.kind === 'corrupt' ? loaded.reason : null,
     writtenBy: loaded.kind === 'ok' ? loaded.state.writtenBy : null,
     baseline: null,
     lastAction: null,
-    // The mark is back-dated by a margin; undo it to tell when the check began.
     lastFullCheck:
-      mark !== null
+      lastFullCheckMs !== null
         ? {
-            at: new Date(mark + MARK_MARGIN_MS).toISOString(),
-            ageSeconds: age(new Date(mark + MARK_MARGIN_MS).toISOString()),
+            at: new Date(lastFullCheckMs).toISOString(),
+            ageSeconds: age(new Date(lastFullCheckMs).toISOString()),
           }
         : null,
   };
@@ -299,7 +214,8 @@ export function runStatus(ctx: Context, json: boolean, now = new Date()): Output
   if (s.baseline) {
     rows.push([
       'Baseline',
-      `${s.baseline.takenAt} (${ago(s.baseline.ageSeconds)}): ${s.baseline.modules} modules in ${plural(s.baseline.moduleDirs, 'module directory', 'module directories')}`,
+      `${s.baseline.takenAt} (${ago(s.baseline.ageSeconds)}): ${s.baseline.modules} modules in ` +
+        plural(s.baseline.moduleDirs, 'module directory', 'module directories'),
     ]);
   }
   if (s.lastAction) {

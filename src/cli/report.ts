@@ -3,7 +3,7 @@ import { EXIT_CODE, moduleVerdicts, type Assessment, type Finding, type Level } 
 import { upgradeDirOf } from '../core/qemu-rules';
 import type { EmulatorState, ModuleAtRisk } from '../core/guests';
 import { dirsUsedBy } from '../core/stale';
-import type { Looked } from '../app/look';
+import type { Assessed } from '../app/look';
 import { VERSION } from '../version';
 
 // The one description of a check that every output format renders. Its
@@ -117,13 +117,13 @@ export interface Report {
 /** fresh: served and right; reprobes: libvirt's own checks catch it; serves-stale: wrong until someone acts. */
 export type LibvirtOutcome = 'fresh' | 'reprobes' | 'serves-stale' | 'unreadable';
 
-export function buildReport(o: Looked, a: Assessment, now = new Date()): Report {
+export function buildReport(o: Assessed, a: Assessment, now = new Date()): Report {
   const r = reportBody(o, a, now);
   r.advice = advice(r);
   return r;
 }
 
-function reportBody(o: Looked, a: Assessment, now: Date): Report {
+function reportBody(o: Assessed, a: Assessment, now: Date): Report {
   const fp = o.fingerprint;
   const dirPaths = new Set(fp.dirs.map((d) => d.path));
   const verdicts = moduleVerdicts(fp);

@@ -1,12 +1,13 @@
-import { groupByDirAndKind, isInvalidating, isRacy, type Comparison } from './compare';
+import { compareFingerprints, groupByDirAndKind, isInvalidating, isRacy, type Comparison } from './compare';
 import { assessGuests, guestLabel, type GuestRisk } from './guests';
 import { targetOf, wouldLoad } from './qemu-rules';
 import { assessEntry, dirsUsedBy, emulatorsAffected, type Staleness } from './stale';
 import type { CacheView, DirRecord, Fingerprint, GuestRecord } from './types';
 
-// decide: from what was observed and compared to findings (what to say)
-// and a plan (what to do). Pure; every way in (check, hooks, refresh)
-// goes through here so a finding means the same thing everywhere.
+// assess: what a look saw, compared with the baseline, judged: findings
+// (what to say) and the stale cache entries (what a plan acts on, plan.ts).
+// Pure; every way in (check, hooks, refresh) goes through here so a
+// finding means the same thing everywhere.
 
 export type Level = 'OK' | 'WARNING' | 'CRITICAL' | 'UNKNOWN';
 export const EXIT_CODE: Record<Level, number> = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3 };
@@ -89,6 +90,21 @@ export interface Assessment {
   /** Whether the fingerprint differs from the baseline in anything worth recording. */
   differs: boolean;
   guests: GuestRisk[];
+}
+
+/** What a look reads of the system and of the state file, before anything is compared. */
+export type Seen = Omit<Observation, 'comparison'>;
+
+/**
+ * The assess step: what was seen, compared with its baseline, and judged.
+ * Returns what was seen with the comparison added (the plan and the report
+ * read it), and the assessment.
+ */
+export function assessSeen<S extends Seen>(
+  seen: S,
+): { observed: S & Pick<Observation, 'comparison'>; assessment: Assessment } {
+  const observed = { ...seen, comparison: compareFingerprints(seen.baseline, seen.fingerprint) };
+  return { observed, assessment: assess(observed) };
 }
 
 export function assess(o: Observation): Assessment {

@@ -31,6 +31,11 @@ export function describeTrigger(t: Trigger): string {
   return `hook daemon ${t.kind === 'daemon-start' ? 'start' : 'reload'}`;
 }
 
+/** The emulators a run looks at besides the usual ones: a guest's, from its domain XML. */
+export function triggerEmulators(t: Trigger): { path: string; source: 'domain' }[] {
+  return t.kind === 'qemu' && t.emulator ? [{ path: t.emulator, source: 'domain' }] : [];
+}
+
 /** A nudge: chmod each emulator to its own mode (its ctime moves), or touch libvirt's module directory. */
 export interface Nudge {
   mode: Exclude<NudgeMode, 'none'>;
@@ -282,10 +287,13 @@ export function refusalLine(plan: Plan, outcome: Outcome): string | null {
 }
 
 /**
- * accept: the fingerprint as it is now, unlistable directories too (the admin says it is right); the last
- * action kept.
+ * accept: the fingerprint as it is now, unlistable directories too (the admin says it is right); the
+ * last action kept.
  */
-export function planAccept(look: Look): { baseline: Fingerprint; lastAction: LastAction | null } {
+export function planAccept(look: Pick<Look, 'fingerprint' | 'lastAction'>): {
+  baseline: Fingerprint;
+  lastAction: LastAction | null;
+} {
   return { baseline: look.fingerprint, lastAction: look.lastAction };
 }
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import * as fs from 'node:fs';
 import t from 'tap';
-import { assess } from '../../src/core/decide';
+import { assessSeen } from '../../src/core/decide';
 import { statKey } from '../../src/host/cache-dir';
 import { loadCacheMemo } from '../../src/store/cache-memo';
 import { DEFAULT_CONFIG } from '../../src/host/config';
@@ -143,7 +143,7 @@ function check(v: Input): void {
   ok++;
   // Accepted: the look and assess stages must cope with it.
   const observed = look(ctx);
-  assess(observed);
+  assessSeen(observed);
   if (({} as Record<string, unknown>).polluted !== undefined) throw new Error('Object.prototype polluted');
 }
 
@@ -207,7 +207,7 @@ function checkMemo(v: Input): void {
       throw new Error(`loaded ${JSON.stringify([name, m])}`);
   }
   const observed = look(ctx);
-  assess(observed);
+  assessSeen(observed);
   const entry = observed.cache.entries.find((e) => e.file === entryName);
   if (entry?.emulator !== EMULATOR) {
     // Not what the file says: then only what the memo says of this very file.

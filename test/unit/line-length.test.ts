@@ -12,9 +12,6 @@ const EXTENSIONS = /\.(ts|mts|mjs|cjs|sh)$/;
 
 /** Files with lines still over the limit, and how many. */
 const KNOWN: Record<string, number> = {
-  // Being changed on other branches.
-  'src/app/pipeline.ts': 1,
-  'src/cli/commands.ts': 3,
   // Regular expression literals.
   'test/integration/commands.test.ts': 1,
   'test/integration/faults.test.ts': 5,

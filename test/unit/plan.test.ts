@@ -1,6 +1,6 @@
 import t from 'tap';
 import { compareFingerprints } from '../../src/core/compare';
-import { assess } from '../../src/core/decide';
+import { assess, assessSeen } from '../../src/core/decide';
 import {
   describeTrigger,
   invalidateAction,
@@ -10,6 +10,7 @@ import {
   planRun,
   refusalLine,
   stateToRecord,
+  triggerEmulators,
   type Look,
   type NudgeMode,
   type OnChange,
@@ -347,4 +348,22 @@ t.test('every trigger has its name in the log and the last action', async (t) =>
     'hook qemu restore',
     'refresh',
   ]);
+});
+
+t.test('a guest start looks at its emulator too; no other trigger adds one', async (t) => {
+  t.same(triggerEmulators(PREPARE), [{ path: QX, source: 'domain' }]);
+  t.same(triggerEmulators({ kind: 'qemu', op: 'restore', domain: 'g', emulator: null }), []);
+  for (const trigger of TRIGGERS.filter((tr) => tr.kind !== 'qemu')) t.same(triggerEmulators(trigger), []);
+});
+
+t.test('assess compares what was seen with its baseline, then judges it', async (t) => {
+  for (const l of [changed, unchanged, lookOf(null, changed.fingerprint)]) {
+    const { comparison, lastAction, ...seen } = l;
+    void lastAction;
+    const { observed, assessment } = assessSeen({ ...seen, guests: null, guestDirs: [] });
+    t.same(observed.comparison, comparison, 'the comparison of baseline and fingerprint');
+    t.same(assessment, assess({ ...l, guests: null, guestDirs: [] }), 'judged as assess judges it');
+  }
+  const { observed } = assessSeen({ ...unchanged, guests: null, guestDirs: [] });
+  t.equal(observed.fingerprint, unchanged.fingerprint, 'what was seen is kept as it was');
 });
