@@ -45,7 +45,13 @@ function shippedCommands(text = fs.readFileSync(SHIPPED, 'utf8')): Map<string, s
   return out;
 }
 
-const ALWAYS = ['define timeperiod{', '\ttimeperiod_name\talways', '\talias\talways', ...['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday'].map((d) => `\t${d}\t00:00-24:00`), '\t}'];
+const ALWAYS = [
+  'define timeperiod{',
+  '\ttimeperiod_name\talways',
+  '\talias\talways',
+  ...['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday'].map((d) => `\t${d}\t00:00-24:00`),
+  '\t}',
+];
 
 function objects(services: [desc: string, command: string][]): string {
   return [
@@ -133,25 +139,32 @@ function preflight(conf: string) {
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-t.test('nagios4 -v accepts the shipped commands in services, and refuses a broken one', { skip: !nagios }, async (t) => {
-  const before = hostState();
-  const dir = tempDir(t, 'nagios');
-  const names = [...shippedCommands().keys()];
-  t.same(names, ['check_qemu_modwatch', 'check_qemu_modwatch_as_root']);
-  const obj = path.join(dir, 'objects.cfg');
-  fs.writeFileSync(obj, objects(names.map((n) => [n, n])));
-  const r = preflight(mainConfig(dir, [SHIPPED, obj]));
-  t.equal(r.code, 0, `valid:\n${r.out}`);
-  t.match(r.out, /Total Errors:\s+0/);
-  t.match(r.out, /Checked 2 services/);
+t.test(
+  'nagios4 -v accepts the shipped commands in services, and refuses a broken one',
+  { skip: !nagios },
+  async (t) => {
+    const before = hostState();
+    const dir = tempDir(t, 'nagios');
+    const names = [...shippedCommands().keys()];
+    t.same(names, ['check_qemu_modwatch', 'check_qemu_modwatch_as_root']);
+    const obj = path.join(dir, 'objects.cfg');
+    fs.writeFileSync(obj, objects(names.map((n) => [n, n])));
+    const r = preflight(mainConfig(dir, [SHIPPED, obj]));
+    t.equal(r.code, 0, `valid:\n${r.out}`);
+    t.match(r.out, /Total Errors:\s+0/);
+    t.match(r.out, /Checked 2 services/);
 
-  const broken = path.join(dir, 'broken.cfg');
-  fs.writeFileSync(broken, fs.readFileSync(SHIPPED, 'utf8').replace(/^\s*command_line\s.*qemu-modwatch --check.*$/m, ''));
-  const b = preflight(mainConfig(dir, [broken, obj]));
-  t.not(b.code, 0, 'a command without a command line is refused');
-  t.match(b.out, /Could not register command/);
-  t.same(hostState(), before, "Nagios' directories on the host are untouched");
-});
+    const broken = path.join(dir, 'broken.cfg');
+    fs.writeFileSync(
+      broken,
+      fs.readFileSync(SHIPPED, 'utf8').replace(/^\s*command_line\s.*qemu-modwatch --check.*$/m, ''),
+    );
+    const b = preflight(mainConfig(dir, [broken, obj]));
+    t.not(b.code, 0, 'a command without a command line is refused');
+    t.match(b.out, /Could not register command/);
+    t.same(hostState(), before, "Nagios' directories on the host are untouched");
+  },
+);
 
 interface Status {
   current_state: string;
@@ -170,10 +183,12 @@ function readStatus(file: string): Map<string, Status> {
     return out;
   }
   for (const m of text.matchAll(/servicestatus \{\n([\s\S]*?)\n\s*\}/g)) {
-    const fields = Object.fromEntries(m[1]!.split('\n').map((l) => {
-      const at = l.indexOf('=');
-      return [l.slice(0, at).trim(), l.slice(at + 1)];
-    }));
+    const fields = Object.fromEntries(
+      m[1]!.split('\n').map((l) => {
+        const at = l.indexOf('=');
+        return [l.slice(0, at).trim(), l.slice(at + 1)];
+      }),
+    );
     out.set(fields.service_description, fields as unknown as Status);
   }
   return out;
@@ -209,7 +224,12 @@ t.test('a real Nagios runs the shipped command lines: states, perfdata and the a
     fs.writeFileSync(plugin, `#!/bin/sh\n${record}\nexec '${EXE}' --root '${s.root}' "$@"\n`, { mode: 0o755 });
     for (const [command, line] of shipped) {
       const local = `${command}_${name}`;
-      derived.push('define command{', `\tcommand_name\t${local}`, `\tcommand_line\t${line.replace('/usr/bin/sudo', sudo).replace('/usr/sbin/qemu-modwatch', plugin)}`, '\t}');
+      derived.push(
+        'define command{',
+        `\tcommand_name\t${local}`,
+        `\tcommand_line\t${line.replace('/usr/bin/sudo', sudo).replace('/usr/sbin/qemu-modwatch', plugin)}`,
+        '\t}',
+      );
       services.push([`${command}-${name}`, local]);
     }
   }
@@ -223,21 +243,29 @@ t.test('a real Nagios runs the shipped command lines: states, perfdata and the a
   const daemon = startDaemon(t, [nagios!, conf], path.join(dir, 'nagios.out'));
   // Nagios' workers are its children; they must go with it.
   const workers = () =>
-    fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => {
-      try {
-        return fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(daemon.pid);
-      } catch {
-        return false;
-      }
-    });
+    fs
+      .readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .map(Number)
+      .filter((p) => {
+        try {
+          return fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(daemon.pid);
+        } catch {
+          return false;
+        }
+      });
   let seenWorkers: number[] = [];
   t.teardown(() => seenWorkers.forEach((p) => kill(p, 'SIGKILL')));
   const statusFile = path.join(dir, 'status.dat');
-  const done = await waitFor(() => {
-    seenWorkers = [...new Set([...seenWorkers, ...workers()])];
-    const st = readStatus(statusFile);
-    return services.every(([desc]) => st.get(desc)?.has_been_checked === '1');
-  }, 90_000, 250);
+  const done = await waitFor(
+    () => {
+      seenWorkers = [...new Set([...seenWorkers, ...workers()])];
+      const st = readStatus(statusFile);
+      return services.every(([desc]) => st.get(desc)?.has_been_checked === '1');
+    },
+    90_000,
+    250,
+  );
   t.ok(done, `every service checked${done ? '' : `\n${tail(path.join(dir, 'nagios.log'))}`}`);
   const status = readStatus(statusFile);
   await daemon.stop();
@@ -255,14 +283,30 @@ t.test('a real Nagios runs the shipped command lines: states, perfdata and the a
     }
   }
   t.match(status.get('check_qemu_modwatch-critical')?.performance_data, /'refused_modules'=1;;0;0/);
-  t.match(status.get('check_qemu_modwatch-warning')?.long_plugin_output, /WARNING: /, 'the details reach the long output');
+  t.match(
+    status.get('check_qemu_modwatch-warning')?.long_plugin_output,
+    /WARNING: /,
+    'the details reach the long output',
+  );
 
   // What each command line gave the plugin, word for word.
-  const argv = fs.readFileSync(argvFile, 'utf8').trim().split('\n').map((l) => l.split('\t'));
+  const argv = fs
+    .readFileSync(argvFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.split('\t'));
   const plugin = path.join(dir, 'qemu-modwatch-ok');
   const args = ['--check', '--format', 'nagios', '--timeout', '50'];
-  t.same(argv.find((a) => a[0] === sudo), [sudo, '-n', argv.find((a) => a[0] === sudo)![2]!, ...args], 'check_qemu_modwatch: sudo -n, the plugin, its options');
+  t.same(
+    argv.find((a) => a[0] === sudo),
+    [sudo, '-n', argv.find((a) => a[0] === sudo)![2]!, ...args],
+    'check_qemu_modwatch: sudo -n, the plugin, its options',
+  );
   t.ok(argv.some((a) => a[0] === sudo && a[2] === plugin));
-  t.same(argv.find((a) => a[0] === plugin), [plugin, ...args], 'the plugin gets exactly the shipped options');
+  t.same(
+    argv.find((a) => a[0] === plugin),
+    [plugin, ...args],
+    'the plugin gets exactly the shipped options',
+  );
   t.same(hostState(), before, "Nagios' directories on the host are untouched");
 });

@@ -49,14 +49,23 @@ t.test('alerts fire and resolve in a real Prometheus', { skip: !prometheus || !e
   const rulesText = fs.readFileSync(RULES, 'utf8');
   let cut = 0;
   const rules = path.join(work, 'rules.yml');
-  fs.writeFileSync(rules, rulesText.replace(/^(\s+)for: \S+$/gm, (_, indent: string) => (cut++, `${indent}for: 0s`)));
+  fs.writeFileSync(
+    rules,
+    rulesText.replace(/^(\s+)for: \S+$/gm, (_, indent: string) => (cut++, `${indent}for: 0s`)),
+  );
   const alertNames = [...rulesText.matchAll(/^\s*- alert: (\S+)$/gm)].map((m) => m[1]!);
   t.equal(cut, alertNames.length, 'every rule has a for: and only those lines changed');
 
   const exporterPort = await freePort();
   const node = startDaemon(
     t,
-    [exporter!, '--collector.disable-defaults', '--collector.textfile', `--collector.textfile.directory=${textfiles}`, `--web.listen-address=127.0.0.1:${exporterPort}`],
+    [
+      exporter!,
+      '--collector.disable-defaults',
+      '--collector.textfile',
+      `--collector.textfile.directory=${textfiles}`,
+      `--web.listen-address=127.0.0.1:${exporterPort}`,
+    ],
     path.join(work, 'node-exporter.log'),
   );
   await waitHttpReady(node, `http://127.0.0.1:${exporterPort}/metrics`);
@@ -80,7 +89,12 @@ t.test('alerts fire and resolve in a real Prometheus', { skip: !prometheus || !e
   );
   const prom: Daemon = startDaemon(
     t,
-    [prometheus!, `--config.file=${config}`, `--storage.tsdb.path=${path.join(work, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`],
+    [
+      prometheus!,
+      `--config.file=${config}`,
+      `--storage.tsdb.path=${path.join(work, 'data')}`,
+      `--web.listen-address=127.0.0.1:${promPort}`,
+    ],
     path.join(work, 'prometheus.log'),
   );
   await waitHttpReady(prom, `http://127.0.0.1:${promPort}/-/ready`, 60_000);
@@ -89,16 +103,25 @@ t.test('alerts fire and resolve in a real Prometheus', { skip: !prometheus || !e
     if (!r || r.status !== 200) throw new Error(`${p}: ${r ? `${r.status} ${r.body}` : 'no answer'}`);
     return JSON.parse(r.body).data;
   };
-  const firing = async (): Promise<Alert[]> => ((await api('/api/v1/alerts')).alerts as Alert[]).filter((a) => a.state === 'firing');
+  const firing = async (): Promise<Alert[]> =>
+    ((await api('/api/v1/alerts')).alerts as Alert[]).filter((a) => a.state === 'firing');
   const instance = `127.0.0.1:${exporterPort}`;
   /** Waits until the firing alerts are exactly `names` (a bounded wait) and returns them. */
   const expectFiring = async (names: string[], why: string): Promise<Alert[]> => {
     let last: Alert[] = [];
-    const ok = await waitFor(async () => {
-      last = await firing();
-      return JSON.stringify(last.map((a) => a.labels.alertname).sort()) === JSON.stringify([...names].sort());
-    }, 30_000, 250);
-    t.ok(ok, `${why}: firing ${JSON.stringify(names)}, got ${JSON.stringify(last.map((a) => a.labels.alertname))}${ok ? '' : `\n${tail(prom.log)}`}`);
+    const ok = await waitFor(
+      async () => {
+        last = await firing();
+        return JSON.stringify(last.map((a) => a.labels.alertname).sort()) === JSON.stringify([...names].sort());
+      },
+      30_000,
+      250,
+    );
+    t.ok(
+      ok,
+      `${why}: firing ${JSON.stringify(names)}, ` +
+        `got ${JSON.stringify(last.map((a) => a.labels.alertname))}${ok ? '' : `\n${tail(prom.log)}`}`,
+    );
     return last;
   };
 
@@ -109,11 +132,25 @@ t.test('alerts fire and resolve in a real Prometheus', { skip: !prometheus || !e
     'Prometheus loaded every shipped rule',
   );
   // Scraped and evaluated before anything is wrong: nothing fires.
-  t.ok(await waitFor(async () => (await api('/api/v1/query?query=qemu_modwatch_check_success')).result.length === 1, 30_000, 250), 'the textfile is scraped');
+  t.ok(
+    await waitFor(
+      async () => (await api('/api/v1/query?query=qemu_modwatch_check_success')).result.length === 1,
+      30_000,
+      250,
+    ),
+    'the textfile is scraped',
+  );
   // An evaluation that saw the series, or "nothing fires" would prove nothing.
   const scraped = Date.now();
   t.ok(
-    await waitFor(async () => (await api('/api/v1/rules')).groups[0].rules.every((r: any) => r.health === 'ok' && Date.parse(r.lastEvaluation) > scraped + 1000), 30_000, 250),
+    await waitFor(
+      async () =>
+        (await api('/api/v1/rules')).groups[0].rules.every(
+          (r: any) => r.health === 'ok' && Date.parse(r.lastEvaluation) > scraped + 1000,
+        ),
+      30_000,
+      250,
+    ),
     'every rule evaluated, healthy, after the first scrape',
   );
   await expectFiring([], 'a healthy host');
@@ -130,10 +167,18 @@ t.test('alerts fire and resolve in a real Prometheus', { skip: !prometheus || !e
   s.addModule(MODDIR, 'hw-usb-host.so', { stamp: OTHER });
   fs.utimesSync(s.host(MODDIR), dir.atime, dir.mtime);
   check();
-  const both = await expectFiring(['QemuModwatchRefusedModules', 'QemuModwatchStaleCacheServed'], 'after the module change and a check');
+  const both = await expectFiring(
+    ['QemuModwatchRefusedModules', 'QemuModwatchStaleCacheServed'],
+    'after the module change and a check',
+  );
   const refused = both.find((a) => a.labels.alertname === 'QemuModwatchRefusedModules');
   t.same(
-    { severity: refused?.labels.severity, dir: refused?.labels.dir, instance: refused?.labels.instance, job: refused?.labels.job },
+    {
+      severity: refused?.labels.severity,
+      dir: refused?.labels.dir,
+      instance: refused?.labels.instance,
+      job: refused?.labels.job,
+    },
     { severity: 'critical', dir: MODDIR, instance, job: 'node' },
     'the refused-modules alert names the host and the directory',
   );
@@ -156,7 +201,11 @@ t.test('alerts fire and resolve in a real Prometheus', { skip: !prometheus || !e
 
   // The tool's own failure: a config it cannot read, then the config fixed.
   s.writeConfig('[policy]\non_change = sometimes\n');
-  t.equal(s.run(['--check', '--textfile', textfiles]).code, 3, 'a check that cannot check exits 3 and writes the failure');
+  t.equal(
+    s.run(['--check', '--textfile', textfiles]).code,
+    3,
+    'a check that cannot check exits 3 and writes the failure',
+  );
   const failed = await expectFiring(['QemuModwatchCheckFailed'], 'after a check that could not check');
   t.equal(failed[0]?.labels.severity, 'warning');
   fs.rmSync(s.host('/etc/qemu-modwatch.conf'));

@@ -34,7 +34,10 @@ t.test('promtool check rules', { skip: !promtool }, async (t) => {
 t.test('promtool check rules refuses a broken rule', { skip: !promtool }, async (t) => {
   const dir = tempDir(t, 'rules');
   const broken = path.join(dir, 'broken.yml');
-  fs.writeFileSync(broken, fs.readFileSync(RULES, 'utf8').replace('qemu_modwatch_refused_modules > 0', 'qemu_modwatch_refused_modules >'));
+  fs.writeFileSync(
+    broken,
+    fs.readFileSync(RULES, 'utf8').replace('qemu_modwatch_refused_modules > 0', 'qemu_modwatch_refused_modules >'),
+  );
   const r = run(['check', 'rules', broken]);
   t.not(r.code, 0, 'a broken expression fails the check');
   t.match(r.out, /parse error/);
@@ -47,7 +50,9 @@ t.test('promtool test rules: every rule fires and resolves as its unit tests say
   const unit = fs.readFileSync(UNIT, 'utf8');
   for (const name of alerts) {
     // A case that expects it firing, and a later one that expects nothing.
-    const cases = [...unit.matchAll(new RegExp(`alertname: ${name}\\n\\s+exp_alerts:( \\[\\])?`, 'g'))].map((m) => (m[1] ? 'quiet' : 'firing'));
+    const cases = [...unit.matchAll(new RegExp(`alertname: ${name}\\n\\s+exp_alerts:( \\[\\])?`, 'g'))].map((m) =>
+      m[1] ? 'quiet' : 'firing',
+    );
     t.ok(cases.includes('firing'), `${name}: a firing case`);
     t.ok(cases.lastIndexOf('quiet') > cases.indexOf('firing'), `${name}: a resolving case after it`);
   }
@@ -75,5 +80,9 @@ t.test('every metric the rules use is one the tool writes', async (t) => {
   t.ok(used.size >= 6);
   for (const name of used) t.ok(written.has(name), `${name} is written`);
   // The label value the stale-entry rule selects on.
-  t.ok(parsePrometheus(r.stdout).samples.some((x) => x.name === 'qemu_modwatch_stale_cache_entries' && x.labels.libvirt === 'serves_stale'));
+  t.ok(
+    parsePrometheus(r.stdout).samples.some(
+      (x) => x.name === 'qemu_modwatch_stale_cache_entries' && x.labels.libvirt === 'serves_stale',
+    ),
+  );
 });
