@@ -66,6 +66,20 @@ try {
   for (const unit of ['qemu-modwatch.path', 'qemu-modwatch.service']) {
     put(`usr/lib/systemd/system/${unit}`, 0o644, read(path.join(hooks, 'systemd', unit)));
   }
+  // For the monitoring the admin runs: Prometheus' alerting rules, to be listed in rule_files;
+  // Icinga 2's CheckCommands, which Debian's icinga2.conf includes with <plugins-contrib>;
+  // Nagios' commands, in the directory Debian's nagios4 reads them from.
+  put(
+    'usr/share/qemu-modwatch/prometheus/qemu-modwatch.rules.yml',
+    0o644,
+    read(path.join(hooks, 'prometheus/qemu-modwatch.rules.yml')),
+  );
+  put(
+    'usr/share/icinga2/include/plugins-contrib.d/qemu-modwatch.conf',
+    0o644,
+    read(path.join(hooks, 'icinga2/qemu-modwatch.conf')),
+  );
+  put('etc/nagios-plugins/config/qemu-modwatch.cfg', 0o644, read(path.join(hooks, 'nagios/qemu-modwatch.cfg')));
   put('usr/share/man/man8/qemu-modwatch.8.gz', 0o644, zlib.gzipSync(read(built.man), { level: 9 }));
   put('usr/share/bash-completion/completions/qemu-modwatch', 0o644, read(built.completion));
   put('usr/share/doc/qemu-modwatch/copyright', 0o644, read(path.join(here, 'copyright')));

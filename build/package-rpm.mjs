@@ -29,6 +29,8 @@ const sources = {
   'qemu-modwatch.service': path.join(hooks, 'systemd/qemu-modwatch.service'),
   '50-qemu-modwatch.preset': path.join(hooks, 'systemd/50-qemu-modwatch.preset'),
   'qemu-modwatch.actions': path.join(hooks, 'dnf5/qemu-modwatch.actions'),
+  'qemu-modwatch.rules.yml': path.join(hooks, 'prometheus/qemu-modwatch.rules.yml'),
+  'qemu-modwatch.icinga2.conf': path.join(hooks, 'icinga2/qemu-modwatch.conf'),
   'libvirt-reload.sh': path.join(top, 'build/deb/libvirt-reload.sh'),
   copyright: path.join(top, 'build/deb/copyright'),
 };

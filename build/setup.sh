@@ -5,13 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # QEMU and libvirt for the host check and the end-to-end suite; gcc and
-# binutils to make real ELF modules in tests; util-linux for unshare/nsenter.
+# binutils to make real ELF modules in tests; util-linux for unshare/nsenter;
+# the monitoring engines the shipped rules and check commands are tested in
+# (none of their daemons is started: no service manager runs them here).
 packages=(
   qemu-system-x86 qemu-utils qemu-system-gui qemu-block-extra
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   gcc binutils util-linux findutils
   dpkg-dev rpm systemd init-system-helpers
   groff-base time
+  prometheus prometheus-node-exporter icinga2 nagios4-core
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -56,6 +56,19 @@ const FILES: Record<string, Expect> = {
   '/etc/apt/apt.conf.d/80qemu-modwatch': { mode: 0o644, from: 'hooks/apt/80qemu-modwatch', conffile: true },
   '/usr/lib/systemd/system/qemu-modwatch.path': { mode: 0o644, from: 'hooks/systemd/qemu-modwatch.path' },
   '/usr/lib/systemd/system/qemu-modwatch.service': { mode: 0o644, from: 'hooks/systemd/qemu-modwatch.service' },
+  '/usr/share/qemu-modwatch/prometheus/qemu-modwatch.rules.yml': {
+    mode: 0o644,
+    from: 'hooks/prometheus/qemu-modwatch.rules.yml',
+  },
+  '/usr/share/icinga2/include/plugins-contrib.d/qemu-modwatch.conf': {
+    mode: 0o644,
+    from: 'hooks/icinga2/qemu-modwatch.conf',
+  },
+  '/etc/nagios-plugins/config/qemu-modwatch.cfg': {
+    mode: 0o644,
+    from: 'hooks/nagios/qemu-modwatch.cfg',
+    conffile: true,
+  },
   '/usr/share/man/man8/qemu-modwatch.8.gz': { mode: 0o644, from: 'dist/qemu-modwatch.8' },
   '/usr/share/bash-completion/completions/qemu-modwatch': { mode: 0o644, from: 'dist/qemu-modwatch.bash-completion' },
   '/usr/share/doc/qemu-modwatch/copyright': { mode: 0o644, from: 'build/deb/copyright' },

@@ -70,6 +70,16 @@ function expected(): Record<string, Expect> {
       mode: '-rw-r--r--',
       from: 'hooks/systemd/50-qemu-modwatch.preset',
     },
+    '/usr/share/qemu-modwatch': { mode: 'drwxr-xr-x' },
+    '/usr/share/qemu-modwatch/prometheus': { mode: 'drwxr-xr-x' },
+    '/usr/share/qemu-modwatch/prometheus/qemu-modwatch.rules.yml': {
+      mode: '-rw-r--r--',
+      from: 'hooks/prometheus/qemu-modwatch.rules.yml',
+    },
+    '/usr/share/icinga2/include/plugins-contrib.d/qemu-modwatch.conf': {
+      mode: '-rw-r--r--',
+      from: 'hooks/icinga2/qemu-modwatch.conf',
+    },
     '/usr/share/man/man8/qemu-modwatch.8.gz': { mode: '-rw-r--r--' },
     '/usr/share/bash-completion/completions/qemu-modwatch': {
       mode: '-rw-r--r--',
