@@ -97,7 +97,7 @@ export function removeOrphanedTemps(dir: string): void {
     const m = TEMP_NAME.exec(name);
     if (!m || isRunning(Number(m[1]))) continue;
     try {
-      // A prepared lock directory (src/system/lock.ts) is named the same way.
+      // A prepared lock directory (src/store/lock.ts) is named the same way.
       fs.rmSync(path.join(dir, name), { recursive: true, force: true });
     } catch {
       // Not ours to remove: nothing is lost either way.

@@ -70,7 +70,9 @@ export const DOMAIN_XMLS: string[] = [
     `--><emulator><![CDATA[/opt/qemu ü/bin/qemu-system-x86_64]]></emulator></devices>\r\n</domain>\r\n`,
   // A wrapper script as emulator, and elements that look like the ones read but are not.
   `<domain type='kvm'><name>i386</name><metadata><name>not ` +
-    `this</name><devices><emulator>/not/this</emulator></devices></metadata><devices><disk><emulator>/nor/this</emulator></disk><emulator>/usr/bin/qemu-system-i386</emulator></devices><devices><emulator>/second/devices</emulator></devices></domain>`,
+    `this</name><devices><emulator>/not/this</emulator></devices></metadata>` +
+    `<devices><disk><emulator>/nor/this</emulator></disk><emulator>/usr/bin/qemu-system-i386</emulator></devices>` +
+    `<devices><emulator>/second/devices</emulator></devices></domain>`,
 ];
 
 export const DOMAIN_TOKENS = [

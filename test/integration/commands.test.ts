@@ -162,7 +162,10 @@ t.test('status: none, then the baseline and the last action; corrupt is a WARNIN
   t.match(r.stdout, /Baseline +\S+Z \(\d+ s ago\): 4 modules in 1 module directory/);
   t.match(
     r.stdout,
-    /Last action +\S+Z \(\d+ s ago\) by hook daemon reload: QEMU modules changed \(added hw-usb-smartcard\.so\); deleted 1 capabilities cache entries/,
+    new RegExp(
+      String.raw`Last action +\S+Z \(\d+ s ago\) by hook daemon reload: QEMU modules changed \(added ` +
+        String.raw`hw-usb-smartcard\.so\); deleted 1 capabilities cache entries`,
+    ),
   );
   t.match(r.stdout, /Last full check +\S+Z \(\d+ s ago\), by a hook or refresh/);
   const j = JSON.parse(s.run(['status', '--json']).stdout);

@@ -138,7 +138,10 @@ t.test('state directory read-only (a read-only bind mount)', { skip: needsRoot }
         oneLine(
           t,
           log,
-          /-p daemon\.err -- hook qemu prepare for domain 'g' failed: EROFS: read-only file system, .*; not blocking \(fail = open\)/,
+          new RegExp(
+            String.raw`-p daemon\.err -- hook qemu prepare for domain 'g' failed: EROFS: read-only file ` +
+              String.raw`system, .*; not blocking \(fail = open\)`,
+          ),
           what,
         );
       } else {
@@ -172,7 +175,11 @@ t.test('state directory full (64 KiB tmpfs): ENOSPC mid-write keeps the old stat
     const line = oneLine(
       t,
       log,
-      /QEMU modules changed \(added hw-pad-000\.so, .* and 380 more\) before prepare of domain 'g'.*: deleted 1 capabilities cache entries, nudged .*; errors: cannot record the baseline in \/var\/lib\/qemu-modwatch\/state\.json: ENOSPC/,
+      new RegExp(
+        String.raw`QEMU modules changed \(added hw-pad-000\.so, .* and 380 more\) before prepare of ` +
+          String.raw`domain 'g'.*: deleted 1 capabilities cache entries, nudged .*; errors: cannot ` +
+          String.raw`record the baseline in \/var\/lib\/qemu-modwatch\/state\.json: ENOSPC`,
+      ),
       what,
     );
     t.match(line, /-p daemon\.err /, `${what}: at error priority`);
@@ -349,7 +356,10 @@ t.test('symlink loops and a symlinked module directory', async (t) => {
     oneLine(
       t,
       log,
-      /added hw-loop\.so, ui-a\.so, ui-b\.so.*problems: .*\/hw-loop\.so: ELOOP; .*\/ui-a\.so: ELOOP; .*\/ui-b\.so: ELOOP/,
+      new RegExp(
+        String.raw`added hw-loop\.so, ui-a\.so, ui-b\.so.*problems: .*\/hw-loop\.so: ELOOP; ` +
+          String.raw`.*\/ui-a\.so: ELOOP; .*\/ui-b\.so: ELOOP`,
+      ),
       'loops',
     );
     t.notOk(s.cacheFiles().includes(entry), 'QEMU would find these names: invalidated');
@@ -426,7 +436,10 @@ t.test(
       oneLine(
         t,
         log,
-        /deleted 0 capabilities cache entries.*; problems: \/var\/cache\/libvirt\/qemu\/capabilities is a symlink; it is not read or changed/,
+        new RegExp(
+          String.raw`deleted 0 capabilities cache entries.*; problems: ` +
+            String.raw`\/var\/cache\/libvirt\/qemu\/capabilities is a symlink; it is not read or changed`,
+        ),
         'cache dir a symlink',
       );
       t.same(fs.readdirSync(real), ['a'.repeat(64) + '.xml'], 'what it points at is untouched');
@@ -506,7 +519,10 @@ t.test(
     oneLine(
       t,
       log,
-      /added hw-fifo\.so, hw-null\.so.*problems: .*\/hw-fifo\.so: not a regular file; .*\/hw-null\.so: not a regular file/,
+      new RegExp(
+        String.raw`added hw-fifo\.so, hw-null\.so.*problems: .*\/hw-fifo\.so: not a regular file; ` +
+          String.raw`.*\/hw-null\.so: not a regular file`,
+      ),
       'FIFO and device',
     );
     t.notOk(

@@ -164,7 +164,10 @@ t.test('on_change = refuse: first start fails with one line, the next passes', a
   t.equal(first.stdout, '');
   t.match(
     first.stderr,
-    /^qemu-modwatch: QEMU modules changed \(replaced hw-usb-redirect\.so\); libvirt's capabilities were refreshed \(1 cache entries\), start the domain again\n$/,
+    new RegExp(
+      String.raw`^qemu-modwatch: QEMU modules changed \(replaced hw-usb-redirect\.so\); libvirt's ` +
+        String.raw`capabilities were refreshed \(1 cache entries\), start the domain again\n$`,
+    ),
   );
   t.notOk(fs.existsSync(path.join(s.cacheDir(), entry)));
   const second = prepare(s, 'db1');

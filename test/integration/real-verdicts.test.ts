@@ -289,7 +289,10 @@ t.test(
     const text = s.run(['--check']).stdout;
     t.match(
       text,
-      /sys\s+pid \d+\s+\/usr\/bin\/qemu-system-x86_64\s+emulator current\s+AT RISK: \S+, \S+, \S+ and \d+ more would fail; a hot-plug can kill it/,
+      new RegExp(
+        String.raw`sys\s+pid \d+\s+\/usr\/bin\/qemu-system-x86_64\s+emulator current\s+AT RISK: \S+, ` +
+          String.raw`\S+, \S+ and \d+ more would fail; a hot-plug can kill it`,
+      ),
       'one line for the guest',
     );
     t.ok(

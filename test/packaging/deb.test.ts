@@ -381,7 +381,8 @@ t.test('install, trigger, reinstall, purge', { skip: reason || false }, async (t
       `
 dpkg-query -W qemu-modwatch >/dev/null 2>&1; echo "@@QUERY $?"
 dpkg -L qemu-modwatch >/dev/null 2>&1; echo "@@LIST $?"
-ls /var/lib/dpkg/info/ | grep -c qemu-modwatch; grep -rc qemu-modwatch /var/lib/dpkg/triggers/ /var/lib/dpkg/status | grep -v ':0$'
+ls /var/lib/dpkg/info/ | grep -c qemu-modwatch
+grep -rc qemu-modwatch /var/lib/dpkg/triggers/ /var/lib/dpkg/status | grep -v ':0$'
 ` +
       statScript([
         ...Object.keys(FILES),
@@ -453,10 +454,14 @@ async function sandboxChecks(t: Test, o: OverlayHost): Promise<void> {
     const r = o.run(`
 set -e
 made=
-for d in /var/cache/libvirt /var/cache/libvirt/qemu /var/cache/libvirt/qemu/capabilities; do [ -d "$d" ] || made="$d $made"; done
+c=/var/cache/libvirt
+for d in $c $c/qemu $c/qemu/capabilities; do [ -d "$d" ] || made="$d $made"; done
 mkdir -p /var/cache/libvirt/qemu/capabilities
 f=/var/cache/libvirt/qemu/capabilities/${emuHash}.xml
-printf '<qemuCaps>\\n  <emulator>${EMULATOR}</emulator>\\n  <qemuctime>%s</qemuctime>\\n  <selfctime>1700000000</selfctime>\\n  <selfvers>9000000</selfvers>\\n</qemuCaps>\\n' "$(stat -c %Z ${EMULATOR})" > "$f"
+{
+  printf '<qemuCaps>\\n  <emulator>${EMULATOR}</emulator>\\n  <qemuctime>%s</qemuctime>\\n' "$(stat -c %Z ${EMULATOR})"
+  printf '  <selfctime>1700000000</selfctime>\\n  <selfvers>9000000</selfvers>\\n</qemuCaps>\\n'
+} > "$f"
 chmod 600 "$f"; touch -d '-1 minute' "$f"
 ${SBIN} accept >/dev/null
 src=$(ls /usr/lib/${multiarch}/qemu/*.so | head -n 1)
@@ -509,7 +514,9 @@ case " $* " in *" --root="*) exec /usr/bin/systemctl "$@" ;; esac
 for a in "$@"; do last=$a; done
 case " $* " in
   *" is-active "*) [ "$last" = virtqemud.service ] && exit 0; exit 3 ;;
-  *" is-enabled "*) if [ -e /etc/systemd/system/paths.target.wants/$last ]; then echo enabled; exit 0; fi; echo disabled; exit 1 ;;
+  *" is-enabled "*)
+    if [ -e /etc/systemd/system/paths.target.wants/$last ]; then echo enabled; exit 0; fi
+    echo disabled; exit 1 ;;
 esac
 exit 0
 `,

@@ -59,7 +59,9 @@ export function neverInstalled(paths: string[]): string {
   ].sort();
   return `
 if dpkg-query -W qemu-modwatch >/dev/null 2>&1; then dpkg --purge --force-all qemu-modwatch >/dev/null 2>&1; fi
-if command -v rpm >/dev/null && rpm -q qemu-modwatch >/dev/null 2>&1; then rpm -e --nodeps --noscripts qemu-modwatch >/dev/null 2>&1; fi
+if command -v rpm >/dev/null && rpm -q qemu-modwatch >/dev/null 2>&1; then
+  rpm -e --nodeps --noscripts qemu-modwatch >/dev/null 2>&1
+fi
 rm -rf -- ${all.map(shq).join(' ')}
 dpkg-query -W qemu-modwatch >/dev/null 2>&1 && echo "@@STILL dpkg"
 command -v rpm >/dev/null && rpm -q qemu-modwatch >/dev/null 2>&1 && echo "@@STILL rpm"

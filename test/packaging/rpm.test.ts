@@ -154,7 +154,8 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
   const rows = q(
     rpmFile,
     '--qf',
-    '[%{FILENAMES}\t%{FILEMODES:perms}\t%{FILEFLAGS:fflags}\t%{FILEUSERNAME}:%{FILEGROUPNAME}\t%{FILELINKTOS}\t%{FILEDIGESTS}\n]',
+    '[%{FILENAMES}\t%{FILEMODES:perms}\t%{FILEFLAGS:fflags}\t' +
+      '%{FILEUSERNAME}:%{FILEGROUPNAME}\t%{FILELINKTOS}\t%{FILEDIGESTS}\n]',
   )
     .trim()
     .split('\n')
@@ -321,7 +322,10 @@ ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep qemu-modwatch
     withFake('rpm -e --nodeps qemu-modwatch') +
       `
 rpm -q qemu-modwatch >/dev/null 2>&1; echo "@@Q $?"
-for p in ${Object.keys(expected()).join(' ')} ${STATE_DIR} /etc/systemd/system/paths.target.wants/qemu-modwatch.path; do [ -e "$p" ] || [ -L "$p" ] && echo "@@LEFT $p"; done
+for p in ${Object.keys(expected()).join(' ')} ${STATE_DIR} /etc/systemd/system/paths.target.wants/qemu-modwatch.path
+do
+  [ -e "$p" ] || [ -L "$p" ] && echo "@@LEFT $p"
+done
 echo "@@DONE"`,
   );
   t.match(erase.stdout, /^@@RC 0$/m, 'rpm -e succeeds', shown(erase));

@@ -227,7 +227,9 @@ t.test('mutual exclusion while holders are SIGKILLed', async (t) => {
               } catch {
                 const other = Number(fs.readFileSync(marker, 'utf8'));
                 // A holder killed inside leaves its marker: only a live one is a second holder.
-                if (alive(other)) fs.appendFileSync(path.join(stateDir, 'violations'), other + ' ' + process.pid + '\\n');
+                if (alive(other)) {
+                  fs.appendFileSync(path.join(stateDir, 'violations'), other + ' ' + process.pid + '\\n');
+                }
                 fs.rmSync(marker, { force: true });
                 fd = fs.openSync(marker, 'wx');
               }

@@ -1,4 +1,4 @@
-// Tests of the qemu_modinfo[] reader (src/system/modinfo.ts): the real QEMU
+// Tests of the qemu_modinfo[] reader (src/formats/modinfo.ts): the real QEMU
 // emulators on this host, patched copies of them, and hostile input.
 
 import t, { type Test } from 'tap';
