@@ -342,6 +342,11 @@ export function listCacheFiles(hostDir: string): CacheFile[] {
   });
 }
 
+/** `virsh domcapabilities` for an x86_64 emulator, TCG, machine pc: what every world asks. */
+export function domcapsArgs(emulator: string): string[] {
+  return ['domcapabilities', '--emulatorbin', emulator, '--arch', 'x86_64', '--machine', 'pc', '--virttype', 'qemu'];
+}
+
 /** Tiny TCG guest: no disk, 64 MiB, pty serial, no balloon. */
 export function domainXml(name: string, opts: DomainOptions = {}): string {
   const emulator = opts.emulator ?? QEMU;
@@ -786,19 +791,7 @@ export class Env {
 
   /** Raw `virsh domcapabilities` XML for emulator (default /usr/bin/qemu-system-x86_64). */
   async domcapabilities(emulator: string = QEMU): Promise<string> {
-    return (
-      await this.virsh(
-        'domcapabilities',
-        '--emulatorbin',
-        emulator,
-        '--arch',
-        'x86_64',
-        '--machine',
-        'pc',
-        '--virttype',
-        'qemu',
-      )
-    ).stdout;
+    return (await this.virsh(...domcapsArgs(emulator))).stdout;
   }
 
   /** The video model enum values libvirt reports for emulator. */

@@ -72,6 +72,7 @@ import {
   QEMU_CONF,
   canRun,
   domainXml,
+  domcapsArgs,
   parseReprobes,
   parseVideoModels,
   type DomainOptions,
@@ -514,19 +515,7 @@ export class Container {
 
   /** `virsh domcapabilities` for the x86_64 emulator, TCG, machine pc. */
   async domcapabilities(emulator = '/usr/bin/qemu-system-x86_64'): Promise<string> {
-    return (
-      await this.virsh(
-        'domcapabilities',
-        '--emulatorbin',
-        emulator,
-        '--arch',
-        'x86_64',
-        '--machine',
-        'pc',
-        '--virttype',
-        'qemu',
-      )
-    ).stdout;
+    return (await this.virsh(...domcapsArgs(emulator))).stdout;
   }
 
   async domcapsVideoModels(emulator?: string): Promise<string[]> {
