@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { needTool, startDaemon, tempDir } from '../fixtures/monitoring';
+import { needTool, recordArgvLine, treeState, startDaemon, tempDir } from '../fixtures/monitoring';
 import { PERFDATA_RE } from '../fixtures/outputs';
 import { addGuest } from '../fixtures/guests';
 import { tail, waitFor } from '../fixtures/processes';
@@ -29,18 +29,8 @@ const HOST_DIRS = [
 
 const icinga2 = needTool(t, 'icinga2', 'icinga2');
 
-/** Icinga's own directories as a list of lines, to compare before and after. */
-function icingaHostState(): string[] {
-  const out: string[] = [];
-  const walk = (p: string) => {
-    const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
-    if (!st) return;
-    out.push(`${p} ${st.mode} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`);
-    if (st.isDirectory()) for (const e of fs.readdirSync(p).sort()) walk(path.join(p, e));
-  };
-  for (const d of HOST_DIRS) walk(d);
-  return out;
-}
+/** Icinga's own directories, to compare before and after. */
+const icingaHostState = () => treeState(HOST_DIRS);
 
 /** The -D constants that keep every file Icinga writes under `dir`. */
 function privatePaths(dir: string): string[] {
@@ -199,11 +189,7 @@ t.test(
     const recorder = path.join(dir, 'record');
     fs.writeFileSync(
       recorder,
-      `#!/bin/sh\n` +
-        `{ printf '%s' "$0"; for a in "$@"; do printf '\\t%s' "$a"; done; printf '\\n` +
-        `'; } >> '${argvFile}'\n` +
-        `[ "$1" = -n ] && shift\n` +
-        `exec "$@"\n`,
+      `#!/bin/sh\n${recordArgvLine(argvFile)}\n` + `[ "$1" = -n ] && shift\n` + `exec "$@"\n`,
       { mode: 0o755 },
     );
     const sudoStandIn = path.join(dir, 'sudo');
@@ -211,14 +197,7 @@ t.test(
     fs.chmodSync(sudoStandIn, 0o755);
     // The direct command runs the plugin through the recorder too, to see its argv.
     const direct = path.join(dir, 'qemu-modwatch');
-    fs.writeFileSync(
-      direct,
-      `#!/bin/sh\n` +
-        `{ printf '%s' "$0"; for a in "$@"; do printf '\\t%s' "$a"; done; printf '\\n` +
-        `'; } >> '${argvFile}'\n` +
-        `exec '${EXE}' "$@"\n`,
-      { mode: 0o755 },
-    );
+    fs.writeFileSync(direct, `#!/bin/sh\n${recordArgvLine(argvFile)}\n` + `exec '${EXE}' "$@"\n`, { mode: 0o755 });
 
     const spool = path.join(dir, 'spool');
     const body = [

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { needTool, startDaemon, tempDir } from '../fixtures/monitoring';
+import { needTool, recordArgvLine, treeState, startDaemon, tempDir } from '../fixtures/monitoring';
 import { PERFDATA_RE } from '../fixtures/outputs';
 import { isAlive, kill, tail, waitFor } from '../fixtures/processes';
 import { EXE, MODDIR, TOP, sysroot, type Sysroot } from '../fixtures/sysroot';
@@ -22,17 +22,8 @@ const HOST_DIRS = ['/etc/nagios4', '/var/lib/nagios4', '/var/log/nagios4', '/run
 
 const nagios = needTool(t, 'nagios4', 'nagios4-core');
 
-function hostState(): string[] {
-  const out: string[] = [];
-  const walk = (p: string) => {
-    const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
-    if (!st) return;
-    out.push(`${p} ${st.mode} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`);
-    if (st.isDirectory()) for (const e of fs.readdirSync(p).sort()) walk(path.join(p, e));
-  };
-  for (const d of HOST_DIRS) walk(d);
-  return out;
-}
+/** Nagios' own directories, to compare before and after. */
+const hostState = () => treeState(HOST_DIRS);
 
 /** The shipped definitions: name to command line. */
 function shippedCommands(text = fs.readFileSync(SHIPPED, 'utf8')): Map<string, string> {
@@ -212,7 +203,7 @@ t.test('a real Nagios runs the shipped command lines: states, perfdata and the a
   ];
 
   const argvFile = path.join(dir, 'argv');
-  const record = `{ printf '%s' "$0"; for a in "$@"; do printf '\\t%s' "$a"; done; printf '\\n'; } >> '${argvFile}'`;
+  const record = recordArgvLine(argvFile);
   const sudo = path.join(dir, 'sudo');
   fs.writeFileSync(sudo, `#!/bin/sh\n${record}\n[ "$1" = -n ] && shift\nexec "$@"\n`, { mode: 0o755 });
   const shipped = shippedCommands();
