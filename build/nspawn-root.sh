@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Builds the root of the systemd-nspawn container that test/e2e/systemd.ts
-# boots: a minimal Debian 12 (the host's release) with systemd as PID 1, dbus,
-# QEMU (qemu-system-x86 without recommends) and the libraries the libvirt
-# of build/libvirt-modular.sh links against (the tests lay that tree over
-# this root; libvirt's own units come with it). Into .stacks/nspawn-bookworm
-# in the repository; every test boots an overlay of it, so the root itself
-# is never written to after this. A second run with the root in place does
-# nothing. About 50 s (debootstrap), 440 MB.
+# Builds a root of the systemd-nspawn containers that test/e2e/systemd.ts
+# boots: a minimal Debian 12 (the host's release) with systemd as PID 1, dbus
+# and QEMU (qemu-system-x86 without recommends). Every test boots an overlay
+# of it, so a root is never written to after this. A second run with the
+# root in place does nothing.
+#   upstream (the default): .stacks/nspawn-bookworm, with the libraries the
+#     libvirt of build/libvirt-modular.sh links against (the tests lay that
+#     tree over this root; libvirt's own units come with it). About 50 s, 440 MB.
+#   debian: .stacks/nspawn-bookworm-debian, with Debian's own libvirt
+#     (libvirt-daemon-system, libvirtd as Debian runs it), procps and
+#     Debian's nodejs: a host the packages are installed on as an admin
+#     would. About 70 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+variant=${1:-upstream}
 codename=bookworm
-out=$PWD/.stacks/nspawn-$codename
+case "$variant" in
+  upstream) out=$PWD/.stacks/nspawn-$codename ;;
+  debian) out=$PWD/.stacks/nspawn-$codename-debian ;;
+  *) echo "nspawn-root: unknown variant '$variant' (upstream or debian)" >&2; exit 2 ;;
+esac
 [ -f "$out/.complete" ] && exit 0
 
 # The libvirt tree is built against this host's libraries: the root must be
@@ -39,18 +48,28 @@ read -r uri _ < <(bash build/host-archive.sh "$codename") ||
 # What libvirt 11.3.0 needs at run time beyond QEMU's own dependencies
 # (ldd on the binaries and modules of .stacks/libvirt-11.3.0).
 libvirt_libs=libxml2,libglib2.0-0,libgnutls30,libjson-c5,libnl-3-200,libnl-route-3-200,libtirpc3,libreadline8
+# The containers have no network: what a test installs there is a package
+# file it brings, and its dependencies must be in the root already.
+case "$variant" in
+  upstream) include=$libvirt_libs ;;
+  # adduser and libpam-systemd (logind): polkitd, which libvirt-daemon-system
+  # needs, depends on them through alternatives, which debootstrap does not
+  # resolve.
+  debian) include=adduser,libpam-systemd,libvirt-daemon-system,libvirt-clients,procps,nodejs ;;
+esac
 tmp=$out.tmp
+log=$out.debootstrap.log
 rm -rf "$tmp"
 trap 'rm -rf "$tmp"' EXIT
-debootstrap --variant=minbase --include="systemd,systemd-sysv,dbus,qemu-system-x86,$libvirt_libs" \
-  "$codename" "$tmp" "$uri" >"$PWD/.stacks/nspawn-debootstrap.log" 2>&1 ||
-  { tail -n 30 "$PWD/.stacks/nspawn-debootstrap.log" >&2; exit 1; }
-rm -f "$PWD/.stacks/nspawn-debootstrap.log"
+debootstrap --variant=minbase --include="systemd,systemd-sysv,dbus,qemu-system-x86,$include" \
+  "$codename" "$tmp" "$uri" >"$log" 2>&1 ||
+  { tail -n 30 "$log" >&2; exit 1; }
+rm -f "$log"
 
 # Every library the libvirt tree needs and does not bring must be in the
 # root, or its daemons fail to start inside: checked here, not at boot.
 tree=$PWD/.stacks/libvirt-11.3.0
-if [ -d "$tree/usr" ]; then
+if [ "$variant" = upstream ] && [ -d "$tree/usr" ]; then
   command -v readelf >/dev/null || { echo "nspawn-root: readelf (binutils) is needed to check the root" >&2; exit 1; }
   lost=$(find "$tree" -type f \( -perm -u+x -o -name '*.so*' \) -print0 |
     { xargs -0 readelf -d 2>/dev/null || true; } | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u |
@@ -67,6 +86,8 @@ touch "$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"
 trap - EXIT
-echo "built a $codename container root" \
-  "with systemd $(dpkg-query --admindir="$out/var/lib/dpkg" -W -f='${Version}' systemd)" \
-  "and QEMU $(dpkg-query --admindir="$out/var/lib/dpkg" -W -f='${Version}' qemu-system-x86) into ${out#"$PWD"/}"
+version() { dpkg-query --admindir="$out/var/lib/dpkg" -W -f='${Version}' "$1"; }
+libvirt=
+[ "$variant" = debian ] && libvirt=", libvirt $(version libvirt-daemon)"
+echo "built a $codename container root ($variant) with systemd $(version systemd)," \
+  "QEMU $(version qemu-system-x86)$libvirt into ${out#"$PWD"/}"

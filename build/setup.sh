@@ -37,6 +37,9 @@ bash build/libvirt-modular.sh
 # The systemd-nspawn container root that runs it under a real systemd
 # (.stacks/nspawn-bookworm; installs debootstrap and systemd-container).
 bash build/nspawn-root.sh
+# The same with Debian's own libvirt, procps and nodejs, for the packages
+# (.stacks/nspawn-bookworm-debian).
+bash build/nspawn-root.sh debian
 
 # The backports suite's libvirt and QEMU, installed privately as layers
 # (.stacks/backports). Last of all: they hold what dpkg changed over the
