@@ -54,8 +54,9 @@ case "$variant" in
   upstream) include=$libvirt_libs ;;
   # adduser and libpam-systemd (logind): polkitd, which libvirt-daemon-system
   # needs, depends on them through alternatives, which debootstrap does not
-  # resolve.
-  debian) include=adduser,libpam-systemd,libvirt-daemon-system,libvirt-clients,procps,nodejs ;;
+  # resolve. ca-certificates: nodejs recommends it, and Debian's node warns
+  # at every start without it.
+  debian) include=adduser,libpam-systemd,libvirt-daemon-system,libvirt-clients,procps,nodejs,ca-certificates ;;
 esac
 tmp=$out.tmp
 log=$out.debootstrap.log
