@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -68,6 +68,14 @@ command -v rpm >/dev/null && rpm -q qemu-modwatch >/dev/null 2>&1 && echo "@@STI
 for p in ${all.map(shq).join(' ')}; do { [ -e "$p" ] || [ -L "$p" ]; } && echo "@@STILL $p"; done
 echo "@@PREPARED"
 `;
+}
+
+/** Runs build/package-deb.mjs (gzip -1: same contents, seconds, not minutes); it prints the .deb's path. */
+export function buildDeb(out: string): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [path.join(top, 'build/package-deb.mjs'), '--out', out, '--fast'], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
 }
 
 /** What a run printed, for a failed assertion's diagnostics. */
