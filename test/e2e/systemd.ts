@@ -1,7 +1,9 @@
 // Stack 3 under a real systemd: upstream libvirt 11.3.0 (build/libvirt-modular.sh)
 // in a systemd-nspawn container (root: build/nspawn-root.sh), its daemons
 // started by libvirt's own socket and service units, so socket activation
-// and the idle exit are systemd's. Not a test file itself.
+// and the idle exit are systemd's. Or (ContainerOptions.root = DEBIAN_ROOT)
+// the root with Debian's own libvirtd and nothing laid over it: a host the
+// .deb is installed on as an admin would. Not a test file itself.
 //
 // How a container is made, and why
 // --------------------------------
@@ -83,6 +85,33 @@ import { BUILT_EXE, EXE, HOOK_DAEMON, HOOK_NAME, HOOK_QEMU, TOP } from './modwat
 
 export const STACK_TREE = path.join(TOP, '.stacks/libvirt-11.3.0');
 export const CONTAINER_ROOT = path.join(TOP, '.stacks/nspawn-bookworm');
+
+/** A root file system the containers boot an overlay of, and what is laid over it. */
+export interface ContainerRoot {
+  /** The debootstrap root (build/nspawn-root.sh VARIANT). */
+  dir: string;
+  variant: 'upstream' | 'debian';
+  /** A libvirt tree laid over the root (its daemons, units and configs), or null: the root's own libvirt. */
+  libvirtTree: string | null;
+}
+
+/** Upstream libvirt 11.3.0's modular daemons over a root that has only their libraries. */
+export const UPSTREAM_ROOT: ContainerRoot = { dir: CONTAINER_ROOT, variant: 'upstream', libvirtTree: STACK_TREE };
+/** Debian 12's own libvirtd 9.0 (libvirt-daemon-system), QEMU 7.2, procps and nodejs. */
+export const DEBIAN_ROOT: ContainerRoot = {
+  dir: path.join(TOP, '.stacks/nspawn-bookworm-debian'),
+  variant: 'debian',
+  libvirtTree: null,
+};
+
+/**
+ * A Debian host without /bin/kill, for the case of a libvirtd reload that
+ * fails: Debian's libvirt does not depend on procps, and libvirtd.service
+ * reloads with `/bin/kill -HUP $MAINPID`. procps is removed before the boot.
+ */
+export function withoutProcps(opts: ContainerOptions): ContainerOptions {
+  return { ...opts, root: opts.root ?? DEBIAN_ROOT, removePackages: [...(opts.removePackages ?? []), 'procps'] };
+}
 export const URI = 'qemu:///system';
 export const NETWORK_URI = 'network:///system';
 
@@ -96,26 +125,28 @@ export const EXEC_LOG = '/var/log/qemu-modwatch-execs.log';
 const ENABLED_UNITS = ['virtlogd.socket', 'virtqemud.socket', 'virtnetworkd.socket'];
 
 /** Why the container cannot be booted here, or false; under CI a failure (inCI), never a skip. */
-export function containerSkip(t: TestLike): string | false {
-  const why = containerMissing();
+export function containerSkip(t: TestLike, root: ContainerRoot = UPSTREAM_ROOT): string | false {
+  const why = containerMissing(root);
   if (!why) return false;
   if (inCI()) t.fail(`the systemd stack is needed under CI: ${why}`);
   else t.comment(`systemd stack tests skipped: ${why}`);
   return why;
 }
 
-function containerMissing(): string | null {
+function containerMissing(root: ContainerRoot): string | null {
   const r = canRun();
   if (!r.ok) return r.reason;
   if (!isExecutable(BUILT_EXE)) return `${path.relative(TOP, BUILT_EXE)} not built (npm run build)`;
+  const tree = root.libvirtTree;
   if (
-    !fs.existsSync(path.join(STACK_TREE, 'usr/lib/systemd/system/virtqemud.socket')) ||
-    !fs.existsSync(path.join(STACK_TREE, '.complete'))
+    tree &&
+    (!fs.existsSync(path.join(tree, 'usr/lib/systemd/system/virtqemud.socket')) ||
+      !fs.existsSync(path.join(tree, '.complete')))
   ) {
-    return `${path.relative(TOP, STACK_TREE)} is not built with libvirt's units (bash build/libvirt-modular.sh)`;
+    return `${path.relative(TOP, tree)} is not built with libvirt's units (bash build/libvirt-modular.sh)`;
   }
-  if (!fs.existsSync(path.join(CONTAINER_ROOT, '.complete')))
-    return `${path.relative(TOP, CONTAINER_ROOT)} is not built (bash build/nspawn-root.sh)`;
+  if (!fs.existsSync(path.join(root.dir, '.complete')))
+    return `${path.relative(TOP, root.dir)} is not built (bash build/nspawn-root.sh ${root.variant})`;
   if (!which('systemd-nspawn'))
     return 'systemd-nspawn not found (package systemd-container; bash build/nspawn-root.sh installs it)';
   if (!which('systemctl')) return 'systemctl not found (the host systemd package enables the units offline)';
@@ -207,11 +238,15 @@ rm -rf -- "$dir"
 export interface ContainerOptions {
   /** Temp dir prefix: one of the host snapshot's (mw-...), so a leftover fails the run. */
   label: string;
+  /** Which root, and whether a libvirt tree is laid over it; default UPSTREAM_ROOT. */
+  root?: ContainerRoot;
+  /** Packages removed (`dpkg -r`, offline, in the overlay) before the boot: a host that never had them. */
+  removePackages?: string[];
   /** Install qemu-modwatch (the dispatchers and the executable) as production does; false: a control without it. */
   product: boolean;
   /** A counting wrapper at EXE (the executable next to it as qemu-modwatch.real): one EXEC_LOG line per start. */
   countExecs?: boolean;
-  /** virtqemud's idle timeout, s (a drop-in over libvirt's `--timeout 120`). */
+  /** virtqemud's idle timeout, s (a drop-in over libvirt's `--timeout 120`); with a libvirt tree only. */
   qemuIdleTimeout?: number;
   /** ms to wait for the boot; default 60000. */
   bootTimeout?: number;
@@ -252,6 +287,11 @@ export class Container {
   private readonly cgroups: string[];
   private readonly nspawnBefore: Set<string>;
   private tornDown: Promise<void> | null = null;
+
+  /** The root booted, and whether a libvirt tree is over it. */
+  get rootSpec(): ContainerRoot {
+    return this.opts.root ?? UPSTREAM_ROOT;
+  }
 
   /** @internal use bootContainer() */
   constructor(readonly opts: ContainerOptions) {
@@ -310,11 +350,12 @@ export class Container {
     // /run/systemd is the host's; a tmpfs there keeps nspawn's files private.
     // Where the host has none, /run itself gets one (mkdir would create it on the host).
     const runTmpfs = fs.existsSync('/run/systemd') ? '/run/systemd' : '/run';
-    for (const p of [this.dir, STACK_TREE, CONTAINER_ROOT]) {
+    const layers = [this.rootSpec.libvirtTree, this.rootSpec.dir].filter((l): l is string => l !== null);
+    for (const p of [this.dir, ...layers]) {
       if (p.startsWith(`${runTmpfs}/`))
         throw new Error(`${p} is under ${runTmpfs}, which the container's namespace hides; set TMPDIR elsewhere`);
     }
-    const lower = `${STACK_TREE}:${CONTAINER_ROOT}`;
+    const lower = layers.join(':');
     await run(
       [
         ...this.inHolder(),
@@ -342,18 +383,13 @@ export class Container {
   private async prepareRoot(): Promise<void> {
     const o = this.opts;
     this.write('/etc/libvirt/qemu.conf', QEMU_CONF);
-    this.write('/etc/libvirt/virtqemud.conf', LIBVIRTD_CONF);
-    // A log of its own: which daemon ran a hook is then beyond doubt.
-    const netConf = LIBVIRTD_CONF.replace(QEMU_DAEMON_LOG, NETWORK_DAEMON_LOG);
-    if (netConf === LIBVIRTD_CONF) throw new Error(`LIBVIRTD_CONF does not log to ${QEMU_DAEMON_LOG}`);
-    this.write('/etc/libvirt/virtnetworkd.conf', netConf);
-    // No firewall tool in the container: virtnetworkd would refuse to start.
-    fs.appendFileSync(this.holderPath('/etc/libvirt/network.conf'), 'firewall_backend = "none"\n');
-    // The tree's default network autostarts (a bridge, dnsmasq): none here,
-    // as in the other worlds, which have no network definitions at all.
-    fs.rmSync(this.holderPath('/etc/libvirt/qemu/networks/autostart/default.xml'), { force: true });
-    // The build's qemu_user is root: no libvirt-qemu user needed (virtqemud starts without one).
-
+    if (this.rootSpec.libvirtTree) await this.prepareModular();
+    // Debian's own libvirtd, as its packages enabled it; only its log settings are ours.
+    else this.write('/etc/libvirt/libvirtd.conf', LIBVIRTD_CONF);
+    if (o.removePackages?.length) {
+      // Offline, as on a host they were never installed on: no systemd runs in the root yet.
+      await run([...this.inHolder(), 'chroot', this.root, 'dpkg', '-r', ...o.removePackages], { timeout: 60_000 });
+    }
     if (o.product) {
       for (const [driver, file] of [
         ['qemu', HOOK_QEMU],
@@ -376,6 +412,22 @@ export class Container {
         fs.chmodSync(exe, 0o755);
       }
     }
+  }
+
+  /** The upstream tree's configs and units: its modular daemons as a distro would enable them. */
+  private async prepareModular(): Promise<void> {
+    const o = this.opts;
+    this.write('/etc/libvirt/virtqemud.conf', LIBVIRTD_CONF);
+    // A log of its own: which daemon ran a hook is then beyond doubt.
+    const netConf = LIBVIRTD_CONF.replace(QEMU_DAEMON_LOG, NETWORK_DAEMON_LOG);
+    if (netConf === LIBVIRTD_CONF) throw new Error(`LIBVIRTD_CONF does not log to ${QEMU_DAEMON_LOG}`);
+    this.write('/etc/libvirt/virtnetworkd.conf', netConf);
+    // No firewall tool in the container: virtnetworkd would refuse to start.
+    fs.appendFileSync(this.holderPath('/etc/libvirt/network.conf'), 'firewall_backend = "none"\n');
+    // The tree's default network autostarts (a bridge, dnsmasq): none here,
+    // as in the other worlds, which have no network definitions at all.
+    fs.rmSync(this.holderPath('/etc/libvirt/qemu/networks/autostart/default.xml'), { force: true });
+    // The build's qemu_user is root: no libvirt-qemu user needed (virtqemud starts without one).
     if (o.qemuIdleTimeout !== undefined) {
       // Later Environment= lines win: this replaces the unit's "--timeout 120".
       this.write(
@@ -544,14 +596,14 @@ export class Container {
     return parseReprobes(this.daemonLog());
   }
 
-  /** What qemu-modwatch logged to the container's journal, oldest first (journald flushed first). */
-  async journal(): Promise<JournalEntry[]> {
+  /**
+   * What qemu-modwatch logged to the container's journal, oldest first (journald flushed first); or the
+   * entries of other journalctl matches, e.g. `_SYSTEMD_UNIT=qemu-modwatch.service`.
+   */
+  async journal(...matches: string[]): Promise<JournalEntry[]> {
     await this.exec(['journalctl', '--sync'], { allowFail: true });
-    const out = (
-      await this.exec(['journalctl', '-o', 'json', '--no-pager', 'SYSLOG_IDENTIFIER=qemu-modwatch'], {
-        allowFail: true,
-      })
-    ).stdout;
+    const which = matches.length ? matches : ['SYSLOG_IDENTIFIER=qemu-modwatch'];
+    const out = (await this.exec(['journalctl', '-o', 'json', '--no-pager', ...which], { allowFail: true })).stdout;
     return out
       .split('\n')
       .filter((l) => l.startsWith('{'))
@@ -592,6 +644,32 @@ export class Container {
   /** Resolves true once the unit is in `state` (ActiveState), false after timeoutMs. */
   async waitUnit(name: string, state: string, timeoutMs: number): Promise<boolean> {
     return waitFor(async () => (await this.unit(name)).ActiveState === state, timeoutMs, 200);
+  }
+
+  /**
+   * Every path the container changed since its root was made, sorted: what the overlay's upper dir
+   * holds (files and directories written, whiteouts of those removed). Any other path is still the
+   * read-only layers' (lowerPath()), apart from the file systems mounted over the root (/run, /tmp).
+   */
+  overlayChanges(): string[] {
+    const upper = path.join(this.dir, 'upper');
+    const out: string[] = [];
+    const walk = (rel: string) => {
+      for (const e of fs.readdirSync(path.join(upper, rel), { withFileTypes: true })) {
+        const p = path.posix.join(rel, e.name);
+        out.push(p);
+        if (e.isDirectory()) walk(p);
+      }
+    };
+    walk('/');
+    return out.sort();
+  }
+
+  /** A path of the read-only layers (the libvirt tree first, then the root), as the host opens it. */
+  lowerPath(p: string): string {
+    const tree = this.rootSpec.libvirtTree;
+    const inTree = tree ? path.join(tree, p) : null;
+    return inTree && fs.lstatSync(inTree, { throwIfNoEntry: false }) ? inTree : path.join(this.rootSpec.dir, p);
   }
 
   /** Files in the container's capabilities cache, sorted by name. */
