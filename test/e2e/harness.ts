@@ -53,6 +53,7 @@
 // the host (propagation private), and disappear with its last process.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -83,6 +84,8 @@ export const VIRSH = '/usr/bin/virsh';
 export const QEMU = '/usr/bin/qemu-system-x86_64';
 export const MODULE_DIR = '/usr/lib/x86_64-linux-gnu/qemu';
 export const CACHE_DIR = '/var/cache/libvirt/qemu/capabilities';
+/** libvirt's cache file name of an emulator: sha256 of its path as spelled. */
+export const cacheEntryName = (emulator: string) => `${crypto.createHash('sha256').update(emulator).digest('hex')}.xml`;
 export const CONFIG_FILE = '/etc/qemu-modwatch.conf';
 export const URI = 'qemu:///system';
 

@@ -8,18 +8,16 @@
 // virtqemud's own hooks, or the running virtqemud serves stale capabilities.
 // Each test boots a container of its own (about a second; see systemd.ts):
 // they change modules, units and the cache, and isolation costs little.
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import t, { type Test } from 'tap';
-import { MODULE_DIR, QEMU, reprobeSummary } from './harness';
+import { MODULE_DIR, QEMU, cacheEntryName, reprobeSummary } from './harness';
 import { QXL, entryKey, hookCalls, hookCost, hookRuns, replaceModuleInPlace, settle, warnings } from './modwatch';
 import { NETWORK_URI, bootContainer, containerSkip, type Container, type ContainerOptions } from './systemd';
 
 const skip = containerSkip(t);
 const scenario = { skip, timeout: 240_000 };
 
-/** libvirt's cache file of the x86_64 emulator: sha256 of its path as spelled. */
-const ENTRY = `${crypto.createHash('sha256').update(QEMU).digest('hex')}.xml`;
+const ENTRY = cacheEntryName(QEMU);
 
 async function boot(t: Test, opts: ContainerOptions): Promise<Container> {
   const c = await bootContainer(t, opts);
@@ -33,12 +31,6 @@ const product = (label: string, more: Partial<ContainerOptions> = {}): Container
   countExecs: true,
   ...more,
 });
-
-/** What QEMU itself makes of the container's modules: the device names `-device help` lists. */
-async function qemuDevices(c: Container): Promise<string[]> {
-  const r = await c.exec([QEMU, '-machine', 'none', '-device', 'help'], { allowFail: true });
-  return [...r.stdout.matchAll(/^name "([^"]+)"/gm)].map((m) => m[1] ?? '');
-}
 
 /** The thread that logged a libvirt debug line: the daemon's main thread (its PID) for a daemon hook. */
 const threadOf = (line: string) => Number(/^\S+ \S+: (\d+): /.exec(line)?.[1] ?? NaN);
@@ -86,7 +78,7 @@ t.test(
     await c.defineDomain('g');
     const fresh = await c.domcapsVideoModels();
     t.ok(fresh.includes('qxl'), `qxl at first: ${fresh.join(' ')}`);
-    t.ok((await qemuDevices(c)).includes('qxl'), 'QEMU itself has qxl');
+    t.ok((await c.qemuDevices()).includes('qxl'), 'QEMU itself has qxl');
     await settle(c, 'g');
     const entry = c.cacheFiles().find((f) => f.name === ENTRY);
     t.ok(entry, `the x86_64 emulator's cache entry ${ENTRY}`);
@@ -99,7 +91,7 @@ t.test(
     const change = replaceModuleInPlace(c, MODULE_DIR, QXL);
     t.equal(change.inoAfter, change.inoBefore, `${QXL} replaced in place (same inode)`);
     t.equal(change.dirMtimeAfter, change.dirMtimeBefore, "the module directory's mtime as it was");
-    t.notOk((await qemuDevices(c)).includes('qxl'), 'QEMU itself has no qxl any more');
+    t.notOk((await c.qemuDevices()).includes('qxl'), 'QEMU itself has no qxl any more');
 
     t.equal((await c.unit('virtnetworkd.service')).ActiveState, 'inactive', 'virtnetworkd is not running');
     await c.virshAt(NETWORK_URI, 'net-list', '--all');
@@ -158,7 +150,7 @@ t.test(
     await settle(c, 'g');
     const reprobesBefore = c.reprobes().length;
     replaceModuleInPlace(c, MODULE_DIR, QXL);
-    t.notOk((await qemuDevices(c)).includes('qxl'), 'QEMU itself has no qxl any more');
+    t.notOk((await c.qemuDevices()).includes('qxl'), 'QEMU itself has no qxl any more');
     await c.virshAt(NETWORK_URI, 'net-list', '--all');
     t.equal((await c.unit('virtnetworkd.service')).ActiveState, 'active', 'virtnetworkd socket-activated');
     await c.virsh('start', 'g');
@@ -208,7 +200,7 @@ t.test(
     t.ok(entry, 'the cache entry stays while virtqemud is down');
 
     replaceModuleInPlace(c, MODULE_DIR, QXL);
-    t.notOk((await qemuDevices(c)).includes('qxl'), 'QEMU itself has no qxl any more');
+    t.notOk((await c.qemuDevices()).includes('qxl'), 'QEMU itself has no qxl any more');
     const logged = (await c.journal()).length;
     const models = await c.domcapsVideoModels();
     const second = await c.unit('virtqemud.service');

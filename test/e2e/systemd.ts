@@ -71,6 +71,7 @@ import {
   LIBVIRTD_CONF,
   listCacheFiles,
   type CacheFile,
+  QEMU,
   QEMU_CONF,
   canRun,
   domainXml,
@@ -566,8 +567,14 @@ export class Container {
   }
 
   /** `virsh domcapabilities` for the x86_64 emulator, TCG, machine pc. */
-  async domcapabilities(emulator = '/usr/bin/qemu-system-x86_64'): Promise<string> {
+  async domcapabilities(emulator = QEMU): Promise<string> {
     return (await this.virsh(...domcapsArgs(emulator))).stdout;
+  }
+
+  /** What QEMU itself makes of the container's modules: the device names `-device help` lists. */
+  async qemuDevices(emulator = QEMU): Promise<string[]> {
+    const r = await this.exec([emulator, '-machine', 'none', '-device', 'help'], { allowFail: true });
+    return [...r.stdout.matchAll(/^name "([^"]+)"/gm)].map((m) => m[1] ?? '');
   }
 
   async domcapsVideoModels(emulator?: string): Promise<string[]> {

@@ -4,11 +4,10 @@
 // installed as in production. libvirt's own answers decide: `virsh
 // domcapabilities`, `virsh start`, the capabilities cache files. Scenarios
 // 4-6 are in guests.ts, the start-time measurement in start-time.test.ts.
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Test } from 'tap';
-import { MODULE_DIR, QEMU, reprobeSummary, useEnv, type Env, type EnvOptions } from '../harness';
+import { MODULE_DIR, QEMU, cacheEntryName, reprobeSummary, useEnv, type Env, type EnvOptions } from '../harness';
 import { onStack, stackSkip, type Stack } from '../stacks';
 import {
   QXL,
@@ -28,8 +27,6 @@ import {
   setUpWrapper,
   warnings,
 } from '../modwatch';
-
-const cacheName = (emulator: string) => `${crypto.createHash('sha256').update(emulator).digest('hex')}.xml`;
 
 function hostCtime(p: string): string {
   return fs.statSync(p, { bigint: true }).ctimeNs.toString();
@@ -101,7 +98,7 @@ export function moduleScenarios(t: Test, stack: Stack): void {
       const before = env.cacheFiles();
       t.equal(before.length, 1, 'one cache entry');
       const entry = before[0]!;
-      t.equal(entry.name, cacheName(QEMU), 'it is the entry of /usr/bin/qemu-system-x86_64');
+      t.equal(entry.name, cacheEntryName(QEMU), 'it is the entry of /usr/bin/qemu-system-x86_64');
 
       await env.stopDaemon();
       const change = replaceModuleInPlace(env, MODULE_DIR, QXL);
@@ -168,7 +165,7 @@ export function moduleScenarios(t: Test, stack: Stack): void {
   });
 
   t.test('2. a module dir libvirt does not watch (wrapper setting QEMU_MODULE_DIR)', scenario, async (t) => {
-    const wrapperEntry = cacheName(WRAPPER);
+    const wrapperEntry = cacheEntryName(WRAPPER);
     t.test('control: without the hook libvirt stays stale', async (t) => {
       const env = await useEnv(t, on(layout('mw-s2-control')));
       setUpWrapper(env);
