@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { generateDocs } from './gen-docs.mjs';
+import { nodeFloor } from './packaging.mjs';
 import { requireTs } from './require-ts.mjs';
 import { buildSea } from './sea.mjs';
 
@@ -26,7 +27,9 @@ await esbuild.build({
   bundle: true,
   platform: 'node',
   format: 'cjs',
-  target: 'node20',
+  // The node packages run it on the distro's Node.js: syntax that Node
+  // lacks fails here rather than at the admin's.
+  target: `node${nodeFloor()}`,
   minify: true,
   keepNames: true,
   legalComments: 'none',

@@ -52,7 +52,7 @@ t.teardown(() => fs.rmSync(debDir, { recursive: true, force: true }));
 let debFile = '';
 t.before(() => {
   if (skip) return;
-  const r = buildDeb(debDir);
+  const r = buildDeb(debDir, 'self-contained');
   if (r.status !== 0) throw new Error(`build/package-deb.mjs failed:\n${r.stderr}`);
   debFile = r.stdout.trim();
 });

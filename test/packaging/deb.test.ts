@@ -7,9 +7,13 @@ import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
 import {
   buildDeb,
   DUMMY,
+  EXE_FROM,
   fakeLibvirtd,
   dist,
   EXE,
+  KINDS,
+  type Kind,
+  NODE_FLOOR,
   missingBuild,
   neverInstalled,
   refusesPartialBuild,
@@ -23,11 +27,13 @@ import {
   version,
 } from './package-kit';
 
-// The .deb, really installed: built from dist/ by build/package-deb.mjs,
-// installed with dpkg -i, its dpkg trigger fired by a dummy module package,
-// then both purged, all inside a namespace whose /etc, /usr, /var and /run
-// are copy-on-write overlays of the host's (overlay-host.ts). Before and
-// after, the host's dpkg database and files are checked unchanged.
+// The .debs, really installed: both kinds built from dist/ by
+// build/package-deb.mjs, each installed with dpkg -i, its dpkg trigger
+// fired by a dummy module package, then both purged, all inside a namespace
+// whose /etc, /usr, /var and /run are copy-on-write overlays of the host's
+// (overlay-host.ts); then one kind installed over the other. Before and
+// after, the host's dpkg database and files are checked unchanged. The node
+// kind under Debian 12's own Node.js: debian-node.test.ts.
 
 const snapshot = new RepoSnapshot();
 const SBIN = '/usr/sbin/qemu-modwatch';
@@ -43,9 +49,9 @@ interface Expect {
   conffile?: boolean;
 }
 
-/** Every file the package installs. */
+/** Every file the self-contained package installs; filesOf() for either kind. */
 const FILES: Record<string, Expect> = {
-  [EXE]: { mode: 0o755, from: 'dist/qemu-modwatch' },
+  [EXE]: { mode: 0o755, from: EXE_FROM['self-contained'] },
   [SBIN]: { mode: 0o777, link: '../libexec/qemu-modwatch/qemu-modwatch' },
   '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch': { mode: 0o755, from: 'hooks/qemu.d/50-qemu-modwatch', conffile: true },
   '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch': {
@@ -74,6 +80,9 @@ const FILES: Record<string, Expect> = {
   '/usr/share/bash-completion/completions/qemu-modwatch': { mode: 0o644, from: 'dist/qemu-modwatch.bash-completion' },
   '/usr/share/doc/qemu-modwatch/copyright': { mode: 0o644, from: 'build/deb/copyright' },
 };
+
+/** The same files in either kind, the executable its own. */
+const filesOf = (kind: Kind): Record<string, Expect> => ({ ...FILES, [EXE]: { mode: 0o755, from: EXE_FROM[kind] } });
 
 /** Where deb-systemd-helper records the path unit's enablement. */
 const ENABLEMENT = [
@@ -156,14 +165,33 @@ if (reason) {
   if (inCI()) t.fail(`the .deb tests cannot run although CI is set: ${reason}`);
   else t.comment(`.deb tests skipped: ${reason}`);
 }
+/** Installing the node kind here needs the host's node to be dpkg's nodejs, new enough: the Depends is real. */
+function nodeReason(): string | null {
+  const v = spawnSync('dpkg-query', ['-W', '-f=${Version}', 'nodejs'], { encoding: 'utf8' });
+  if (v.status !== 0 || !v.stdout) return 'no nodejs package in dpkg (the node .deb depends on it)';
+  if (spawnSync('dpkg', ['--compare-versions', v.stdout, 'ge', NODE_FLOOR]).status !== 0)
+    return `the nodejs package is ${v.stdout}, older than ${NODE_FLOOR}`;
+  if (!fs.existsSync('/usr/bin/node')) return 'no /usr/bin/node';
+  return null;
+}
+const installReason: Record<Kind, string | null> = {
+  'self-contained': reason,
+  node: reason ?? nodeReason(),
+};
+if (!reason && installReason.node) {
+  if (inCI()) t.fail(`the node .deb install test cannot run although CI is set: ${installReason.node}`);
+  else t.comment(`node .deb install test skipped: ${installReason.node}`);
+}
 
 // Whatever the host has of qemu-modwatch (installed, or left over) stays as
 // it is; the namespace starts as a host that never had it (neverInstalled).
 const before = reason ? null : hostView();
 
-let debFile = '';
+const debFiles: Record<Kind, string> = { 'self-contained': '', node: '' };
 let dummyDeb = '';
 let multiarch = '';
+let arch = '';
+/** For the build's scratch directories (not installed into). */
 let ov: OverlayHost | undefined;
 t.teardown(() => ov?.cleanup());
 
@@ -171,69 +199,133 @@ t.test('no man page or completion from the build: a clear refusal', { skip: reas
   refusesPartialBuild(t, 'package-deb.mjs');
 });
 
-t.test('build the .deb', { skip: reason || false }, async (t) => {
+t.test('build the .debs', { skip: reason || false }, async (t) => {
   ov = new OverlayHost('qemu-modwatch-deb');
-  const prep = ov.prepare(neverInstalled([...Object.keys(FILES), ...ENABLEMENT]));
-  t.match(prep.stdout, /^@@PREPARED$/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
-  t.notMatch(prep.stdout, /^@@STILL/m, 'nothing of it is left there', shown(prep));
   const out = ov.scratch('out');
-  snapshot.take(Object.values(FILES).flatMap((e) => (e.from ? [e.from] : [])));
+  snapshot.take(KINDS.flatMap((k) => Object.values(filesOf(k)).flatMap((e) => (e.from ? [e.from] : []))));
   const r = buildDeb(out);
   t.equal(r.status, 0, `package-deb.mjs exits 0\n${r.stderr}`);
-  const arch = spawnSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).stdout.trim();
-  debFile = path.join(out, `qemu-modwatch_${version}_${arch}.deb`);
-  t.equal(r.stdout.trim(), debFile, 'prints the path of the .deb, named name_version_arch.deb');
-  t.ok(fs.existsSync(debFile), 'the .deb exists');
-
-  const field = (f: string) => spawnSync('dpkg-deb', ['-f', debFile, f], { encoding: 'utf8' }).stdout.trim();
-  t.equal(field('Package'), 'qemu-modwatch');
-  t.equal(field('Version'), version, 'version from package.json');
-  t.equal(field('Architecture'), arch, 'architecture from dpkg --print-architecture');
-  t.match(field('Depends'), /\blibc6 \(>= [0-9.]+\)/, 'Depends from the executable: libc6');
-  t.match(field('Depends'), /\blibstdc\+\+6\b/, 'Depends from the executable: libstdc++6');
-  t.match(Number(field('Installed-Size')), Number, 'Installed-Size');
-  t.ok(
-    Number(field('Installed-Size')) > fs.statSync(path.join(dist, 'qemu-modwatch')).size / 1024,
-    'Installed-Size counts the executable',
-  );
-
-  const ctl = ov.scratch('control');
-  t.equal(spawnSync('dpkg-deb', ['-e', debFile, ctl]).status, 0, 'control archive extracts');
+  arch = spawnSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).stdout.trim();
   multiarch = spawnSync('dpkg-architecture', ['-qDEB_HOST_MULTIARCH', '-a', arch], { encoding: 'utf8' }).stdout.trim();
+  debFiles['self-contained'] = path.join(out, `qemu-modwatch_${version}_${arch}.deb`);
+  debFiles.node = path.join(out, `qemu-modwatch_${version}_all.deb`);
   t.same(
-    fs.readFileSync(path.join(ctl, 'triggers'), 'utf8').trim().split('\n'),
-    [`interest-noawait /usr/lib/${multiarch}/qemu`, 'interest-noawait /usr/lib/qemu'],
-    'file triggers on the module directories, noawait',
+    r.stdout.trim().split('\n'),
+    KINDS.map((k) => debFiles[k]),
+    'prints the path of each .deb, named name_version_arch.deb',
   );
+  for (const kind of KINDS) t.ok(fs.existsSync(debFiles[kind]), `the ${kind} .deb exists`);
+
+  const one = buildDeb(ov.scratch('one'), 'node');
+  t.equal(one.status, 0, `--kind node exits 0\n${one.stderr}`);
+  t.same(fs.readdirSync(ov.scratch('one')), [`qemu-modwatch_${version}_all.deb`], '--kind builds that kind only');
+
+  const control: Partial<Record<Kind, string>> = {};
+  for (const kind of KINDS) {
+    const debFile = debFiles[kind];
+    const field = (f: string) => spawnSync('dpkg-deb', ['-f', debFile, f], { encoding: 'utf8' }).stdout.trim();
+    t.equal(field('Package'), 'qemu-modwatch', `${kind}: one package name for both kinds`);
+    t.equal(field('Version'), version, `${kind}: version from package.json`);
+    const size = Number(field('Installed-Size'));
+    if (kind === 'self-contained') {
+      t.equal(field('Architecture'), arch, 'self-contained: architecture from dpkg --print-architecture');
+      t.match(field('Depends'), /\blibc6 \(>= [0-9.]+\)/, 'self-contained: Depends from the executable: libc6');
+      t.match(field('Depends'), /\blibstdc\+\+6\b/, 'self-contained: Depends from the executable: libstdc++6');
+      t.ok(size > fs.statSync(path.join(dist, 'qemu-modwatch')).size / 1024, 'Installed-Size counts the executable');
+    } else {
+      t.equal(field('Architecture'), 'all', 'node: Architecture: all');
+      t.equal(field('Depends'), `nodejs (>= ${NODE_FLOOR})`, 'node: Depends on nodejs, nothing else');
+      t.ok(size > fs.statSync(path.join(dist, 'qemu-modwatch.cjs')).size / 1024, 'Installed-Size counts the bundle');
+      t.ok(size < 1024, `node: Installed-Size ${size} KiB, under 1 MiB`);
+    }
+
+    const ctl = ov.scratch(`control-${kind}`);
+    control[kind] = ctl;
+    t.equal(spawnSync('dpkg-deb', ['-e', debFile, ctl]).status, 0, `${kind}: control archive extracts`);
+    const triggers = fs.readFileSync(path.join(ctl, 'triggers'), 'utf8').trim().split('\n');
+    const native = [`interest-noawait /usr/lib/${multiarch}/qemu`, 'interest-noawait /usr/lib/qemu'];
+    if (kind === 'self-contained') t.same(triggers, native, 'file triggers on the module directories, noawait');
+    else {
+      t.same(
+        triggers.filter((l) => native.includes(l)),
+        native,
+        "node: file triggers on this architecture's module directories",
+      );
+      t.ok(
+        triggers.includes('interest-noawait /usr/lib/aarch64-linux-gnu/qemu') &&
+          triggers.includes('interest-noawait /usr/lib/x86_64-linux-gnu/qemu'),
+        "node: and on other architectures' (it installs on any)",
+        { triggers },
+      );
+      t.same(
+        triggers.filter((l) => !/^interest-noawait \/usr\/lib\/([a-z0-9_]+-linux-[a-z0-9]+\/)?qemu$/.test(l)),
+        [],
+        'node: every trigger is a QEMU module directory, noawait',
+      );
+    }
+    t.same(
+      fs.readFileSync(path.join(ctl, 'conffiles'), 'utf8').trim().split('\n').sort(),
+      Object.entries(FILES)
+        .filter(([, e]) => e.conffile)
+        .map(([p]) => p)
+        .sort(),
+      `${kind}: every /etc file is a conffile`,
+    );
+    for (const s of ['postinst', 'prerm', 'postrm']) {
+      const file = path.join(ctl, s);
+      t.equal(fs.statSync(file).mode & 0o777, 0o755, `${kind}: ${s} is executable`);
+      const text = fs.readFileSync(file, 'utf8');
+      t.match(text, /^#!\/bin\/sh\n/, `${kind}: ${s} is a POSIX sh script`);
+      t.notMatch(text, /#LIBVIRT_RELOAD#/, `${kind}: ${s}: placeholder replaced`);
+      t.notMatch(text, /^\s*set -e/m, `${kind}: ${s} does not stop at the first failing command`);
+      t.match(text, /\nexit 0\n$/, `${kind}: ${s} ends with exit 0`);
+      t.equal(spawnSync('sh', ['-n', file]).status, 0, `${kind}: ${s} parses (sh -n)`);
+      const dash = spawnSync('sh', ['-c', 'command -v dash']);
+      if (dash.status === 0) t.equal(spawnSync('dash', ['-n', file]).status, 0, `${kind}: ${s} parses with dash`);
+    }
+    const md5 = fs.readFileSync(path.join(ctl, 'md5sums'), 'utf8');
+    t.match(
+      md5,
+      /^[0-9a-f]{32}  usr\/libexec\/qemu-modwatch\/qemu-modwatch$/m,
+      `${kind}: md5sums lists the executable`,
+    );
+    t.notMatch(md5, / etc\//, `${kind}: md5sums leaves conffiles to dpkg`);
+
+    const list = spawnSync('dpkg-deb', ['-c', debFile], { encoding: 'utf8', maxBuffer: 1 << 24 }).stdout;
+    for (const line of list.trim().split('\n')) {
+      t.match(line, /^\S+ root\/root /, `${kind}: owned by root: ${line.replace(/\s+/g, ' ')}`);
+    }
+  }
+
+  // The kinds share everything but the executable and what follows from it.
+  const listing = (deb: string) =>
+    spawnSync('dpkg-deb', ['-c', deb], { encoding: 'utf8', maxBuffer: 1 << 24 })
+      .stdout.trim()
+      .split('\n')
+      .map((l) => l.replace(/^(\S+) \S+ +\d+ \S+ \S+ /, '$1 '));
+  t.same(listing(debFiles.node), listing(debFiles['self-contained']), 'the same files, modes and links in both');
+  const [sc, nd] = [control['self-contained']!, control.node!];
+  for (const f of ['postinst', 'prerm', 'postrm', 'conffiles']) {
+    t.equal(fs.readFileSync(path.join(nd, f), 'utf8'), fs.readFileSync(path.join(sc, f), 'utf8'), `the same ${f}`);
+  }
+  const others = (ctl: string, file: string, drop: RegExp) =>
+    fs
+      .readFileSync(path.join(ctl, file), 'utf8')
+      .split('\n')
+      .filter((l) => !drop.test(l));
+  const exeLine = /  usr\/libexec\/qemu-modwatch\/qemu-modwatch$/;
+  t.same(others(nd, 'md5sums', exeLine), others(sc, 'md5sums', exeLine), 'the same md5sums but for the executable');
+  const ownFields = /^(Architecture|Depends|Installed-Size):/;
   t.same(
-    fs.readFileSync(path.join(ctl, 'conffiles'), 'utf8').trim().split('\n').sort(),
-    Object.entries(FILES)
-      .filter(([, e]) => e.conffile)
-      .map(([p]) => p)
-      .sort(),
-    'every /etc file is a conffile',
+    others(nd, 'control', ownFields),
+    others(sc, 'control', ownFields),
+    'the same control fields but Architecture, Depends, size',
   );
-  for (const s of ['postinst', 'prerm', 'postrm']) {
-    const file = path.join(ctl, s);
-    t.equal(fs.statSync(file).mode & 0o777, 0o755, `${s} is executable`);
-    const text = fs.readFileSync(file, 'utf8');
-    t.match(text, /^#!\/bin\/sh\n/, `${s} is a POSIX sh script`);
-    t.notMatch(text, /#LIBVIRT_RELOAD#/, `${s}: placeholder replaced`);
-    t.notMatch(text, /^\s*set -e/m, `${s} does not stop at the first failing command`);
-    t.match(text, /\nexit 0\n$/, `${s} ends with exit 0`);
-    t.equal(spawnSync('sh', ['-n', file]).status, 0, `${s} parses (sh -n)`);
-    const dash = spawnSync('sh', ['-c', 'command -v dash']);
-    if (dash.status === 0) t.equal(spawnSync('dash', ['-n', file]).status, 0, `${s} parses with dash`);
-  }
-  const md5 = fs.readFileSync(path.join(ctl, 'md5sums'), 'utf8');
-  t.match(md5, /^[0-9a-f]{32}  usr\/libexec\/qemu-modwatch\/qemu-modwatch$/m, 'md5sums lists the executable');
-  t.notMatch(md5, / etc\//, 'md5sums leaves conffiles to dpkg');
-
-  const list = spawnSync('dpkg-deb', ['-c', debFile], { encoding: 'utf8', maxBuffer: 1 << 24 }).stdout;
-  for (const line of list.trim().split('\n')) {
-    t.match(line, /^\S+ root\/root /, `owned by root: ${line.replace(/\s+/g, ' ')}`);
-  }
-
+  const exe = spawnSync('dpkg-deb', ['--fsys-tarfile', debFiles.node], { maxBuffer: 1 << 26 });
+  t.equal(exe.status, 0);
+  const bundled = spawnSync('tar', ['-xO', `.${EXE}`], { input: exe.stdout, maxBuffer: 1 << 26 }).stdout;
+  t.equal(sha256(bundled), snapshot.sha(EXE_FROM.node), "node: the executable is the bundle under /usr/bin/node's #!");
+  t.match(bundled.subarray(0, 16).toString(), /^#!\/usr\/bin\/node\n/, 'node: #!/usr/bin/node, no PATH search');
   // A package that ships one file into the module directory, to fire the trigger.
   const root = ov.scratch('dummy-root');
   const modDir = path.join(root, 'usr/lib', multiarch, 'qemu');
@@ -264,149 +356,161 @@ t.test('build the .deb', { skip: reason || false }, async (t) => {
   t.equal(b.status, 0, `dummy package builds\n${b.stderr}`);
 });
 
-t.test('install, trigger, reinstall, purge', { skip: reason || false }, async (t) => {
-  if (!ov || !fs.existsSync(debFile) || !fs.existsSync(dummyDeb)) return t.fail('the build step failed');
-  const o = ov;
+for (const kind of KINDS) {
+  t.test(`${kind}: install, trigger, reinstall, purge`, { skip: installReason[kind] || false }, async (t) => {
+    const debFile = debFiles[kind];
+    if (!fs.existsSync(debFile) || !fs.existsSync(dummyDeb)) return t.fail('the build step failed');
+    const o = new OverlayHost(`qemu-modwatch-deb-${kind}`);
+    t.teardown(() => o.cleanup());
+    const FILES = filesOf(kind);
+    const prep = o.prepare(neverInstalled([...Object.keys(FILES), ...ENABLEMENT]));
+    t.match(prep.stdout, /^@@PREPARED$/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
+    t.notMatch(prep.stdout, /^@@STILL/m, 'nothing of it is left there', shown(prep));
 
-  // 1. Install, with a stand-in "libvirtd" running: the first install must reload it.
-  const fakeDaemon = fakeLibvirtd(o);
-  const install = o.run(
-    fakeDaemon(`dpkg -i ${shq(debFile)}`) + '\n' + statScript([...Object.keys(FILES), STATE, ...ENABLEMENT]),
-  );
-  t.match(install.stdout, /^@@RC 0$/m, 'dpkg -i succeeds');
-  t.match(install.stdout, /^Setting up qemu-modwatch /m, 'configured');
-  t.match(install.stdout, /qemu-modwatch refresh: /, 'postinst ran refresh');
-  t.match(
-    install.stdout,
-    /^@@FAKE exit 129$/m,
-    'the running libvirtd got SIGHUP (first install: libvirt must see the new hooks)',
-  );
-  const st = marked<Record<string, Stat | null>>(install, '@@STAT');
-  for (const [p, e] of Object.entries(FILES)) {
-    const s = st[p];
-    if (!t.ok(s, `${p} installed`) || !s) continue;
-    t.equal(s.uid, 0, `${p} owned by root`);
-    t.equal(s.gid, 0, `${p} group root`);
-    if (e.link) {
-      t.equal(s.type, 'symlink', `${p} is a symlink`);
-      t.equal(s.target, e.link, `${p} -> ${e.link}`);
-      continue;
-    }
-    t.equal(s.type, 'file', `${p} is a file`);
-    t.equal(s.mode.toString(8), e.mode.toString(8), `${p} mode ${e.mode.toString(8)}`);
-    if (e.from) t.equal(s.sha256, snapshot.sha(e.from), `${p} has the content of ${e.from}`);
-  }
-  t.ok(st[STATE], 'postinst refresh recorded a baseline');
-  t.equal(st[ENABLEMENT[0]!]?.type, 'symlink', 'the path unit is enabled (deb-systemd-helper), systemd running or not');
-
-  // 2. What dpkg now knows, and that the installed files work.
-  const q = o.run(
-    [
-      `dpkg-query -W -f='@@CONFFILES ${'${Conffiles}'}\\n' qemu-modwatch | tr '\\n' ' '; echo`,
-      'dpkg --verify qemu-modwatch; echo "@@VERIFY $?"',
-      `${SBIN} --version; echo "@@VERSION $?"`,
-      `env -i ${SBIN} refresh; echo "@@REFRESH $?"`,
-      'systemd-analyze --version >/dev/null 2>&1 && { systemd-analyze verify --man=no ' +
-        '/usr/lib/systemd/system/qemu-modwatch.path /usr/lib/systemd/system/qemu-modwatch.service 2>&1; ' +
-        'echo "@@ANALYZE $?"; }',
-      'apt-config dump 2>/dev/null | grep -F qemu-modwatch',
-      'sh -n /etc/libvirt/hooks/qemu.d/50-qemu-modwatch; echo "@@DISPATCHER $?"',
-    ].join('\n'),
-  );
-  const conffiles = /@@CONFFILES (.*)/.exec(q.stdout)?.[1] ?? '';
-  for (const [p, e] of Object.entries(FILES)) {
-    if (e.conffile)
-      t.match(conffiles, new RegExp(`${p.replace(/[.]/g, '\\.')} [0-9a-f]{32}`), `dpkg records ${p} as a conffile`);
-  }
-  t.match(q.stdout, /^@@VERIFY 0$/m, 'dpkg --verify: files match the md5sums', shown(q));
-  t.match(
-    q.stdout,
-    new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'),
-    '/usr/sbin/qemu-modwatch --version',
-  );
-  t.match(q.stdout, /^@@REFRESH 0$/m, 'refresh runs with an empty environment');
-  if (/@@ANALYZE/.test(q.stdout))
-    t.match(q.stdout, /^@@ANALYZE 0$/m, 'systemd-analyze verify accepts the units, no warnings', shown(q));
-  if (/@@ANALYZE/.test(q.stdout))
-    t.notMatch(
-      q.stdout.replace(/^@@.*$/gm, ''),
-      /qemu-modwatch\.(path|service)|Unknown|warning/i,
-      'systemd-analyze verify says nothing about them',
+    // 1. Install, with a stand-in "libvirtd" running: the first install must reload it.
+    const fakeDaemon = fakeLibvirtd(o);
+    const install = o.run(
+      fakeDaemon(`dpkg -i ${shq(debFile)}`) + '\n' + statScript([...Object.keys(FILES), STATE, ...ENABLEMENT]),
     );
-  t.match(
-    q.stdout,
-    /DPkg::Post-Invoke:: "if \[ -x \/usr\/sbin\/qemu-modwatch \]; then \/usr\/sbin\/qemu-modwatch refresh/,
-    'apt reads the Post-Invoke snippet',
-  );
-  t.match(q.stdout, /^@@DISPATCHER 0$/m);
+    t.match(install.stdout, /^@@RC 0$/m, 'dpkg -i succeeds');
+    t.match(install.stdout, /^Setting up qemu-modwatch /m, 'configured');
+    t.match(install.stdout, /qemu-modwatch refresh: /, 'postinst ran refresh');
+    t.match(
+      install.stdout,
+      /^@@FAKE exit 129$/m,
+      'the running libvirtd got SIGHUP (first install: libvirt must see the new hooks)',
+    );
+    const st = marked<Record<string, Stat | null>>(install, '@@STAT');
+    for (const [p, e] of Object.entries(FILES)) {
+      const s = st[p];
+      if (!t.ok(s, `${p} installed`) || !s) continue;
+      t.equal(s.uid, 0, `${p} owned by root`);
+      t.equal(s.gid, 0, `${p} group root`);
+      if (e.link) {
+        t.equal(s.type, 'symlink', `${p} is a symlink`);
+        t.equal(s.target, e.link, `${p} -> ${e.link}`);
+        continue;
+      }
+      t.equal(s.type, 'file', `${p} is a file`);
+      t.equal(s.mode.toString(8), e.mode.toString(8), `${p} mode ${e.mode.toString(8)}`);
+      if (e.from) t.equal(s.sha256, snapshot.sha(e.from), `${p} has the content of ${e.from}`);
+    }
+    t.ok(st[STATE], 'postinst refresh recorded a baseline');
+    t.equal(
+      st[ENABLEMENT[0]!]?.type,
+      'symlink',
+      'the path unit is enabled (deb-systemd-helper), systemd running or not',
+    );
 
-  // 3. The trigger: a package ships a module; dpkg runs postinst triggered.
-  const stateBefore = o.run(`cat ${STATE}`).stdout;
-  const takenBefore = BigInt((JSON.parse(stateBefore) as { baseline: { takenAtNs: string } }).baseline.takenAtNs);
-  const trig = o.run(`dpkg -i ${shq(dummyDeb)}; echo "@@RC $?"; cat ${STATE}; echo`);
-  t.match(trig.stdout, /^@@RC 0$/m, 'dummy module package installs');
-  t.match(trig.stdout, /^Processing triggers for qemu-modwatch /m, 'the file trigger fires', shown(trig));
-  t.match(trig.stdout, /qemu-modwatch refresh: /, 'postinst triggered ran refresh');
-  const baselineHasDummy = (r: RunResult): boolean | null => {
-    const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));
-    if (!line) return null;
-    const s = JSON.parse(line) as {
-      baseline: { takenAtNs: string; dirs: { path: string; modules: { name: string }[] }[] };
+    // 2. What dpkg now knows, and that the installed files work.
+    const q = o.run(
+      [
+        `dpkg-query -W -f='@@CONFFILES ${'${Conffiles}'}\\n' qemu-modwatch | tr '\\n' ' '; echo`,
+        'dpkg --verify qemu-modwatch; echo "@@VERIFY $?"',
+        `${SBIN} --version; echo "@@VERSION $?"`,
+        `env -i ${SBIN} refresh; echo "@@REFRESH $?"`,
+        'systemd-analyze --version >/dev/null 2>&1 && { systemd-analyze verify --man=no ' +
+          '/usr/lib/systemd/system/qemu-modwatch.path /usr/lib/systemd/system/qemu-modwatch.service 2>&1; ' +
+          'echo "@@ANALYZE $?"; }',
+        'apt-config dump 2>/dev/null | grep -F qemu-modwatch',
+        'sh -n /etc/libvirt/hooks/qemu.d/50-qemu-modwatch; echo "@@DISPATCHER $?"',
+      ].join('\n'),
+    );
+    const conffiles = /@@CONFFILES (.*)/.exec(q.stdout)?.[1] ?? '';
+    for (const [p, e] of Object.entries(FILES)) {
+      if (e.conffile)
+        t.match(conffiles, new RegExp(`${p.replace(/[.]/g, '\\.')} [0-9a-f]{32}`), `dpkg records ${p} as a conffile`);
+    }
+    t.match(q.stdout, /^@@VERIFY 0$/m, 'dpkg --verify: files match the md5sums', shown(q));
+    t.match(
+      q.stdout,
+      new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'),
+      '/usr/sbin/qemu-modwatch --version',
+    );
+    t.match(q.stdout, /^@@REFRESH 0$/m, 'refresh runs with an empty environment');
+    if (/@@ANALYZE/.test(q.stdout))
+      t.match(q.stdout, /^@@ANALYZE 0$/m, 'systemd-analyze verify accepts the units, no warnings', shown(q));
+    if (/@@ANALYZE/.test(q.stdout))
+      t.notMatch(
+        q.stdout.replace(/^@@.*$/gm, ''),
+        /qemu-modwatch\.(path|service)|Unknown|warning/i,
+        'systemd-analyze verify says nothing about them',
+      );
+    t.match(
+      q.stdout,
+      /DPkg::Post-Invoke:: "if \[ -x \/usr\/sbin\/qemu-modwatch \]; then \/usr\/sbin\/qemu-modwatch refresh/,
+      'apt reads the Post-Invoke snippet',
+    );
+    t.match(q.stdout, /^@@DISPATCHER 0$/m);
+
+    // 3. The trigger: a package ships a module; dpkg runs postinst triggered.
+    const stateBefore = o.run(`cat ${STATE}`).stdout;
+    const takenBefore = BigInt((JSON.parse(stateBefore) as { baseline: { takenAtNs: string } }).baseline.takenAtNs);
+    const trig = o.run(`dpkg -i ${shq(dummyDeb)}; echo "@@RC $?"; cat ${STATE}; echo`);
+    t.match(trig.stdout, /^@@RC 0$/m, 'dummy module package installs');
+    t.match(trig.stdout, /^Processing triggers for qemu-modwatch /m, 'the file trigger fires', shown(trig));
+    t.match(trig.stdout, /qemu-modwatch refresh: /, 'postinst triggered ran refresh');
+    const baselineHasDummy = (r: RunResult): boolean | null => {
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));
+      if (!line) return null;
+      const s = JSON.parse(line) as {
+        baseline: { takenAtNs: string; dirs: { path: string; modules: { name: string }[] }[] };
+      };
+      t.ok(BigInt(s.baseline.takenAtNs) > takenBefore, 'a new baseline was recorded');
+      const dir = s.baseline.dirs.find((d) => d.path === `/usr/lib/${multiarch}/qemu`);
+      return dir?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false;
     };
-    t.ok(BigInt(s.baseline.takenAtNs) > takenBefore, 'a new baseline was recorded');
-    const dir = s.baseline.dirs.find((d) => d.path === `/usr/lib/${multiarch}/qemu`);
-    return dir?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false;
-  };
-  t.equal(baselineHasDummy(trig), true, 'the baseline has the module the package added');
-  const untrig = o.run(`dpkg --purge ${DUMMY}; echo "@@RC $?"; cat ${STATE}; echo`);
-  t.match(untrig.stdout, /^@@RC 0$/m, 'dummy module package purges');
-  t.match(untrig.stdout, /^Processing triggers for qemu-modwatch /m, 'removing a module fires the trigger too');
-  t.equal(baselineHasDummy(untrig), false, 'the baseline no longer has the removed module');
+    t.equal(baselineHasDummy(trig), true, 'the baseline has the module the package added');
+    const untrig = o.run(`dpkg --purge ${DUMMY}; echo "@@RC $?"; cat ${STATE}; echo`);
+    t.match(untrig.stdout, /^@@RC 0$/m, 'dummy module package purges');
+    t.match(untrig.stdout, /^Processing triggers for qemu-modwatch /m, 'removing a module fires the trigger too');
+    t.equal(baselineHasDummy(untrig), false, 'the baseline no longer has the removed module');
 
-  // 4. The systemd unit's sandbox, as systemd would build it: refresh must
-  // still delete the cache entry and nudge the emulator (chmod: its ctime).
-  await sandboxChecks(t, o);
+    // 4. The systemd unit's sandbox, as systemd would build it: refresh must
+    // still delete the cache entry and nudge the emulator (chmod: its ctime).
+    await sandboxChecks(t, o);
 
-  // 5. Reinstall (an upgrade to the same version): no libvirt reload, the
-  // conffiles kept, nothing fails.
-  const re = o.run(fakeDaemon(`dpkg -i ${shq(debFile)}`));
-  t.match(re.stdout, /^@@RC 0$/m, 'reinstall succeeds');
-  t.match(re.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
+    // 5. Reinstall (an upgrade to the same version): no libvirt reload, the
+    // conffiles kept, nothing fails.
+    const re = o.run(fakeDaemon(`dpkg -i ${shq(debFile)}`));
+    t.match(re.stdout, /^@@RC 0$/m, 'reinstall succeeds');
+    t.match(re.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
 
-  // 6. Purge: everything goes, libvirt is reloaded to forget the hooks.
-  const purge = o.run(
-    fakeDaemon('dpkg --purge qemu-modwatch') +
-      `
-dpkg-query -W qemu-modwatch >/dev/null 2>&1; echo "@@QUERY $?"
-dpkg -L qemu-modwatch >/dev/null 2>&1; echo "@@LIST $?"
-ls /var/lib/dpkg/info/ | grep -c qemu-modwatch
-grep -rc qemu-modwatch /var/lib/dpkg/triggers/ /var/lib/dpkg/status | grep -v ':0$'
-` +
-      statScript([
-        ...Object.keys(FILES),
-        STATE_DIR,
-        ...ENABLEMENT,
-        '/usr/libexec/qemu-modwatch',
-        '/usr/share/doc/qemu-modwatch',
-      ]),
-  );
-  t.match(purge.stdout, /^@@RC 0$/m, 'dpkg --purge succeeds', shown(purge));
-  t.match(purge.stdout, /^@@FAKE exit 129$/m, 'purge reloads the running libvirtd');
-  t.match(purge.stdout, /^@@QUERY 1$/m, 'dpkg no longer knows the package');
-  t.match(purge.stdout, /^@@LIST 1$/m, 'dpkg -L has nothing');
-  t.match(purge.stdout, /^0$/m, 'no /var/lib/dpkg/info/qemu-modwatch.* left');
-  t.notMatch(purge.stdout, /^\/var\/lib\/dpkg\/\S+:[1-9]/m, 'neither status nor triggers mention qemu-modwatch');
-  const gone = marked<Record<string, Stat | null>>(purge, '@@STAT');
-  for (const [p, s] of Object.entries(gone)) t.equal(s, null, `${p} is gone`);
-  const left = o.created().filter((p) => !BOOKKEEPING.some((re) => re.test(p)));
-  t.same(left, [], 'nothing the package or its scripts made is left (overlay upper dirs)');
-  const touched = o.modified().filter((p) => !BOOKKEEPING.some((re) => re.test(p)));
-  for (const p of touched) {
-    const u = o.upperPath(p);
-    if (u && fs.statSync(u).isFile() && fs.statSync(u).size < 4 << 20)
-      t.notMatch(fs.readFileSync(u, 'latin1'), /qemu-modwatch|qmw-test/, `${p} does not mention the package`);
-  }
-});
+    // 6. Purge: everything goes, libvirt is reloaded to forget the hooks.
+    const purge = o.run(
+      fakeDaemon('dpkg --purge qemu-modwatch') +
+        `
+  dpkg-query -W qemu-modwatch >/dev/null 2>&1; echo "@@QUERY $?"
+  dpkg -L qemu-modwatch >/dev/null 2>&1; echo "@@LIST $?"
+  ls /var/lib/dpkg/info/ | grep -c qemu-modwatch
+  grep -rc qemu-modwatch /var/lib/dpkg/triggers/ /var/lib/dpkg/status | grep -v ':0$'
+  ` +
+        statScript([
+          ...Object.keys(FILES),
+          STATE_DIR,
+          ...ENABLEMENT,
+          '/usr/libexec/qemu-modwatch',
+          '/usr/share/doc/qemu-modwatch',
+        ]),
+    );
+    t.match(purge.stdout, /^@@RC 0$/m, 'dpkg --purge succeeds', shown(purge));
+    t.match(purge.stdout, /^@@FAKE exit 129$/m, 'purge reloads the running libvirtd');
+    t.match(purge.stdout, /^@@QUERY 1$/m, 'dpkg no longer knows the package');
+    t.match(purge.stdout, /^@@LIST 1$/m, 'dpkg -L has nothing');
+    t.match(purge.stdout, /^0$/m, 'no /var/lib/dpkg/info/qemu-modwatch.* left');
+    t.notMatch(purge.stdout, /^\/var\/lib\/dpkg\/\S+:[1-9]/m, 'neither status nor triggers mention qemu-modwatch');
+    const gone = marked<Record<string, Stat | null>>(purge, '@@STAT');
+    for (const [p, s] of Object.entries(gone)) t.equal(s, null, `${p} is gone`);
+    const left = o.created().filter((p) => !BOOKKEEPING.some((re) => re.test(p)));
+    t.same(left, [], 'nothing the package or its scripts made is left (overlay upper dirs)');
+    const touched = o.modified().filter((p) => !BOOKKEEPING.some((re) => re.test(p)));
+    for (const p of touched) {
+      const u = o.upperPath(p);
+      if (u && fs.statSync(u).isFile() && fs.statSync(u).size < 4 << 20)
+        t.notMatch(fs.readFileSync(u, 'latin1'), /qemu-modwatch|qmw-test/, `${p} does not mention the package`);
+    }
+  });
+}
 
 /**
  * Runs the service's ExecStart in a namespace set up from the unit's own
@@ -494,7 +598,7 @@ t.test(
   'systemd running: units started and stopped, libvirt reloaded through systemctl',
   { skip: reason || false },
   async (t) => {
-    if (!fs.existsSync(debFile)) return t.fail('the build step failed');
+    if (!fs.existsSync(debFiles['self-contained'])) return t.fail('the build step failed');
     const o = new OverlayHost('qemu-modwatch-deb-systemd');
     t.teardown(() => o.cleanup());
     const prep = o.prepare(neverInstalled([...Object.keys(FILES), ...ENABLEMENT]));
@@ -528,7 +632,8 @@ exit 0
     };
     // policy-rc.d (a container's "start nothing") would keep the start from happening.
     const r = o.run(
-      `mkdir -p /run/systemd/system; rm -f /usr/sbin/policy-rc.d; dpkg -i ${shq(debFile)}; echo "@@RC $?"`,
+      'mkdir -p /run/systemd/system; rm -f /usr/sbin/policy-rc.d; ' +
+        `dpkg -i ${shq(debFiles['self-contained'])}; echo "@@RC $?"`,
       { env },
     );
     t.match(r.stdout, /^@@RC 0$/m, 'installs', shown(r));

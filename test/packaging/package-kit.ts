@@ -19,6 +19,29 @@ export const version = (JSON.parse(fs.readFileSync(path.join(top, 'package.json'
   .version;
 
 export const EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
+
+/**
+ * The two kinds of package each build script makes from one dist/: the
+ * single executable, or the bundle on the distro's Node.js. Both are named
+ * qemu-modwatch and differ only in the executable, its dependencies and
+ * the architecture.
+ */
+export const KINDS = ['self-contained', 'node'] as const;
+export type Kind = (typeof KINDS)[number];
+/** The oldest Node.js the node packages declare they need. */
+export const NODE_FLOOR = (
+  JSON.parse(fs.readFileSync(path.join(top, 'package.json'), 'utf8')) as { config: { nodeFloor: string } }
+).config.nodeFloor;
+/** Where a package's executable comes from: a dist/ file, or (node:) the bundle under the distro's node. */
+export const EXE_FROM: Record<Kind, string> = {
+  'self-contained': 'dist/qemu-modwatch',
+  node: 'node:dist/qemu-modwatch.cjs',
+};
+
+/** The bundle with /usr/bin/node, where Debian and Fedora install it, in place of its own #! line. */
+export function asNodeExecutable(bundle: string): string {
+  return `#!/usr/bin/node\n${bundle.startsWith('#!') ? bundle.slice(bundle.indexOf('\n') + 1) : bundle}`;
+}
 export const STATE_DIR = '/var/lib/qemu-modwatch';
 export const STATE = `${STATE_DIR}/state.json`;
 /** A module package the tests build, to fire the packages' triggers. */
@@ -33,10 +56,14 @@ export const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update
 export class RepoSnapshot {
   private readonly hashes = new Map<string, string>();
   take(files: string[]): void {
-    for (const f of files) this.hashes.set(f, sha256(fs.readFileSync(path.join(top, f))));
+    for (const f of files) this.hashes.set(f, RepoSnapshot.hash(f));
   }
   sha(file: string): string {
-    return this.hashes.get(file) ?? sha256(fs.readFileSync(path.join(top, file)));
+    return this.hashes.get(file) ?? RepoSnapshot.hash(file);
+  }
+  private static hash(file: string): string {
+    if (!file.startsWith('node:')) return sha256(fs.readFileSync(path.join(top, file)));
+    return sha256(asNodeExecutable(fs.readFileSync(path.join(top, file.slice('node:'.length)), 'utf8')));
   }
 }
 
@@ -70,12 +97,13 @@ echo "@@PREPARED"
 `;
 }
 
-/** Runs build/package-deb.mjs (gzip -1: same contents, seconds, not minutes); it prints the .deb's path. */
-export function buildDeb(out: string): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, [path.join(top, 'build/package-deb.mjs'), '--out', out, '--fast'], {
-    encoding: 'utf8',
-    timeout: 300_000,
-  });
+/**
+ * Runs build/package-deb.mjs (gzip -1: same contents, seconds, not minutes) for both kinds, or the one
+ * asked for; it prints each .deb's path.
+ */
+export function buildDeb(out: string, kind?: Kind): SpawnSyncReturns<string> {
+  const args = [path.join(top, 'build/package-deb.mjs'), '--out', out, '--fast', ...(kind ? ['--kind', kind] : [])];
+  return spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 300_000 });
 }
 
 /** What a run printed, for a failed assertion's diagnostics. */
@@ -83,7 +111,7 @@ export const shown = (r: RunResult) => ({ code: r.code, stdout: r.stdout.slice(-
 
 /** Why the build's files are not there to package, or null. */
 export function missingBuild(): string | null {
-  for (const f of ['qemu-modwatch', 'qemu-modwatch.8', 'qemu-modwatch.bash-completion']) {
+  for (const f of ['qemu-modwatch', 'qemu-modwatch.8', 'qemu-modwatch.bash-completion', 'qemu-modwatch.cjs']) {
     if (!fs.existsSync(path.join(dist, f))) return `dist/${f} is missing: run npm run build`;
   }
   return null;

@@ -1,13 +1,17 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { inCI } from '../fixtures/ci';
 import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
 import {
   DUMMY,
+  EXE_FROM,
   fakeLibvirtd,
   EXE,
+  KINDS,
+  type Kind,
+  NODE_FLOOR,
   missingBuild,
   neverInstalled,
   refusesPartialBuild,
@@ -20,11 +24,11 @@ import {
   version,
 } from './package-kit';
 
-// The RPM: built from build/rpm/qemu-modwatch.spec by build/package-rpm.mjs,
-// its files, scriptlets and file triggers read back with rpm -qp; then
-// installed with this host's rpm (Debian's) in a copy-on-write namespace
-// (overlay-host.ts), its file trigger fired by a dummy module package, and
-// erased, leaving nothing behind.
+// The RPMs: both kinds built from build/rpm/qemu-modwatch.spec by
+// build/package-rpm.mjs, their files, scriptlets and file triggers read back
+// with rpm -qp; then each installed with this host's rpm (Debian's) in a
+// copy-on-write namespace (overlay-host.ts), its file trigger fired by a
+// dummy module package, and erased, leaving nothing behind.
 
 const snapshot = new RepoSnapshot();
 const ARCH = (
@@ -38,9 +42,10 @@ interface Expect {
   config?: boolean;
 }
 
-function expected(): Record<string, Expect> {
+/** What the RPM of a kind installs: the same files, the executable its own. */
+function expected(kind: Kind = 'self-contained'): Record<string, Expect> {
   return {
-    [EXE]: { mode: '-rwxr-xr-x', from: 'dist/qemu-modwatch' },
+    [EXE]: { mode: '-rwxr-xr-x', from: EXE_FROM[kind] },
     '/usr/libexec/qemu-modwatch': { mode: 'drwxr-xr-x' },
     '/usr/sbin/qemu-modwatch': { mode: 'lrwxrwxrwx', link: EXE },
     '/etc/libvirt/hooks/qemu.d': { mode: 'drwxr-xr-x' },
@@ -113,7 +118,8 @@ if (!reason && nsReason) {
 
 const ov = reason ? null : new OverlayHost('qemu-modwatch-rpm');
 t.teardown(() => ov?.cleanup());
-let rpmFile = '';
+const rpmFiles: Record<Kind, string> = { 'self-contained': '', node: '' };
+/** The module directory of this architecture, which both kinds' file triggers watch. */
 let trigger = '';
 
 const q = (file: string, ...args: string[]) => {
@@ -126,10 +132,10 @@ t.test('no man page or completion from the build: a clear refusal', { skip: reas
   refusesPartialBuild(t, 'package-rpm.mjs');
 });
 
-t.test('build the RPM', { skip: reason || false }, async (t) => {
+t.test('build the RPMs', { skip: reason || false }, async (t) => {
   const o = ov!;
   const out = o.scratch('out');
-  snapshot.take(Object.values(expected()).flatMap((e) => (e.from ? [e.from] : [])));
+  snapshot.take(KINDS.flatMap((k) => Object.values(expected(k)).flatMap((e) => (e.from ? [e.from] : []))));
   const r = spawnSync(
     process.execPath,
     [path.join(top, 'build/package-rpm.mjs'), '--out', out, '--topdir', o.scratch('topdir'), '--fast'],
@@ -139,16 +145,44 @@ t.test('build the RPM', { skip: reason || false }, async (t) => {
     },
   );
   t.equal(r.status, 0, `package-rpm.mjs exits 0\n${r.stderr}`);
-  rpmFile = path.join(out, `qemu-modwatch-${version.replace(/-/g, '~')}-1.${ARCH}.rpm`);
-  t.equal(r.stdout.trim(), rpmFile, 'prints the path of the RPM, name-version-release.arch.rpm');
-  t.ok(fs.existsSync(rpmFile));
+  const named = (arch: string) => path.join(out, `qemu-modwatch-${version.replace(/-/g, '~')}-1.${arch}.rpm`);
+  rpmFiles['self-contained'] = named(ARCH!);
+  rpmFiles.node = named('noarch');
+  t.same(
+    r.stdout.trim().split('\n'),
+    KINDS.map((k) => rpmFiles[k]),
+    'prints the path of each RPM, name-version-release.arch.rpm',
+  );
+  for (const kind of KINDS) t.ok(fs.existsSync(rpmFiles[kind]), `the ${kind} RPM exists`);
 });
 
-t.test('what the RPM holds', { skip: reason || false }, async (t) => {
-  if (!fs.existsSync(rpmFile)) return t.fail('the build step failed');
+for (const kind of KINDS) {
+  t.test(`what the ${kind} RPM holds`, { skip: reason || false }, async (t) => {
+    await holds(t, kind);
+  });
+}
+
+t.test('the kinds differ only in the executable and what follows from it', { skip: reason || false }, async (t) => {
+  if (!KINDS.every((k) => fs.existsSync(rpmFiles[k]))) return t.fail('the build step failed');
+  const listing = (file: string) =>
+    q(file, '--qf', '[%{FILENAMES}\t%{FILEMODES:perms}\t%{FILEFLAGS:fflags}\t%{FILELINKTOS}\n]');
+  t.equal(listing(rpmFiles.node), listing(rpmFiles['self-contained']), 'the same files, modes, flags and links');
+  const scripts = (file: string) => q(file, '--scripts');
+  t.equal(scripts(rpmFiles.node), scripts(rpmFiles['self-contained']), 'the same scriptlets');
+  const own = (file: string) =>
+    q(file, '--qf', '[%{FILENAMES} %{FILEDIGESTS}\n]')
+      .split('\n')
+      .filter((l) => l.startsWith(`${EXE} `));
+  t.not(own(rpmFiles.node)[0], own(rpmFiles['self-contained'])[0], 'but not the same executable');
+});
+
+async function holds(t: Test, kind: Kind): Promise<void> {
+  const rpmFile = rpmFiles[kind];
+  if (!fs.existsSync(rpmFile)) return void t.fail('the build step failed');
+  const arch = kind === 'node' ? 'noarch' : ARCH;
   t.equal(
     q(rpmFile, '--qf', '%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}'),
-    `qemu-modwatch ${version} 1 ${ARCH} MIT`,
+    `qemu-modwatch ${version} 1 ${arch} MIT`,
   );
 
   const rows = q(
@@ -161,7 +195,7 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
     .split('\n')
     .map((l) => l.split('\t'));
   const files = Object.fromEntries(rows.map(([name, ...rest]) => [name!, rest]));
-  const want = expected();
+  const want = expected(kind);
   t.same(Object.keys(files).sort(), Object.keys(want).sort(), 'rpm -qlp lists exactly the expected files');
   t.same(q(rpmFile, '-l').trim().split('\n').sort(), Object.keys(want).sort(), 'rpm -qlp agrees');
   for (const [p, e] of Object.entries(want)) {
@@ -177,7 +211,13 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
   }
 
   const reqs = q(rpmFile, '-R');
-  t.match(reqs, /^libc\.so\.6\(GLIBC_[0-9.]+\)/m, 'requires generated from the executable: libc');
+  if (kind === 'self-contained') {
+    t.match(reqs, /^libc\.so\.6\(GLIBC_[0-9.]+\)/m, 'requires generated from the executable: libc');
+  } else {
+    t.match(reqs, new RegExp(`^nodejs >= ${NODE_FLOOR.replace(/[.]/g, '\\.')}$`, 'm'), 'Requires: nodejs >= floor');
+    t.match(reqs, /^\/usr\/bin\/node$/m, "the #! line's interpreter, generated by rpm");
+    t.notMatch(reqs, /\.so\b/, 'no shared library: the distro node brings its own');
+  }
   t.notMatch(reqs, /^systemd\b/m, 'no hard dependency on systemd: every scriptlet copes without it');
 
   const scripts = q(rpmFile, '--scripts', '--filetriggers');
@@ -191,10 +231,16 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
     'scriptlets and file triggers',
   );
   const libdir = spawnSync('rpm', ['--target', ARCH!, '--eval', '%{_libdir}'], { encoding: 'utf8' }).stdout.trim();
+  // A noarch package installs on any architecture: lib64 on Fedora's 64-bit ones, lib on the others.
+  const dirs = kind === 'node' ? ['/usr/lib64/qemu', '/usr/lib/qemu'] : [`${libdir}/qemu`];
   for (const tr of ['transfiletriggerin', 'transfiletriggerpostun']) {
-    const head = byName[tr]?.split('\n')[0] ?? '';
-    t.equal(head, `${tr} scriptlet (using /bin/sh) -- ${libdir}/qemu`, `${tr} on %{_libdir}/qemu`);
-    t.match(byName[tr] ?? '', /qemu-modwatch refresh/, `${tr} runs refresh`);
+    const mine = sections.filter((s) => s.startsWith(`${tr} `));
+    t.same(
+      mine.map((s) => s.split('\n')[0]),
+      dirs.map((d) => `${tr} scriptlet (using /bin/sh) -- ${d}`),
+      `${tr}: one on each of ${dirs.join(', ')}`,
+    );
+    for (const m of mine) t.match(m, /qemu-modwatch refresh/, `${tr} runs refresh`);
   }
   trigger = `${libdir}/qemu`;
   t.match(byName.postinstall ?? '', /qemu-modwatch refresh/, '%post runs refresh');
@@ -210,7 +256,7 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
     '%preun disables the path unit',
   );
   t.match(byName.postuninstall ?? '', /rm -rf \/var\/lib\/qemu-modwatch/, '%postun removes the state on erase');
-  const scratch = ov!.scratch('scriptlets');
+  const scratch = ov!.scratch(`scriptlets-${kind}`);
   for (const [name, text] of Object.entries(byName)) {
     const body = text.split('\n').slice(1).join('\n');
     t.notMatch(body, /^\s*set -e/m, `${name}: no set -e`);
@@ -219,140 +265,145 @@ t.test('what the RPM holds', { skip: reason || false }, async (t) => {
     fs.writeFileSync(file, body);
     t.equal(spawnSync('sh', ['-n', file]).status, 0, `${name} parses (sh -n)`);
   }
-});
+}
 
-t.test('install, file trigger, erase', { skip: nsReason || false }, async (t) => {
-  if (!fs.existsSync(rpmFile) || !trigger) return t.fail('the build step failed');
-  const o = ov!;
+for (const kind of KINDS) {
+  t.test(`${kind}: install, file trigger, erase`, { skip: nsReason || false }, async (t) => {
+    const rpmFile = rpmFiles[kind];
+    if (!fs.existsSync(rpmFile) || !trigger) return t.fail('the build step failed');
+    const o = new OverlayHost(`qemu-modwatch-rpm-${kind}`);
+    t.teardown(() => o.cleanup());
 
-  // A package shipping one module into %{_libdir}/qemu, to fire the triggers.
-  const dtop = o.scratch('dummy-top');
-  const hostModDir = fs
-    .readdirSync('/usr/lib')
-    .map((d) => `/usr/lib/${d}/qemu`)
-    .find((d) => fs.existsSync(d));
-  const real = hostModDir && fs.readdirSync(hostModDir).find((n) => n.endsWith('.so'));
-  const src = path.join(dtop, 'hw-qmw-test-dummy.so');
-  fs.writeFileSync(src, real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n');
-  const spec = path.join(dtop, 'dummy.spec');
-  fs.writeFileSync(
-    spec,
-    [
-      `Name: ${DUMMY}`,
-      'Version: 1',
-      'Release: 1',
-      'Summary: test module for the qemu-modwatch file trigger',
-      'License: MIT',
-      'AutoReqProv: no',
-      '%global debug_package %{nil}',
-      '%global __os_install_post %{nil}',
-      '%description',
-      'test',
-      '%install',
-      `install -D -m 0755 ${src} %{buildroot}${trigger}/hw-qmw-test-dummy.so`,
-      '%files',
-      `${trigger}/hw-qmw-test-dummy.so`,
-      '',
-    ].join('\n'),
-  );
-  const b = spawnSync(
-    'rpmbuild',
-    ['-bb', '--target', ARCH!, '--define', `_topdir ${dtop}`, '--define', '_binary_payload w1.gzdio', spec],
-    { encoding: 'utf8' },
-  );
-  t.equal(b.status, 0, `dummy rpm builds\n${b.stderr}`);
-  const dummyRpm = /^Wrote: (.*\.rpm)$/m.exec(b.stdout)?.[1];
-  if (!dummyRpm) return;
-
-  const hostBefore = hostRpmView();
-  const ours = Object.entries(expected())
-    .filter(([, e]) => !e.mode.startsWith('d'))
-    .map(([p]) => p);
-  const prep = o.prepare(neverInstalled([...ours, '/etc/systemd/system/paths.target.wants/qemu-modwatch.path']));
-  t.match(prep.stdout, /^@@PREPARED$/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
-  t.notMatch(prep.stdout, /^@@STILL/m, 'nothing of it is left there', shown(prep));
-  // Debian's rpm installs only with --force-debian; --nodeps: its database
-  // knows nothing of the libraries dpkg installed.
-  const RPM_I = 'rpm -i --force-debian --nodeps';
-  const withFake = fakeLibvirtd(o);
-
-  const inst = o.run(
-    withFake(`${RPM_I} ${shq(rpmFile)}`) +
-      `
-rpm -q qemu-modwatch; echo "@@Q $?"
-rpm -V --nodeps qemu-modwatch; echo "@@V $?"
-[ -f ${STATE} ] && echo "@@STATE yes"
-readlink /usr/sbin/qemu-modwatch
-ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep qemu-modwatch
-/usr/sbin/qemu-modwatch --version`,
-  );
-  t.match(inst.stdout, /^@@RC 0$/m, 'rpm -i succeeds', shown(inst));
-  t.notMatch(inst.stderr, /scriptlet failed|warning: %post/i, 'no scriptlet failed', shown(inst));
-  t.match(inst.stdout, /qemu-modwatch refresh: /, '%post ran refresh');
-  t.match(inst.stdout, /^@@FAKE exit 129$/m, 'the running libvirtd got SIGHUP (first install)');
-  t.match(inst.stdout, /^@@Q 0$/m, 'rpm knows the package');
-  t.match(inst.stdout, /^@@V 0$/m, 'rpm -V: installed files match', shown(inst));
-  t.match(inst.stdout, /^@@STATE yes$/m, 'a baseline was recorded');
-  t.match(inst.stdout, new RegExp(`^${EXE}$`, 'm'), '/usr/sbin/qemu-modwatch -> the executable');
-  t.match(inst.stdout, /^qemu-modwatch\.path$/m, 'the preset enabled the path unit');
-  t.match(inst.stdout, new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'), 'the executable runs');
-
-  const baselineHasDummy = (r: RunResult): boolean | null => {
-    const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));
-    if (!line) return null;
-    const s = JSON.parse(line) as { baseline: { dirs: { path: string; modules: { name: string }[] }[] } };
-    return (
-      s.baseline.dirs.find((d) => d.path === trigger)?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false
+    // A package shipping one module into %{_libdir}/qemu, to fire the triggers.
+    const dtop = o.scratch('dummy-top');
+    const hostModDir = fs
+      .readdirSync('/usr/lib')
+      .map((d) => `/usr/lib/${d}/qemu`)
+      .find((d) => fs.existsSync(d));
+    const real = hostModDir && fs.readdirSync(hostModDir).find((n) => n.endsWith('.so'));
+    const src = path.join(dtop, 'hw-qmw-test-dummy.so');
+    fs.writeFileSync(src, real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n');
+    const spec = path.join(dtop, 'dummy.spec');
+    fs.writeFileSync(
+      spec,
+      [
+        `Name: ${DUMMY}`,
+        'Version: 1',
+        'Release: 1',
+        'Summary: test module for the qemu-modwatch file trigger',
+        'License: MIT',
+        'AutoReqProv: no',
+        '%global debug_package %{nil}',
+        '%global __os_install_post %{nil}',
+        '%description',
+        'test',
+        '%install',
+        `install -D -m 0755 ${src} %{buildroot}${trigger}/hw-qmw-test-dummy.so`,
+        '%files',
+        `${trigger}/hw-qmw-test-dummy.so`,
+        '',
+      ].join('\n'),
     );
-  };
-  const trig = o.run(`${RPM_I} ${shq(dummyRpm)}; echo "@@RC $?"; cat ${STATE}; echo`);
-  t.match(trig.stdout, /^@@RC 0$/m, 'dummy module rpm installs', shown(trig));
-  t.match(trig.stdout, /qemu-modwatch refresh: /, '%transfiletriggerin ran refresh');
-  t.equal(baselineHasDummy(trig), true, 'the baseline has the module the package added', shown(trig));
-  const untrig = o.run(`rpm -e --nodeps ${DUMMY}; echo "@@RC $?"; cat ${STATE}; echo`);
-  t.match(untrig.stdout, /^@@RC 0$/m, 'dummy module rpm erases');
-  t.match(untrig.stdout, /qemu-modwatch refresh: /, '%transfiletriggerpostun ran refresh');
-  t.equal(baselineHasDummy(untrig), false, 'the baseline no longer has it');
+    const b = spawnSync(
+      'rpmbuild',
+      ['-bb', '--target', ARCH!, '--define', `_topdir ${dtop}`, '--define', '_binary_payload w1.gzdio', spec],
+      { encoding: 'utf8' },
+    );
+    t.equal(b.status, 0, `dummy rpm builds\n${b.stderr}`);
+    const dummyRpm = /^Wrote: (.*\.rpm)$/m.exec(b.stdout)?.[1];
+    if (!dummyRpm) return;
 
-  const up = o.run(withFake(`rpm -U --replacepkgs --force-debian --nodeps ${shq(rpmFile)}`));
-  t.match(up.stdout, /^@@RC 0$/m, 'reinstall (upgrade path) succeeds', shown(up));
-  t.match(up.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
+    const hostBefore = hostRpmView();
+    const ours = Object.entries(expected(kind))
+      .filter(([, e]) => !e.mode.startsWith('d'))
+      .map(([p]) => p);
+    const prep = o.prepare(neverInstalled([...ours, '/etc/systemd/system/paths.target.wants/qemu-modwatch.path']));
+    t.match(prep.stdout, /^@@PREPARED$/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
+    t.notMatch(prep.stdout, /^@@STILL/m, 'nothing of it is left there', shown(prep));
+    // Debian's rpm installs only with --force-debian; --nodeps: its database
+    // knows nothing of the libraries dpkg installed.
+    const RPM_I = 'rpm -i --force-debian --nodeps';
+    const withFake = fakeLibvirtd(o);
 
-  const erase = o.run(
-    withFake('rpm -e --nodeps qemu-modwatch') +
-      `
-rpm -q qemu-modwatch >/dev/null 2>&1; echo "@@Q $?"
-for p in ${Object.keys(expected()).join(' ')} ${STATE_DIR} /etc/systemd/system/paths.target.wants/qemu-modwatch.path
-do
-  [ -e "$p" ] || [ -L "$p" ] && echo "@@LEFT $p"
-done
-echo "@@DONE"`,
-  );
-  t.match(erase.stdout, /^@@RC 0$/m, 'rpm -e succeeds', shown(erase));
-  t.notMatch(erase.stderr, /scriptlet failed/i, 'no scriptlet failed', shown(erase));
-  t.match(erase.stdout, /^@@FAKE exit 129$/m, 'erase reloads the running libvirtd');
-  t.match(erase.stdout, /^@@Q 1$/m, 'rpm no longer knows the package');
-  t.match(erase.stdout, /^@@DONE$/m);
-  t.same(erase.stdout.match(/^@@LEFT .*$/gm) ?? [], [], 'every file, the state and the enablement link are gone');
-  const bookkeeping = [
-    /^\/var\/lib\/rpm\//,
-    /^\/usr\/lib\/sysimage\/rpm\//,
-    /^\/var\/log\//,
-    /^\/var\/tmp\/$/,
-    /^\/var\/cache\/(man|ldconfig)\//,
-  ];
-  // rpm leaves the parent directories it had to create and no package
-  // owns here (on Fedora, libvirt, dnf5 and filesystem own them); ours
-  // (/usr/libexec/qemu-modwatch, the hooks' .d directories) must go.
-  const parents = new Set<string>();
-  for (const f of [...Object.keys(expected()), `${trigger}/hw-qmw-test-dummy.so`]) {
-    for (let d = path.posix.dirname(f); d !== '/'; d = path.posix.dirname(d)) parents.add(`${d}/`);
-  }
-  for (const p of Object.keys(expected())) parents.delete(`${p}/`);
-  const left = o.created().filter((p) => !bookkeeping.some((re) => re.test(p)) && !parents.has(p));
-  t.same(left, [], 'nothing else was left (overlay upper dirs)');
-  t.same(hostRpmView(), hostBefore, 'the host rpm database and files are untouched');
-});
+    const inst = o.run(
+      withFake(`${RPM_I} ${shq(rpmFile)}`) +
+        `
+  rpm -q qemu-modwatch; echo "@@Q $?"
+  rpm -V --nodeps qemu-modwatch; echo "@@V $?"
+  [ -f ${STATE} ] && echo "@@STATE yes"
+  readlink /usr/sbin/qemu-modwatch
+  ls /etc/systemd/system/paths.target.wants/ 2>/dev/null | grep qemu-modwatch
+  /usr/sbin/qemu-modwatch --version`,
+    );
+    t.match(inst.stdout, /^@@RC 0$/m, 'rpm -i succeeds', shown(inst));
+    t.notMatch(inst.stderr, /scriptlet failed|warning: %post/i, 'no scriptlet failed', shown(inst));
+    t.match(inst.stdout, /qemu-modwatch refresh: /, '%post ran refresh');
+    t.match(inst.stdout, /^@@FAKE exit 129$/m, 'the running libvirtd got SIGHUP (first install)');
+    t.match(inst.stdout, /^@@Q 0$/m, 'rpm knows the package');
+    t.match(inst.stdout, /^@@V 0$/m, 'rpm -V: installed files match', shown(inst));
+    t.match(inst.stdout, /^@@STATE yes$/m, 'a baseline was recorded');
+    t.match(inst.stdout, new RegExp(`^${EXE}$`, 'm'), '/usr/sbin/qemu-modwatch -> the executable');
+    t.match(inst.stdout, /^qemu-modwatch\.path$/m, 'the preset enabled the path unit');
+    t.match(inst.stdout, new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'), 'the executable runs');
+
+    const baselineHasDummy = (r: RunResult): boolean | null => {
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{"schema"'));
+      if (!line) return null;
+      const s = JSON.parse(line) as { baseline: { dirs: { path: string; modules: { name: string }[] }[] } };
+      return (
+        s.baseline.dirs.find((d) => d.path === trigger)?.modules.some((m) => m.name === 'hw-qmw-test-dummy.so') ?? false
+      );
+    };
+    const trig = o.run(`${RPM_I} ${shq(dummyRpm)}; echo "@@RC $?"; cat ${STATE}; echo`);
+    t.match(trig.stdout, /^@@RC 0$/m, 'dummy module rpm installs', shown(trig));
+    t.match(trig.stdout, /qemu-modwatch refresh: /, '%transfiletriggerin ran refresh');
+    t.equal(baselineHasDummy(trig), true, 'the baseline has the module the package added', shown(trig));
+    const untrig = o.run(`rpm -e --nodeps ${DUMMY}; echo "@@RC $?"; cat ${STATE}; echo`);
+    t.match(untrig.stdout, /^@@RC 0$/m, 'dummy module rpm erases');
+    t.match(untrig.stdout, /qemu-modwatch refresh: /, '%transfiletriggerpostun ran refresh');
+    t.equal(baselineHasDummy(untrig), false, 'the baseline no longer has it');
+
+    const up = o.run(withFake(`rpm -U --replacepkgs --force-debian --nodeps ${shq(rpmFile)}`));
+    t.match(up.stdout, /^@@RC 0$/m, 'reinstall (upgrade path) succeeds', shown(up));
+    t.match(up.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
+
+    const erase = o.run(
+      withFake('rpm -e --nodeps qemu-modwatch') +
+        `
+  rpm -q qemu-modwatch >/dev/null 2>&1; echo "@@Q $?"
+  for p in ${Object.keys(expected(kind)).join(' ')} ${STATE_DIR} \
+    /etc/systemd/system/paths.target.wants/qemu-modwatch.path
+  do
+    [ -e "$p" ] || [ -L "$p" ] && echo "@@LEFT $p"
+  done
+  echo "@@DONE"`,
+    );
+    t.match(erase.stdout, /^@@RC 0$/m, 'rpm -e succeeds', shown(erase));
+    t.notMatch(erase.stderr, /scriptlet failed/i, 'no scriptlet failed', shown(erase));
+    t.match(erase.stdout, /^@@FAKE exit 129$/m, 'erase reloads the running libvirtd');
+    t.match(erase.stdout, /^@@Q 1$/m, 'rpm no longer knows the package');
+    t.match(erase.stdout, /^@@DONE$/m);
+    t.same(erase.stdout.match(/^@@LEFT .*$/gm) ?? [], [], 'every file, the state and the enablement link are gone');
+    const bookkeeping = [
+      /^\/var\/lib\/rpm\//,
+      /^\/usr\/lib\/sysimage\/rpm\//,
+      /^\/var\/log\//,
+      /^\/var\/tmp\/$/,
+      /^\/var\/cache\/(man|ldconfig)\//,
+    ];
+    // rpm leaves the parent directories it had to create and no package
+    // owns here (on Fedora, libvirt, dnf5 and filesystem own them); ours
+    // (/usr/libexec/qemu-modwatch, the hooks' .d directories) must go.
+    const parents = new Set<string>();
+    for (const f of [...Object.keys(expected(kind)), `${trigger}/hw-qmw-test-dummy.so`]) {
+      for (let d = path.posix.dirname(f); d !== '/'; d = path.posix.dirname(d)) parents.add(`${d}/`);
+    }
+    for (const p of Object.keys(expected(kind))) parents.delete(`${p}/`);
+    const left = o.created().filter((p) => !bookkeeping.some((re) => re.test(p)) && !parents.has(p));
+    t.same(left, [], 'nothing else was left (overlay upper dirs)');
+    t.same(hostRpmView(), hostBefore, 'the host rpm database and files are untouched');
+  });
+}
 
 function hostRpmView() {
   const listing = (d: string) =>
