@@ -512,6 +512,46 @@ for (const kind of KINDS) {
   });
 }
 
+t.test('either kind replaces the other in place', { skip: installReason.node || false }, async (t) => {
+  if (!KINDS.every((k) => fs.existsSync(debFiles[k]))) return t.fail('the build step failed');
+  const o = new OverlayHost('qemu-modwatch-deb-crossgrade');
+  t.teardown(() => o.cleanup());
+  const prep = o.prepare(neverInstalled([...Object.keys(FILES), ...ENABLEMENT]));
+  t.notMatch(prep.stdout, /^@@STILL/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
+  const which = (n: number) =>
+    `dpkg-query -W -f='@@IS${n} \${Architecture} \${Status}\\n' qemu-modwatch; echo "@@EXE${n} $(head -c 15 ${EXE})"`;
+  const r = o.run(`
+dpkg -i ${shq(debFiles['self-contained'])}; echo "@@RC1 $?"
+echo '# an admin was here' >> /etc/qemu-modwatch.conf
+dpkg -i ${shq(debFiles.node)} </dev/null; echo "@@RC2 $?"
+${which(2)}
+echo "@@CONF $(tail -n 1 /etc/qemu-modwatch.conf)"
+[ -L ${ENABLEMENT[0]} ] && echo "@@ENABLED"
+[ -f ${STATE} ] && echo "@@STATE"
+${SBIN} --version
+dpkg -i ${shq(debFiles['self-contained'])} </dev/null; echo "@@RC3 $?"
+${which(3)}
+dpkg --purge qemu-modwatch; echo "@@RC4 $?"`);
+  t.match(r.stdout, /^@@RC1 0$/m, 'the self-contained .deb installs', shown(r));
+  t.match(r.stdout, /^Preparing to unpack .*_all\.deb \.\.\.$/m, 'dpkg unpacks the node one over it');
+  t.match(r.stdout, /^@@RC2 0$/m, 'the node .deb replaces it', shown(r));
+  t.match(r.stdout, /^@@IS2 all install ok installed$/m, 'dpkg has the node kind now, Architecture: all');
+  t.match(r.stdout, /^@@EXE2 #!\/usr\/bin\/node$/m, 'the executable is the bundle');
+  t.match(r.stdout, /^@@CONF # an admin was here$/m, "the admin's conffile edit is kept, no prompt");
+  t.match(r.stdout, /^@@ENABLED$/m, 'the path unit stays enabled');
+  t.match(r.stdout, /^@@STATE$/m, 'the state stays');
+  t.match(r.stdout, new RegExp(`^qemu-modwatch ${version.replace(/[.]/g, '\\.')}$`, 'm'), 'and it runs');
+  t.match(r.stdout, /^@@RC3 0$/m, 'and back', shown(r));
+  t.match(r.stdout, new RegExp(`^@@IS3 ${arch} install ok installed$`, 'm'), `dpkg has the ${arch} kind again`);
+  t.notMatch(r.stdout, /^@@EXE3 #!/m, 'the executable is the single executable again');
+  t.match(r.stdout, /^@@RC4 0$/m, 'purge', shown(r));
+  t.same(
+    o.created().filter((p) => !BOOKKEEPING.some((re) => re.test(p))),
+    [],
+    'nothing left after the crossgrades and the purge',
+  );
+});
+
 /**
  * Runs the service's ExecStart in a namespace set up from the unit's own
  * ProtectSystem=strict, ReadWritePaths=, StateDirectory= and PrivateTmp=,
