@@ -405,6 +405,35 @@ for (const kind of KINDS) {
   });
 }
 
+t.test('either kind replaces the other in place (rpm -U)', { skip: nsReason || false }, async (t) => {
+  if (!KINDS.every((k) => fs.existsSync(rpmFiles[k]))) return t.fail('the build step failed');
+  const o = new OverlayHost('qemu-modwatch-rpm-crossgrade');
+  t.teardown(() => o.cleanup());
+  const prep = o.prepare(neverInstalled(Object.keys(expected())));
+  t.notMatch(prep.stdout, /^@@STILL/m, 'the namespace starts as a host without qemu-modwatch', shown(prep));
+  const RPM = 'rpm --force-debian --nodeps';
+  const r = o.run(`
+${RPM} -i ${shq(rpmFiles['self-contained'])}; echo "@@RC1 $?"
+echo '# an admin was here' >> /etc/qemu-modwatch.conf
+${RPM} -U ${shq(rpmFiles.node)}; echo "@@RC2 $?"
+echo "@@IS2 $(rpm -q qemu-modwatch) $(head -c 15 ${EXE})"
+echo "@@CONF $(tail -n 1 /etc/qemu-modwatch.conf)"
+ls /etc/qemu-modwatch.conf.rpm* 2>/dev/null
+[ -f ${STATE} ] && echo "@@STATE"
+${RPM} -U ${shq(rpmFiles['self-contained'])}; echo "@@RC3 $?"
+echo "@@IS3 $(rpm -q qemu-modwatch)"
+rpm -e --nodeps qemu-modwatch; echo "@@RC4 $?"`);
+  t.match(r.stdout, /^@@RC1 0$/m, 'the self-contained RPM installs', shown(r));
+  t.match(r.stdout, /^@@RC2 0$/m, 'rpm -U of the noarch one replaces it', shown(r));
+  t.match(r.stdout, /^@@IS2 qemu-modwatch-\S+\.noarch #!\/usr\/bin\/node$/m, 'rpm has the noarch kind, the bundle');
+  t.match(r.stdout, /^@@CONF # an admin was here$/m, "the admin's config edit is kept in place");
+  t.notMatch(r.stdout, /\.rpm(new|save)$/m, 'no .rpmnew or .rpmsave');
+  t.match(r.stdout, /^@@STATE$/m, 'the state stays');
+  t.match(r.stdout, /^@@RC3 0$/m, 'and back', shown(r));
+  t.match(r.stdout, new RegExp(`^@@IS3 qemu-modwatch-\\S+\\.${ARCH}$`, 'm'), `rpm has the ${ARCH} kind again`);
+  t.match(r.stdout, /^@@RC4 0$/m, 'erase', shown(r));
+});
+
 function hostRpmView() {
   const listing = (d: string) =>
     fs.existsSync(d) ? fs.readdirSync(d).map((f) => `${f}:${fs.statSync(path.join(d, f)).mtimeMs}`) : null;
