@@ -182,6 +182,17 @@ try {
     version,
     '<= 1.10',
   );
+  // The distro-Node.js packages' executable: the bundle, started by node
+  // (the one running this), against the single executable.
+  const bundle = [process.execPath, path.join(path.dirname(EXE), 'qemu-modwatch.cjs')];
+  compare('--version, bundle on node', () => timeOnce([...bundle, '--version']), '--version', version, 'informative');
+  compare(
+    'prepare hook, bundle on node',
+    () => timeOnce([...bundle, '--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml),
+    'single executable',
+    () => timeOnce([EXE, '--root', s.root, 'hook', 'qemu', 'bench', 'prepare', 'begin', '-'], xml),
+    'informative',
+  );
   const starts = hooks.starts();
 
   // `npm run bench -- --code-cache`: the executable built with each kind of
