@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { writeFileAtomic } from '../os/atomic-file';
 import { readCacheView } from '../host/cache-dir';
 import { errCode, listDir, lstatOrNull, readlinkOrNull, sha256Hex, statOrNull } from '../os/file-info';
-import { CONFIG_FILE, MULTIARCH_RE, type Paths } from '../host/paths';
+import { CHAINED_SUFFIX, CONFIG_FILE, HOOKS_DIR, MULTIARCH_RE, type Paths } from '../host/paths';
 import { VERSION } from '../version';
 import type { Driver } from '../core/daemons';
 import { dispatcher, shellWord, shippedFile } from './shipped';
@@ -14,12 +14,10 @@ import { dispatcher, shellWord, shippedFile } from './shipped';
 // nothing. Works under --root and with --dry-run.
 
 export const DEFAULT_PREFIX = '/usr/libexec/qemu-modwatch';
-export const HOOKS_DIR = '/etc/libvirt/hooks';
 export const SBIN_LINK = '/usr/sbin/qemu-modwatch';
 const MANIFEST = 'install-manifest.json';
 /** libvirt runs <driver>.d/ drop-ins since 6.5.0; before, only the one file. */
 const DROPIN_SINCE: Version = [6, 5, 0];
-const CHAINED_SUFFIX = '.before-qemu-modwatch';
 
 type Version = [number, number, number];
 const DRIVERS: Driver[] = ['qemu', 'daemon'];
