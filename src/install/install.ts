@@ -7,6 +7,8 @@ import { CHAINED_SUFFIX, CONFIG_FILE, HOOKS_DIR, MULTIARCH_RE, type Paths } from
 import { VERSION } from '../version';
 import type { Driver } from '../core/daemons';
 import { dispatcher, shellWord, shippedFile } from './shipped';
+import { reloadCommand as daemonReload } from '../core/hooks-loaded';
+import { runningQemuDaemons, systemctlReloadWorks } from '../host/daemons';
 
 // `install` / `uninstall`: places the executable, the hook dispatchers and
 // the example config, and records what it placed in a manifest, so that
@@ -343,6 +345,9 @@ function driverHasHook(paths: Paths, driver: Driver, ours: Set<string>): boolean
 }
 
 function reloadCommand(paths: Paths): string {
+  // A running daemon: the command that works here (systemctl reload fails where its unit's /bin/kill is missing).
+  const running = runningQemuDaemons(paths);
+  if (running.length) return running.map((d) => daemonReload(d, systemctlReloadWorks(paths))).join(' and ');
   const modular = lstatOrNull(paths.hostNoFollow('/run/libvirt/virtqemud-sock')) !== null;
   return modular ? 'systemctl reload virtqemud' : 'systemctl reload libvirtd';
 }
