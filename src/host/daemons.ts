@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import { QEMU_DAEMONS } from '../core/daemons';
 import type { HookFilesFacts, RunningDaemon, TimeBounds } from '../core/hooks-loaded';
+import { readlinkOrNull } from '../os/file-info';
 import { CHAINED_SUFFIX, HOOKS_DIR, PROC_DIR, type Paths } from './paths';
 
 // observe: the running libvirt daemons that hold QEMU capabilities (root's),
@@ -22,6 +23,7 @@ export function runningQemuDaemons(paths: Paths): RunningDaemon[] {
     return [];
   }
   const boot = bootBounds(paths);
+  const ownNs = paths.root === '/' ? readlinkOrNull(`${PROC_DIR}/self/ns/mnt`) : null;
   const out: RunningDaemon[] = [];
   for (const name of names) {
     if (!/^[1-9][0-9]*$/.test(name)) continue;
@@ -34,6 +36,8 @@ export function runningQemuDaemons(paths: Paths): RunningDaemon[] {
     if (!QEMU_DAEMONS.includes(comm)) continue;
     // A user's session daemon runs hooks too, but not the system's state: only root's count.
     if (uidOf(dir) !== 0) continue;
+    // One in a container (another mount namespace) reads other hook files than ours.
+    if (ownNs !== null && readlinkOrNull(`${dir}/ns/mnt`) !== ownNs) continue;
     const ticks = Number(stat.slice(close + 2).split(' ')[19]);
     const started: TimeBounds | null =
       boot && Number.isFinite(ticks)
