@@ -12,6 +12,7 @@ import { scanModuleDirs, takeFingerprint } from '../host/scan';
 import { guestModuleDirs } from '../core/guests';
 import { loadState, type LoadedState } from '../store/state-store';
 import { loadDaemonHooks } from '../store/daemon-hooks';
+import { loadHooksPresent } from '../store/hooks-present';
 import { hookFilesFacts, runningQemuDaemons, systemctlReloadWorks } from '../host/daemons';
 import type { HooksLoadedFacts } from '../core/hooks-loaded';
 
@@ -84,8 +85,10 @@ export function look(
 /** What tells whether the running libvirt daemons can be running our hooks (core/hooks-loaded.ts). */
 export function lookHooksLoaded(ctx: Context): HooksLoadedFacts & { problems: string[] } {
   const { runs, problems } = loadDaemonHooks(ctx.paths);
+  const present = loadHooksPresent(ctx.paths);
+  if (present.problem) problems.push(present.problem);
   return {
-    hooks: hookFilesFacts(ctx.paths),
+    hooks: { ...hookFilesFacts(ctx.paths), presentSince: present.since },
     daemons: runningQemuDaemons(ctx.paths),
     runs,
     systemctlReloadWorks: systemctlReloadWorks(ctx.paths),

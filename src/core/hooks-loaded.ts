@@ -25,6 +25,12 @@ export interface RunningDaemon {
 export interface HookFilesFacts {
   /** Newest change (ctime or mtime) of the dispatchers we installed, epoch ms; null when none are installed. */
   installedMs: number | null;
+  /**
+   * Since when our hooks have been there without a break, as the packages and
+   * install recorded it before they replaced the dispatchers (an upgrade: new
+   * files, new ctime; store/hooks-present.ts); null for no record.
+   */
+  presentSince: TimeBounds | null;
   /** Oldest change of any other hook of the qemu driver (a file of someone else's), epoch ms; null when none. */
   otherQemuHookMs: number | null;
 }
@@ -57,26 +63,40 @@ export interface DaemonVerdict {
 
 /** One verdict per running daemon; none when our hooks are not installed. */
 export function judgeHooksLoaded(f: HooksLoadedFacts): DaemonVerdict[] {
-  const installed = f.hooks.installedMs;
-  if (installed === null) return [];
-  return f.daemons.map((d) => ({ daemon: d, verdict: judgeOne(d, installed, f) }));
+  const arrived = hooksArrived(f.hooks);
+  if (arrived === null) return [];
+  return f.daemons.map((d) => ({ daemon: d, verdict: judgeOne(d, arrived, f) }));
 }
 
-function judgeOne(d: RunningDaemon, installedMs: number, f: HooksLoadedFacts): LoadedVerdict {
-  const at = iso(installedMs);
+/**
+ * When our hooks arrived, for as long as they have been there since: the
+ * earlier of the record and the files' own time (a record holds a time only
+ * from before the files were replaced). Null when none of ours is there: a
+ * record alone says nothing.
+ */
+export function hooksArrived(h: HookFilesFacts): TimeBounds | null {
+  if (h.installedMs === null) return null;
+  const rec = h.presentSince;
+  if (rec && rec.earliestMs < h.installedMs)
+    return { earliestMs: rec.earliestMs, latestMs: Math.min(rec.latestMs, h.installedMs) };
+  return { earliestMs: h.installedMs, latestMs: h.installedMs };
+}
+
+function judgeOne(d: RunningDaemon, arrived: TimeBounds, f: HooksLoadedFacts): LoadedVerdict {
+  const at = isoBounds(arrived);
   if (!d.started) return { kind: 'cannot-tell', why: 'its start time cannot be read' };
-  if (d.started.earliestMs > installedMs)
+  if (d.started.earliestMs > arrived.latestMs)
     return { kind: 'loaded', why: `it started after qemu-modwatch's hooks were installed (${at})` };
-  if (d.started.latestMs >= installedMs)
+  if (d.started.latestMs >= arrived.earliestMs)
     return { kind: 'cannot-tell', why: `it started about when qemu-modwatch's hooks were installed (${at})` };
   const other = f.hooks.otherQemuHookMs;
   if (other !== null && other < d.started.earliestMs)
     return { kind: 'loaded', why: 'another qemu hook was there when it started, so it picks up drop-ins at once' };
-  const run = f.runs.find((r) => r.daemon === d.name && r.pid === d.pid);
-  if (run && run.atMs >= Math.floor(installedMs))
+  // Only a run since the hooks arrived: one from before was of hooks since removed (a purge, an uninstall),
+  // which the daemon may have dropped at the reload that followed the removal.
+  const run = f.runs.find((r) => r.daemon === d.name && r.pid === d.pid && r.atMs >= Math.floor(arrived.earliestMs));
+  if (run)
     return { kind: 'loaded', why: `it ran qemu-modwatch's daemon hook at ${iso(run.atMs)}, after the hooks arrived` };
-  // Our daemon hook ran in it before the files changed: the files were replaced, and the driver keeps its hooks.
-  if (run) return { kind: 'loaded', why: `it ran qemu-modwatch's daemon hook at ${iso(run.atMs)}` };
   return {
     kind: 'not-loaded',
     why:
@@ -99,4 +119,10 @@ export function notLoadedMessage(d: RunningDaemon, v: { why: string; command: st
 
 function iso(ms: number): string {
   return new Date(Math.floor(ms)).toISOString();
+}
+
+/** A time known to the ms, or to the second where that is all a record holds. */
+function isoBounds(b: TimeBounds): string {
+  const t = iso(b.earliestMs);
+  return b.latestMs - b.earliestMs >= 1000 ? t.replace(/\.\d{3}Z$/, 'Z') : t;
 }

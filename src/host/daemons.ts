@@ -79,9 +79,10 @@ function unitOf(cgroup: string | null): string | null {
 /**
  * When our hook files arrived (the newest change of the dispatchers we
  * placed, in either layout), and when the oldest other hook of the qemu
- * driver did.
+ * driver did. The record of since when they have been there is the
+ * caller's (store/hooks-present.ts).
  */
-export function hookFilesFacts(paths: Paths): HookFilesFacts {
+export function hookFilesFacts(paths: Paths): Omit<HookFilesFacts, 'presentSince'> {
   let installedMs: number | null = null;
   let otherQemuHookMs: number | null = null;
   for (const driver of ['qemu', 'daemon']) {

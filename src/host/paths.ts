@@ -159,5 +159,7 @@ export function stateFiles(paths: Paths) {
     cacheMemo: path.join(dir, 'cache-headers.json'),
     /** The last run of our daemon hook in each QEMU daemon (store/daemon-hooks.ts). */
     daemonHook: (daemon: string) => path.join(dir, `daemon-hook.${daemon}.json`),
+    /** Since when our hooks have been there without a break (store/hooks-present.ts; the packages write it too). */
+    hooksPresentSince: path.join(dir, 'hooks-present-since'),
   };
 }
