@@ -8,7 +8,8 @@ import { VERSION } from '../version';
 import type { Driver } from '../core/daemons';
 import { dispatcher, shellWord, shippedFile } from './shipped';
 import { reloadCommand as daemonReload } from '../core/hooks-loaded';
-import { runningQemuDaemons, systemctlReloadWorks } from '../host/daemons';
+import { hookFilesFacts, runningQemuDaemons, systemctlReloadWorks } from '../host/daemons';
+import { forgetHooksPresent, recordHooksPresent } from '../store/hooks-present';
 
 // `install` / `uninstall`: places the executable, the hook dispatchers and
 // the example config, and records what it placed in a manifest, so that
@@ -120,6 +121,10 @@ export function runInstall(o: InstallOptions): Outcome {
   );
 
   if (!o.dryRun) {
+    // Replaced dispatchers get a new ctime, though libvirt has had ours all along: keep when they came.
+    const ourHooksSince = hookFilesFacts(paths).installedMs;
+    if (ourHooksSince === null) forgetHooksPresent(paths);
+    else if (written.some((w) => w.changed)) recordHooksPresent(paths, ourHooksSince);
     for (const r of renames) fs.renameSync(paths.hostNoFollow(r.from), paths.hostNoFollow(r.to));
     for (const { step, changed } of written)
       if (changed) placeFile(paths.hostNoFollow(step.path), step.content, step.mode);
@@ -192,6 +197,8 @@ export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boole
       manifest.files.map((f) => path.posix.dirname(f.path)).filter((d) => d.startsWith('/usr/')),
     );
     if (!opts.dryRun) for (const d of prefixDirs) removeIfEmpty(paths.hostNoFollow(d));
+    // A dispatcher left (changed since install) is still a hook of ours, there since the record says.
+    if (!opts.dryRun && hookFilesFacts(paths).installedMs === null) forgetHooksPresent(paths);
   }
   if (opts.purge) {
     if (lstatOrNull(paths.hostNoFollow(CONFIG_FILE))) {
