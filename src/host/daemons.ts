@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { QEMU_DAEMONS } from '../core/daemons';
 import type { HookFilesFacts, RunningDaemon, TimeBounds } from '../core/hooks-loaded';
 import { readlinkOrNull } from '../os/file-info';
-import { CHAINED_SUFFIX, HOOKS_DIR, PROC_DIR, type Paths } from './paths';
+import { CHAINED_SUFFIX, HOOK_BACKUP_RE, HOOKS_DIR, PROC_DIR, type Paths } from './paths';
 
 // observe: the running libvirt daemons that hold QEMU capabilities (root's),
 // when each started, and when the hook files libvirt reads were installed:
@@ -91,7 +91,9 @@ export function hookFilesFacts(paths: Paths): Omit<HookFilesFacts, 'presentSince
       const st = executableFile(paths.host(file));
       if (!st) continue;
       const changed = Math.max(st.ctimeMs, st.mtimeMs);
-      if (OURS.test(readSmall(paths.host(file), 512) ?? '')) {
+      // A package manager's copy of ours (an upgrade's .dpkg-old, an erase's .rpmsave) is not what was installed
+      // then; to libvirt it is a hook like any other.
+      if (!HOOK_BACKUP_RE.test(file) && OURS.test(readSmall(paths.host(file), 512) ?? '')) {
         installedMs = Math.max(installedMs ?? changed, changed);
       } else if (driver === 'qemu') {
         // Its ctime is the last time it changed: it has been there at least since.

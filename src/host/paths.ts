@@ -18,6 +18,12 @@ export const PROC_DIR = '/proc';
 export const HOOKS_DIR = '/etc/libvirt/hooks';
 /** What `install --chain` appends to the name of an admin's single-file hook it moves aside to run it first. */
 export const CHAINED_SUFFIX = '.before-qemu-modwatch';
+/**
+ * The copies of a hook file package managers and editors leave beside it
+ * (the dispatchers' own list, hooks/qemu.d/50-qemu-modwatch: such a copy of
+ * ours exits at once). libvirt runs them all the same.
+ */
+export const HOOK_BACKUP_RE = /(\.dpkg-[^/]*|\.rpmnew|\.rpmsave|\.rpmorig|\.ucf-[^/]*|~)$/;
 
 /** Module directories distros compile into QEMU (CONFIG_QEMU_MODDIR). */
 export const DEFAULT_MODULE_DIRS = ['/usr/lib64/qemu', '/usr/lib/qemu', '/usr/local/lib/qemu', '/usr/local/lib64/qemu'];

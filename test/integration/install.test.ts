@@ -6,6 +6,7 @@ import t from 'tap';
 import { inCI } from '../fixtures/ci';
 import { BARE_ENV } from '../fixtures/hooks';
 import { EXE, Sysroot, sysroot, TOP } from '../fixtures/sysroot';
+import { HOOK_BACKUP_RE } from '../../src/host/paths';
 
 // `install` and `uninstall` into sysroots.
 
@@ -269,7 +270,8 @@ const daemonVerdict = (s: Sysroot) =>
 const notLoaded = (s: Sysroot) =>
   s.json().report.findings.filter((f: { code: string }) => f.code === 'hooks-not-loaded') as { message: string }[];
 const RECORD = '/var/lib/qemu-modwatch/hooks-present-since';
-const DISPATCHER = '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch';
+const DISPATCH = 'qemu.d/50-qemu-modwatch';
+const DISPATCHER = `/etc/libvirt/hooks/${DISPATCH}`;
 const filesTime = (s: Sysroot, p: string) => {
   const st = fs.statSync(s.host(p));
   return Math.max(st.ctimeMs, st.mtimeMs);
@@ -346,4 +348,23 @@ t.test('uninstall leaves a changed dispatcher: the hooks are still there, the re
   fs.rmSync(s.host(DISPATCHER));
   t.equal(s.run(['install']).code, 0);
   t.notOk(fs.existsSync(s.host(RECORD)), 'none of ours there when install ran: a record from before is not kept');
+});
+
+t.test("a package manager's copy of a dispatcher is not ours: it does not move the install time", async (t) => {
+  const s = sysroot(t, new Sysroot());
+  t.equal(s.run(['install']).code, 0);
+  const installed = Math.max(filesTime(s, DISPATCHER), filesTime(s, '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch'));
+  await new Promise((r) => setTimeout(r, 1500));
+  for (const suffix of ['.dpkg-old', '.dpkg-dist', '.rpmsave', '.rpmnew']) {
+    fs.copyFileSync(s.host(DISPATCHER), s.host(`/etc/libvirt/hooks/daemon.d/50-qemu-modwatch${suffix}`));
+    fs.chmodSync(s.host(`/etc/libvirt/hooks/daemon.d/50-qemu-modwatch${suffix}`), 0o755);
+  }
+  libvirtdStarted(s, (Date.now() - installed) / 2);
+  t.same(notLoaded(s), [], 'started after the install, before the copies: no finding');
+  t.match(daemonVerdict(s)?.why ?? '', new Date(Math.floor(installed)).toISOString());
+  // The dispatchers' own list of such copies (they exit at once) is the one the check skips.
+  const own = /^\s*(\*\.dpkg-\*\|.*)\) exit 0 ;;$/m.exec(fs.readFileSync(path.join(TOP, 'hooks', DISPATCH), 'utf8'));
+  const names = (own?.[1] ?? '').split('|').map((g) => g.replace(/\*/g, 'x'));
+  t.ok(names.length >= 5, `the dispatcher's list: ${own?.[1]}`);
+  for (const n of names) t.match(n, HOOK_BACKUP_RE, `${n}: a copy to the check too`);
 });
