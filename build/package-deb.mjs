@@ -109,10 +109,15 @@ function buildDeb(kind) {
     const etc = files.filter((f) => f.startsWith('etc/') && fs.lstatSync(path.join(root, f)).isFile());
     const debian = path.join(root, 'DEBIAN');
     fs.mkdirSync(debian);
-    const reload = fs.readFileSync(path.join(here, 'libvirt-reload.sh'), 'utf8').trimEnd();
-    for (const script of ['postinst', 'prerm', 'postrm']) {
-      const text = fs.readFileSync(path.join(here, script), 'utf8').replace('#LIBVIRT_RELOAD#', reload);
-      if (text.includes('#LIBVIRT_RELOAD#')) die(`${script}: placeholder left`);
+    // The shell shared with the RPM's scriptlets, in place of its placeholder.
+    const shared = {
+      '#LIBVIRT_RELOAD#': fs.readFileSync(path.join(here, 'libvirt-reload.sh'), 'utf8').trimEnd(),
+      '#HOOKS_PRESENT#': fs.readFileSync(path.join(here, 'hooks-present.sh'), 'utf8').trimEnd(),
+    };
+    for (const script of ['preinst', 'postinst', 'prerm', 'postrm']) {
+      let text = fs.readFileSync(path.join(here, script), 'utf8');
+      for (const [mark, code] of Object.entries(shared)) text = text.replace(mark, () => code);
+      if (/^#[A-Z_]+#$/m.test(text)) die(`${script}: placeholder left`);
       put(`DEBIAN/${script}`, 0o755, text);
     }
     // Every /etc file is a conffile: an admin's edits survive upgrades, and

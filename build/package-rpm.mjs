@@ -35,6 +35,7 @@ const sources = {
   'qemu-modwatch.rules.yml': path.join(hooks, 'prometheus/qemu-modwatch.rules.yml'),
   'qemu-modwatch.icinga2.conf': path.join(hooks, 'icinga2/qemu-modwatch.conf'),
   'libvirt-reload.sh': path.join(top, 'build/deb/libvirt-reload.sh'),
+  'hooks-present.sh': path.join(top, 'build/deb/hooks-present.sh'),
   copyright: path.join(top, 'build/deb/copyright'),
 };
 for (const [name, file] of Object.entries(sources)) {

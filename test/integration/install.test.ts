@@ -6,6 +6,7 @@ import t from 'tap';
 import { inCI } from '../fixtures/ci';
 import { BARE_ENV } from '../fixtures/hooks';
 import { EXE, Sysroot, sysroot, TOP } from '../fixtures/sysroot';
+import { HOOK_BACKUP_RE } from '../../src/host/paths';
 
 // `install` and `uninstall` into sysroots.
 
@@ -240,3 +241,130 @@ t.test(
     );
   },
 );
+
+t.test('install with a libvirtd running: the reload command that works here, by its PID', async (t) => {
+  const s = sysroot(t, new Sysroot());
+  s.write('/proc/uptime', '1000.00 1900.00\n');
+  s.write('/proc/5150/stat', `5150 (libvirtd) S 1 5150 5150 0 -1 4194560 ${'0 '.repeat(12)}100 0\n`);
+  // In systemd's libvirtd.service, but no /bin/kill for its reload: the unit's reload would fail.
+  s.write('/proc/5150/cgroup', '0::/system.slice/libvirtd.service\n');
+  s.mkdir('/run/systemd/system');
+  const r = s.run(['install']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /qemu and daemon had none, so reload it now: kill -HUP 5150$/m);
+  s.write('/bin/kill', '#!/bin/sh\n', 0o755);
+  s.run(['uninstall']);
+  t.match(s.run(['install']).stdout, /so reload it now: systemctl reload libvirtd$/m, 'with /bin/kill: its unit');
+});
+
+/** A root libvirtd, PID 5150, that started `agoMs` before the check that reads it (/proc under --root). */
+function libvirtdStarted(s: Sysroot, agoMs: number): void {
+  s.write('/proc/uptime', '100000.00 1.00\n');
+  const ticks = Math.round((100_000_000 - agoMs) / 10);
+  s.write('/proc/5150/stat', `5150 (libvirtd) S 1 5150 5150 0 -1 4194560 ${'0 '.repeat(12)}${ticks} 0\n`);
+}
+const daemonVerdict = (s: Sysroot) =>
+  (JSON.parse(s.run(['status', '--json']).stdout).daemons as { pid: number; hooks: string; why: string }[]).find(
+    (d) => d.pid === 5150,
+  );
+const notLoaded = (s: Sysroot) =>
+  s.json().report.findings.filter((f: { code: string }) => f.code === 'hooks-not-loaded') as { message: string }[];
+const RECORD = '/var/lib/qemu-modwatch/hooks-present-since';
+const DISPATCH = 'qemu.d/50-qemu-modwatch';
+const DISPATCHER = `/etc/libvirt/hooks/${DISPATCH}`;
+const filesTime = (s: Sysroot, p: string) => {
+  const st = fs.statSync(s.host(p));
+  return Math.max(st.ctimeMs, st.mtimeMs);
+};
+
+t.test(
+  'install over an install that placed other dispatchers: the first time is kept, a daemon since runs them',
+  async (t) => {
+    const s = sysroot(t, new Sysroot());
+    t.equal(s.run(['install', '--prefix', '/usr/libexec/qemu-modwatch-old']).code, 0, 'an older install');
+    const first = Math.max(filesTime(s, DISPATCHER), filesTime(s, '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch'));
+    t.notOk(fs.existsSync(s.host(RECORD)), 'a first install keeps no record: the files tell');
+    await new Promise((r) => setTimeout(r, 2000));
+    // The upgrade replaces the dispatchers (their settings line differs): new files, new ctime.
+    const u = s.run(['install']);
+    t.equal(u.code, 0, u.stderr);
+    t.ok(filesTime(s, DISPATCHER) > first + 1500, 'the dispatcher was replaced');
+    const text = fs.readFileSync(s.host(RECORD), 'utf8');
+    t.equal(text, `${(Math.floor(first) / 1000).toFixed(3)}\n`, `the record holds the old files' time: ${text}`);
+    t.equal(s.run(['install']).code, 0);
+    t.equal(fs.readFileSync(s.host(RECORD), 'utf8'), text, 'a third install leaves it as it is');
+
+    // Started between the first install and the upgrade: it loaded the old dispatchers, and runs the new ones.
+    libvirtdStarted(s, (Date.now() - first) / 2);
+    t.same(notLoaded(s), [], '--check: no hooks-not-loaded');
+    const v = daemonVerdict(s);
+    t.equal(v?.hooks, 'loaded', `status: ${v?.why}`);
+    t.match(v?.why ?? '', new Date(Math.floor(first)).toISOString(), 'the time of the first install');
+    libvirtdStarted(s, Date.now() - first + 60_000);
+    t.equal(notLoaded(s).length, 1, 'one started before the first install, never reloaded: still said');
+
+    fs.writeFileSync(s.host(RECORD), 'yesterday\n');
+    t.same(
+      s
+        .json()
+        .report.findings.filter((f: { code: string }) => f.code === 'corrupt-state')
+        .map((f: any) => f.message),
+      [`${RECORD} is not a record of since when qemu-modwatch's hooks are there; treated as no record`],
+      'a damaged record: one line, and no record',
+    );
+  },
+);
+
+t.test('uninstall, then install again: an old run of the daemon hook in the same PID does not count', async (t) => {
+  const s = sysroot(t, new Sysroot());
+  libvirtdStarted(s, 600_000);
+  t.equal(s.run(['install']).code, 0);
+  t.equal(notLoaded(s).length, 1, 'started before the install: said');
+  // It reloaded: our daemon hook ran in it (what the hook records, as in the hook tests).
+  const run = { schema: 1, daemon: 'libvirtd', pid: 5150, at: new Date().toISOString() };
+  s.write('/var/lib/qemu-modwatch/daemon-hook.libvirtd.json', JSON.stringify(run) + '\n');
+  t.same(notLoaded(s), [], 'after its reload: not said');
+  t.equal(s.run(['install', '--prefix', '/usr/libexec/qmw-2']).code, 0, 'an upgrade');
+  t.ok(fs.existsSync(s.host(RECORD)), 'keeps a record');
+  t.same(notLoaded(s), [], 'the reload was after the first install: still not said');
+
+  t.equal(s.run(['uninstall']).code, 0);
+  t.notOk(fs.existsSync(s.host(RECORD)), 'uninstall: the hooks are gone, and the record with them');
+  t.ok(fs.existsSync(s.host('/var/lib/qemu-modwatch/daemon-hook.libvirtd.json')), 'the state stays');
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(s.run(['install']).code, 0, 'installed again');
+  const again = notLoaded(s);
+  t.equal(again.length, 1, `--check says it again: ${again[0]?.message}`);
+  t.equal(daemonVerdict(s)?.hooks, 'not-loaded', 'status too');
+});
+
+t.test('uninstall leaves a changed dispatcher: the hooks are still there, the record stays', async (t) => {
+  const s = sysroot(t, new Sysroot());
+  t.equal(s.run(['install', '--prefix', '/usr/libexec/qmw-1']).code, 0);
+  t.equal(s.run(['install']).code, 0);
+  fs.appendFileSync(s.host(DISPATCHER), '# local change\n');
+  t.match(s.run(['uninstall']).stdout, /left {6}\/etc\/libvirt\/hooks\/qemu\.d\/50-qemu-modwatch/);
+  t.ok(fs.existsSync(s.host(RECORD)), 'kept');
+  fs.rmSync(s.host(DISPATCHER));
+  t.equal(s.run(['install']).code, 0);
+  t.notOk(fs.existsSync(s.host(RECORD)), 'none of ours there when install ran: a record from before is not kept');
+});
+
+t.test("a package manager's copy of a dispatcher is not ours: it does not move the install time", async (t) => {
+  const s = sysroot(t, new Sysroot());
+  t.equal(s.run(['install']).code, 0);
+  const installed = Math.max(filesTime(s, DISPATCHER), filesTime(s, '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch'));
+  await new Promise((r) => setTimeout(r, 1500));
+  for (const suffix of ['.dpkg-old', '.dpkg-dist', '.rpmsave', '.rpmnew']) {
+    fs.copyFileSync(s.host(DISPATCHER), s.host(`/etc/libvirt/hooks/daemon.d/50-qemu-modwatch${suffix}`));
+    fs.chmodSync(s.host(`/etc/libvirt/hooks/daemon.d/50-qemu-modwatch${suffix}`), 0o755);
+  }
+  libvirtdStarted(s, (Date.now() - installed) / 2);
+  t.same(notLoaded(s), [], 'started after the install, before the copies: no finding');
+  t.match(daemonVerdict(s)?.why ?? '', new Date(Math.floor(installed)).toISOString());
+  // The dispatchers' own list of such copies (they exit at once) is the one the check skips.
+  const own = /^\s*(\*\.dpkg-\*\|.*)\) exit 0 ;;$/m.exec(fs.readFileSync(path.join(TOP, 'hooks', DISPATCH), 'utf8'));
+  const names = (own?.[1] ?? '').split('|').map((g) => g.replace(/\*/g, 'x'));
+  t.ok(names.length >= 5, `the dispatcher's list: ${own?.[1]}`);
+  for (const n of names) t.match(n, HOOK_BACKUP_RE, `${n}: a copy to the check too`);
+});

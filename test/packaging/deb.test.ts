@@ -37,6 +37,9 @@ import {
 
 const snapshot = new RepoSnapshot();
 const SBIN = '/usr/sbin/qemu-modwatch';
+const DISPATCHERS = ['/etc/libvirt/hooks/qemu.d/50-qemu-modwatch', '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch'];
+/** Since when the hooks have been there (README, "State"). */
+const PRESENT = `${STATE_DIR}/hooks-present-since`;
 const EMULATOR = '/usr/bin/qemu-system-x86_64';
 
 const fileSha = (p: string) => sha256(fs.readFileSync(p));
@@ -271,12 +274,12 @@ t.test('build the .debs', { skip: reason || false }, async (t) => {
         .sort(),
       `${kind}: every /etc file is a conffile`,
     );
-    for (const s of ['postinst', 'prerm', 'postrm']) {
+    for (const s of ['preinst', 'postinst', 'prerm', 'postrm']) {
       const file = path.join(ctl, s);
       t.equal(fs.statSync(file).mode & 0o777, 0o755, `${kind}: ${s} is executable`);
       const text = fs.readFileSync(file, 'utf8');
       t.match(text, /^#!\/bin\/sh\n/, `${kind}: ${s} is a POSIX sh script`);
-      t.notMatch(text, /#LIBVIRT_RELOAD#/, `${kind}: ${s}: placeholder replaced`);
+      t.notMatch(text, /^#[A-Z_]+#$/m, `${kind}: ${s}: placeholders replaced`);
       t.notMatch(text, /^\s*set -e/m, `${kind}: ${s} does not stop at the first failing command`);
       t.match(text, /\nexit 0\n$/, `${kind}: ${s} ends with exit 0`);
       t.equal(spawnSync('sh', ['-n', file]).status, 0, `${kind}: ${s} parses (sh -n)`);
@@ -471,10 +474,69 @@ for (const kind of KINDS) {
     await sandboxChecks(t, o);
 
     // 5. Reinstall (an upgrade to the same version): no libvirt reload, the
-    // conffiles kept, nothing fails.
-    const re = o.run(fakeDaemon(`dpkg -i ${shq(debFile)}`));
+    // conffiles kept, nothing fails; preinst records since when the hooks are there.
+    const ctimes = `stat -c '@@CTIME %n %.9Z' ${DISPATCHERS.join(' ')}`;
+    const re = o.run(`${ctimes} | sed 's/@@CTIME/@@BEFORE/'\n` + fakeDaemon(`dpkg -i ${shq(debFile)}`));
     t.match(re.stdout, /^@@RC 0$/m, 'reinstall succeeds');
     t.match(re.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
+    const times = (r: RunResult, tag: string) =>
+      [...r.stdout.matchAll(new RegExp(`^${tag} \\S+ (\\S+)$`, 'gm'))].map((m) => m[1]!);
+    const first = times(re, '@@BEFORE');
+    t.equal(first.length, 2, 'both dispatchers were there before', shown(re));
+    // stat's %.9Z: the same number of digits in each, so without the point they compare as integers.
+    const ns = (c: string) => BigInt(c.replace('.', ''));
+    const newest = first.reduce((a, b) => (ns(a) >= ns(b) ? a : b), '');
+    const recorded = (tag = '@@RECORD') => new RegExp(`^${tag} ${newest.replace('.', '\\.')}$`, 'm');
+
+    // 5a. An upgrade that changes the dispatchers: dpkg replaces them (new
+    // files, new ctime). A libvirtd started between the first install and the
+    // upgrade loaded the hooks then: check must not say hooks-not-loaded.
+    const up = upgradeDeb(o, debFile, `${version}+up1`);
+    const upgraded = o.run(
+      fakeDaemon(
+        `dpkg -i ${shq(up)}; rc=$?\n${ctimes}\necho "@@RECORD $(cat ${PRESENT})"\n` +
+          `${SBIN} --check --json > /run/qmw-check.json; ${SBIN} status --json > /run/qmw-status.json\n(exit $rc)`,
+      ) +
+        // One line each: their JSON is printed over several.
+        `\necho "@@CHECK $(tr -d '\\n' < /run/qmw-check.json)"` +
+        `\necho "@@STATUS $(tr -d '\\n' < /run/qmw-status.json)"` +
+        '\nrm -f /run/qmw-check.json /run/qmw-status.json',
+    );
+    t.match(upgraded.stdout, /^@@RC 0$/m, `upgrade to ${version}+up1 succeeds`, shown(upgraded));
+    const now = times(upgraded, '@@CTIME');
+    t.ok(
+      now.length === 2 && now.every((c, i) => ns(c) > ns(first[i]!)),
+      `dpkg replaced the dispatchers (their ctime ${first.join(', ')} -> ${now.join(', ')})`,
+    );
+    t.match(upgraded.stdout, recorded(), 'the record holds the first install time');
+    const check = JSON.parse(/^@@CHECK (.*)$/m.exec(upgraded.stdout)?.[1] ?? '{}') as { findings?: { code: string }[] };
+    t.ok(check.findings, 'check ran', shown(upgraded));
+    t.same(
+      check.findings?.filter((f) => f.code === 'hooks-not-loaded'),
+      [],
+      'check: no hooks-not-loaded for the libvirtd started before the upgrade',
+    );
+    const status = JSON.parse(/^@@STATUS (.*)$/m.exec(upgraded.stdout)?.[1] ?? '{}') as {
+      daemons?: { hooks: string; why: string }[];
+    };
+    t.same(
+      status.daemons?.map((d) => d.hooks),
+      ['loaded'],
+      `status: it runs the hooks (${status.daemons?.[0]?.why})`,
+    );
+
+    // 5b. Remove: the dispatchers are conffiles and stay, and so does the
+    // record; installed again over them (a downgrade
+    // here), the time stays the first one's.
+    const rm = o.run(
+      `dpkg -r qemu-modwatch; echo "@@RC $?"; ${ctimes}; echo "@@RECORD $(cat ${PRESENT} 2>&1)"\n` +
+        `dpkg -i ${shq(debFile)} >/dev/null; echo "@@RC2 $?"; echo "@@RECORD2 $(cat ${PRESENT} 2>&1)"`,
+    );
+    t.match(rm.stdout, /^@@RC 0$/m, 'dpkg -r succeeds', shown(rm));
+    t.equal([...rm.stdout.matchAll(/^@@CTIME /gm)].length, 2, 'the dispatchers stay (conffiles)', shown(rm));
+    t.match(rm.stdout, recorded(), 'and the record with them');
+    t.match(rm.stdout, /^@@RC2 0$/m, 'installed again', shown(rm));
+    t.match(rm.stdout, recorded('@@RECORD2'), 'the record is kept');
 
     // 6. Purge: everything goes, libvirt is reloaded to forget the hooks.
     const purge = o.run(
@@ -488,6 +550,7 @@ for (const kind of KINDS) {
         statScript([
           ...Object.keys(FILES),
           STATE_DIR,
+          PRESENT,
           ...ENABLEMENT,
           '/usr/libexec/qemu-modwatch',
           '/usr/share/doc/qemu-modwatch',
@@ -551,6 +614,27 @@ dpkg --purge qemu-modwatch; echo "@@RC4 $?"`);
     'nothing left after the crossgrades and the purge',
   );
 });
+
+/**
+ * The .deb repacked as version `v` with both dispatchers changed (a line
+ * more), as an upgrade that changes them: dpkg replaces a conffile the
+ * admin left alone when the package's version of it changed.
+ */
+function upgradeDeb(o: OverlayHost, deb: string, v: string): string {
+  const dir = o.scratch(`repack-${v}`);
+  fs.rmSync(dir, { recursive: true, force: true });
+  const run = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
+  };
+  run('dpkg-deb', ['-R', deb, dir]);
+  const control = path.join(dir, 'DEBIAN/control');
+  fs.writeFileSync(control, fs.readFileSync(control, 'utf8').replace(/^Version: .*$/m, `Version: ${v}`));
+  for (const d of DISPATCHERS) fs.appendFileSync(path.join(dir, d), `# ${v}\n`);
+  const out = path.join(path.dirname(dir), `qemu-modwatch_${v}.deb`);
+  run('dpkg-deb', ['--root-owner-group', '-Zgzip', '-z1', '--build', dir, out]);
+  return out;
+}
 
 /**
  * Runs the service's ExecStart in a namespace set up from the unit's own
@@ -688,8 +772,8 @@ exit 0
       { calls: installCalls },
     );
     t.ok(
-      installCalls.includes('--no-block reload virtqemud.service'),
-      'the active virtqemud is reloaded, without waiting',
+      installCalls.includes('reload virtqemud.service'),
+      'the active virtqemud is reloaded, awaited (bounded by timeout) so that a failure shows',
       { calls: installCalls },
     );
     t.notOk(
@@ -711,7 +795,7 @@ exit 0
       'prerm stops both units',
       { calls: purgeCalls },
     );
-    t.ok(purgeCalls.includes('--no-block reload virtqemud.service'), 'purge reloads virtqemud', { calls: purgeCalls });
+    t.ok(purgeCalls.includes('reload virtqemud.service'), 'purge reloads virtqemud', { calls: purgeCalls });
   },
 );
 

@@ -227,7 +227,7 @@ async function holds(t: Test, kind: Kind): Promise<void> {
   const byName = Object.fromEntries(sections.map((s) => [s.split(' ')[0]!, s]));
   t.same(
     Object.keys(byName).sort(),
-    ['postinstall', 'postuninstall', 'preuninstall', 'transfiletriggerin', 'transfiletriggerpostun'],
+    ['postinstall', 'postuninstall', 'preinstall', 'preuninstall', 'transfiletriggerin', 'transfiletriggerpostun'],
     'scriptlets and file triggers',
   );
   const libdir = spawnSync('rpm', ['--target', ARCH!, '--eval', '%{_libdir}'], { encoding: 'utf8' }).stdout.trim();
@@ -256,6 +256,7 @@ async function holds(t: Test, kind: Kind): Promise<void> {
     '%preun disables the path unit',
   );
   t.match(byName.postuninstall ?? '', /rm -rf \/var\/lib\/qemu-modwatch/, '%postun removes the state on erase');
+  t.match(byName.preinstall ?? '', /^qemu_modwatch_keep_hooks_present$/m, '%pre keeps since when the hooks are there');
   const scratch = ov!.scratch(`scriptlets-${kind}`);
   for (const [name, text] of Object.entries(byName)) {
     const body = text.split('\n').slice(1).join('\n');
@@ -363,9 +364,20 @@ for (const kind of KINDS) {
     t.match(untrig.stdout, /qemu-modwatch refresh: /, '%transfiletriggerpostun ran refresh');
     t.equal(baselineHasDummy(untrig), false, 'the baseline no longer has it');
 
-    const up = o.run(withFake(`rpm -U --replacepkgs --force-debian --nodeps ${shq(rpmFile)}`));
+    // %pre keeps since when the hooks are there: the newest ctime of the dispatchers before rpm replaces them.
+    const dispatchers = '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch /etc/libvirt/hooks/daemon.d/50-qemu-modwatch';
+    const up = o.run(
+      `stat -c '@@BEFORE %.9Z' ${dispatchers}\n` +
+        withFake(`rpm -U --replacepkgs --force-debian --nodeps ${shq(rpmFile)}`) +
+        `\nstat -c '@@AFTER %.9Z' ${dispatchers}\necho "@@RECORD $(cat ${STATE_DIR}/hooks-present-since)"`,
+    );
     t.match(up.stdout, /^@@RC 0$/m, 'reinstall (upgrade path) succeeds', shown(up));
     t.match(up.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
+    const before = [...up.stdout.matchAll(/^@@BEFORE (\S+)$/gm)].map((m) => m[1]!);
+    const newest = before.reduce((a, b) => (BigInt(a.replace('.', '')) >= BigInt(b.replace('.', '')) ? a : b), '');
+    t.equal(before.length, 2, 'both dispatchers were there', shown(up));
+    t.equal(/^@@RECORD (.*)$/m.exec(up.stdout)?.[1], newest, `the record holds their time from before: ${newest}`);
+    t.comment(`their ctime after: ${[...up.stdout.matchAll(/^@@AFTER (\S+)$/gm)].map((m) => m[1]).join(', ')}`);
 
     const erase = o.run(
       withFake('rpm -e --nodeps qemu-modwatch') +
