@@ -14,7 +14,8 @@ import { MARK_MARGIN_MS } from '../store/fast-path';
 import { withStateLock } from '../store/lock';
 import { loadState, type LoadedState } from '../store/state-store';
 import { deleteEntries, emptyDone, nudge } from './carry-out';
-import { lastActionOf, look, type Assessed, type Context } from './look';
+import { lastActionOf, look, lookHooksLoaded, type Assessed, type Context } from './look';
+import { judgeHooksLoaded, type DaemonVerdict } from '../core/hooks-loaded';
 import { runPipeline, type PipelineResult } from './pipeline';
 import { recordAccepted, recordInvalidate } from './record';
 
@@ -144,6 +145,10 @@ export interface Status {
   loaded: LoadedState;
   /** When the hooks last began a full check (their fast path's mark, its margin undone), in ms; null for none. */
   lastFullCheckMs: number | null;
+  /** Whether each running QEMU daemon can be running our hooks; empty when none runs or the hooks are not installed. */
+  daemons: DaemonVerdict[];
+  /** Records of the daemon hook that could not be used. */
+  daemonRecordProblems: string[];
 }
 
 /** status: what the state file and the fast path's mark say. Read-only. */
@@ -158,5 +163,12 @@ export function status(ctx: Context): Status {
     }
   })();
   // The mark is back-dated by a margin; undo it to tell when the check began.
-  return { stateFile: files.state, loaded, lastFullCheckMs: mark !== null ? mark + MARK_MARGIN_MS : null };
+  const facts = lookHooksLoaded(ctx);
+  return {
+    stateFile: files.state,
+    loaded,
+    lastFullCheckMs: mark !== null ? mark + MARK_MARGIN_MS : null,
+    daemons: judgeHooksLoaded(facts),
+    daemonRecordProblems: facts.problems,
+  };
 }

@@ -11,6 +11,9 @@ import { scanGuests } from '../host/processes';
 import { scanModuleDirs, takeFingerprint } from '../host/scan';
 import { guestModuleDirs } from '../core/guests';
 import { loadState, type LoadedState } from '../store/state-store';
+import { loadDaemonHooks } from '../store/daemon-hooks';
+import { hookFilesFacts, runningQemuDaemons, systemctlReloadWorks } from '../host/daemons';
+import type { HooksLoadedFacts } from '../core/hooks-loaded';
 
 export interface Context {
   paths: Paths;
@@ -30,7 +33,7 @@ export interface Looked extends Seen {
 export type Assessed = Looked & Pick<Observation, 'comparison'>;
 
 export interface LookOptions {
-  /** Also look at running QEMU processes (check does, also after refresh's run; the hooks need not). */
+  /** Also look at running QEMU processes and libvirt daemons (check does, also after refresh's run; hooks need not). */
   guests?: boolean;
 }
 
@@ -74,6 +77,19 @@ export function look(
     state: loaded.kind === 'corrupt' ? { kind: 'corrupt', reason: loaded.reason } : { kind: loaded.kind },
     cache,
     libvirtModdir,
+    hooksLoaded: opts.guests ? lookHooksLoaded(ctx) : null,
+  };
+}
+
+/** What tells whether the running libvirt daemons can be running our hooks (core/hooks-loaded.ts). */
+export function lookHooksLoaded(ctx: Context): HooksLoadedFacts & { problems: string[] } {
+  const { runs, problems } = loadDaemonHooks(ctx.paths);
+  return {
+    hooks: hookFilesFacts(ctx.paths),
+    daemons: runningQemuDaemons(ctx.paths),
+    runs,
+    systemctlReloadWorks: systemctlReloadWorks(ctx.paths),
+    problems,
   };
 }
 

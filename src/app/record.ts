@@ -4,6 +4,8 @@ import type { Fingerprint, LastAction } from '../core/types';
 import { stateFiles, type Paths } from '../host/paths';
 import { errCode } from '../os/file-info';
 import { loadState, recordState } from '../store/state-store';
+import { recordDaemonHook } from '../store/daemon-hooks';
+import { log } from '../os/log';
 
 // record: every write of the state file, each one through recordState
 // (store/state-store.ts), the one writer of its schema.
@@ -33,4 +35,17 @@ export function recordInvalidate(paths: Paths, done: Done): void {
   if (loaded.kind !== 'ok') return;
   const { baseline, writtenBy } = loaded.state;
   recordState(file, { baseline, lastAction: invalidateAction(done, new Date()), writtenBy });
+}
+
+/**
+ * That this daemon (its PID: the hook's parent, as the dispatcher execs us)
+ * runs our hooks now: what tells `check` it has loaded them
+ * (core/hooks-loaded.ts). A failure is logged; the hook goes on.
+ */
+export function recordDaemonRun(paths: Paths, daemon: string, pid: number): void {
+  try {
+    recordDaemonHook(paths, { daemon, pid, atMs: Date.now() });
+  } catch (e) {
+    log(paths, { priority: 'warning', message: `hook daemon: cannot record this run of ${daemon}: ${errCode(e)}` });
+  }
 }

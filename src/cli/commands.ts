@@ -170,10 +170,21 @@ export interface StatusReport {
   lastAction: (LastAction & { ageSeconds: number }) | null;
   /** When the hooks last ran a full check (their fast path's mark); null when the next one will. */
   lastFullCheck: { at: string; ageSeconds: number } | null;
+  /** Each running libvirtd or virtqemud: whether it can be running qemu-modwatch's hooks. */
+  daemons: {
+    name: string;
+    pid: number;
+    hooks: 'loaded' | 'not-loaded' | 'cannot-tell';
+    why: string;
+    /** The command that makes it load them; null unless not loaded. */
+    command: string | null;
+  }[];
+  /** Records of the daemon hook that could not be used (treated as none). */
+  problems: string[];
 }
 
 export function runStatus(ctx: Context, json: boolean, now = new Date()): Output {
-  const { stateFile, loaded, lastFullCheckMs } = use.status(ctx);
+  const { stateFile, loaded, lastFullCheckMs, daemons, daemonRecordProblems } = use.status(ctx);
   const age = (iso: string) => Math.max(0, Math.round((now.getTime() - Date.parse(iso)) / 1000));
   const s: StatusReport = {
     stateFile,
@@ -189,6 +200,14 @@ export function runStatus(ctx: Context, json: boolean, now = new Date()): Output
             ageSeconds: age(new Date(lastFullCheckMs).toISOString()),
           }
         : null,
+    daemons: daemons.map(({ daemon, verdict }) => ({
+      name: daemon.name,
+      pid: daemon.pid,
+      hooks: verdict.kind,
+      why: verdict.why,
+      command: verdict.kind === 'not-loaded' ? verdict.command : null,
+    })),
+    problems: daemonRecordProblems,
   };
   if (loaded.kind === 'ok') {
     const b = loaded.state.baseline;
@@ -230,6 +249,12 @@ export function runStatus(ctx: Context, json: boolean, now = new Date()): Output
       ? `${s.lastFullCheck.at} (${ago(s.lastFullCheck.ageSeconds)}), by a hook or refresh`
       : 'none recorded; the next hook runs one',
   ]);
+  for (const d of s.daemons) {
+    const what = { loaded: 'runs the hooks', 'not-loaded': 'does NOT run the hooks', 'cannot-tell': 'cannot tell' };
+    const run = d.command ? `; run \`${d.command}\`` : '';
+    rows.push([`${d.name} ${d.pid}`, `${what[d.hooks]}: ${esc(d.why)}${run}`]);
+  }
+  for (const p of s.problems) rows.push(['Problem', esc(p)]);
   return {
     stdout:
       table(rows)

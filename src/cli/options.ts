@@ -77,8 +77,9 @@ export const COMMANDS: CommandSpec[] = [
     name: 'status',
     summary: "Show the baseline's age and the last action taken",
     details:
-      'Shows when the baseline was recorded, the last action taken (by a hook, refresh or invalidate) and ' +
-      'when the hooks last ran a full check.',
+      'Shows when the baseline was recorded, the last action taken (by a hook, refresh or invalidate), ' +
+      'when the hooks last ran a full check, and whether each running libvirtd or virtqemud can be running ' +
+      'the hooks (it may have started before they were installed).',
   },
   {
     name: 'install',

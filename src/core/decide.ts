@@ -3,6 +3,7 @@ import { assessGuests, guestLabel, type GuestRisk } from './guests';
 import { targetOf, wouldLoad } from './qemu-rules';
 import { assessEntry, dirsUsedBy, emulatorsAffected, type Staleness } from './stale';
 import type { CacheView, DirRecord, Fingerprint, GuestRecord } from './types';
+import { judgeHooksLoaded, notLoadedMessage, type HooksLoadedFacts } from './hooks-loaded';
 
 // assess: what a look saw, compared with the baseline, judged: findings
 // (what to say) and the stale cache entries (what a plan acts on, plan.ts).
@@ -34,7 +35,8 @@ export type FindingCode =
   | 'guest-emulator-replaced'
   | 'guest-unchecked'
   | 'upgrade-copy-changed'
-  | 'leftover-module';
+  | 'leftover-module'
+  | 'hooks-not-loaded';
 
 /** Every code, for outputs that list all of them (metrics keep a series per code). */
 export const FINDING_CODES: FindingCode[] = [
@@ -58,6 +60,7 @@ export const FINDING_CODES: FindingCode[] = [
   'guest-unchecked',
   'upgrade-copy-changed',
   'leftover-module',
+  'hooks-not-loaded',
 ];
 
 export interface Finding {
@@ -79,6 +82,8 @@ export interface Observation {
   guests: GuestRecord[] | null;
   /** Module directories only running guests use (beside a binary from another prefix): not part of the fingerprint. */
   guestDirs: DirRecord[];
+  /** The running libvirt daemons and our hooks (check looks, the hooks do not); absent or null: not looked at. */
+  hooksLoaded?: (HooksLoadedFacts & { problems: string[] }) | null;
 }
 
 export interface Assessment {
@@ -171,6 +176,12 @@ export function assess(o: Observation): Assessment {
       ? 'libvirt re-probes it by itself on its next lookup'
       : "libvirt keeps serving it until it is invalidated ('qemu-modwatch refresh')";
     add('WARNING', 'stale-cache-entry', `cache entry for ${s.emulator} is stale: ${s.reasons[0]}; ${libvirt}`);
+  }
+  if (o.hooksLoaded) {
+    for (const p of o.hooksLoaded.problems) add('WARNING', 'corrupt-state', p);
+    for (const { daemon, verdict } of judgeHooksLoaded(o.hooksLoaded)) {
+      if (verdict.kind === 'not-loaded') add('WARNING', 'hooks-not-loaded', notLoadedMessage(daemon, verdict));
+    }
   }
   const guests = o.guests ? assessGuests(o.guests, fp, o.guestDirs) : [];
   findings.push(...guestFindings(guests));

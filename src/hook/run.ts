@@ -10,6 +10,7 @@ import { daemonKind } from '../core/daemons';
 import { hookDaemon } from './daemons';
 import type { Driver } from '../core/daemons';
 import { classifyHook } from './invocation';
+import { recordDaemonRun } from '../app/record';
 
 // Hook mode. Writes nothing to stdout (on migrate and restore libvirt takes
 // it as the new domain XML), never calls libvirt, and a fault of ours never
@@ -38,6 +39,7 @@ export async function runHook(driver: Driver, args: string[], setup: HookSetup):
     const daemon = hookDaemon(setup.paths, process.env);
     // virtnetworkd and its kind hold no QEMU capabilities: a change is left for virtqemud's own hooks to see.
     if (daemonKind(daemon) === 'other') return 0;
+    if (daemon !== null && daemonKind(daemon) === 'qemu') recordDaemonRun(setup.paths, daemon, process.ppid);
     trigger = { kind: op.op === 'start' ? 'daemon-start' : 'daemon-reload', daemon };
   } else {
     trigger = { kind: 'qemu', op: op.op, domain: op.domain, emulator: null };

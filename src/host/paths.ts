@@ -14,6 +14,10 @@ export const SYSTEM_CACHE_DIR = '/var/cache/libvirt/qemu/capabilities';
 /** Where the system daemon keeps a `<domain>.pid` per running guest. */
 export const SYSTEM_PID_DIR = '/run/libvirt/qemu';
 export const PROC_DIR = '/proc';
+/** Where libvirt looks for hooks: <driver> and, since 6.5.0, <driver>.d/. */
+export const HOOKS_DIR = '/etc/libvirt/hooks';
+/** What `install --chain` appends to the name of an admin's single-file hook it moves aside to run it first. */
+export const CHAINED_SUFFIX = '.before-qemu-modwatch';
 
 /** Module directories distros compile into QEMU (CONFIG_QEMU_MODDIR). */
 export const DEFAULT_MODULE_DIRS = ['/usr/lib64/qemu', '/usr/lib/qemu', '/usr/local/lib/qemu', '/usr/local/lib64/qemu'];
@@ -153,5 +157,7 @@ export function stateFiles(paths: Paths) {
     lock: path.join(dir, 'lock'),
     /** The cache entries' headers, by stat data (cache-memo.ts). */
     cacheMemo: path.join(dir, 'cache-headers.json'),
+    /** The last run of our daemon hook in each QEMU daemon (store/daemon-hooks.ts). */
+    daemonHook: (daemon: string) => path.join(dir, `daemon-hook.${daemon}.json`),
   };
 }

@@ -3,10 +3,12 @@ import * as path from 'node:path';
 import { writeFileAtomic } from '../os/atomic-file';
 import { readCacheView } from '../host/cache-dir';
 import { errCode, listDir, lstatOrNull, readlinkOrNull, sha256Hex, statOrNull } from '../os/file-info';
-import { CONFIG_FILE, MULTIARCH_RE, type Paths } from '../host/paths';
+import { CHAINED_SUFFIX, CONFIG_FILE, HOOKS_DIR, MULTIARCH_RE, type Paths } from '../host/paths';
 import { VERSION } from '../version';
 import type { Driver } from '../core/daemons';
 import { dispatcher, shellWord, shippedFile } from './shipped';
+import { reloadCommand as daemonReload } from '../core/hooks-loaded';
+import { runningQemuDaemons, systemctlReloadWorks } from '../host/daemons';
 
 // `install` / `uninstall`: places the executable, the hook dispatchers and
 // the example config, and records what it placed in a manifest, so that
@@ -14,12 +16,10 @@ import { dispatcher, shellWord, shippedFile } from './shipped';
 // nothing. Works under --root and with --dry-run.
 
 export const DEFAULT_PREFIX = '/usr/libexec/qemu-modwatch';
-export const HOOKS_DIR = '/etc/libvirt/hooks';
 export const SBIN_LINK = '/usr/sbin/qemu-modwatch';
 const MANIFEST = 'install-manifest.json';
 /** libvirt runs <driver>.d/ drop-ins since 6.5.0; before, only the one file. */
 const DROPIN_SINCE: Version = [6, 5, 0];
-const CHAINED_SUFFIX = '.before-qemu-modwatch';
 
 type Version = [number, number, number];
 const DRIVERS: Driver[] = ['qemu', 'daemon'];
@@ -345,6 +345,9 @@ function driverHasHook(paths: Paths, driver: Driver, ours: Set<string>): boolean
 }
 
 function reloadCommand(paths: Paths): string {
+  // A running daemon: the command that works here (systemctl reload fails where its unit's /bin/kill is missing).
+  const running = runningQemuDaemons(paths);
+  if (running.length) return running.map((d) => daemonReload(d, systemctlReloadWorks(paths))).join(' and ');
   const modular = lstatOrNull(paths.hostNoFollow('/run/libvirt/virtqemud-sock')) !== null;
   return modular ? 'systemctl reload virtqemud' : 'systemctl reload libvirtd';
 }

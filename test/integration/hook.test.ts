@@ -445,3 +445,44 @@ t.test('50 hooks in parallel with one change: one set of deletions, valid state'
   t.equal(s.json().report.baseline.state, 'ok');
   t.equal(s.json().report.changes.length, 0);
 });
+
+t.test("the daemon hook records its run: which daemon, its PID (the hook's parent), when", async (t) => {
+  const s = sysroot(t);
+  const record = (d: string) => s.host(`/var/lib/qemu-modwatch/daemon-hook.${d}.json`);
+  const before = Date.now();
+  t.equal(runHook(s, 'daemon', ['-', 'start', '-', 'start'], { env: { QEMU_MODWATCH_DAEMON: 'libvirtd' } }).code, 0);
+  const r = JSON.parse(fs.readFileSync(record('libvirtd'), 'utf8'));
+  t.same([r.schema, r.daemon, r.pid], [1, 'libvirtd', process.pid], 'libvirtd, and our PID: we started the hook');
+  t.ok(Date.parse(r.at) >= before - 1 && Date.parse(r.at) <= Date.now(), `when: ${r.at}`);
+  t.equal(
+    runHook(s, 'daemon', ['-', 'reload', 'begin', 'SIGHUP'], { env: { QEMU_MODWATCH_DAEMON: 'virtqemud' } }).code,
+    0,
+  );
+  t.ok(fs.existsSync(record('virtqemud')), 'a reload records too, per daemon');
+  t.equal(
+    runHook(s, 'daemon', ['-', 'start', '-', 'start'], { env: { QEMU_MODWATCH_DAEMON: 'virtnetworkd' } }).code,
+    0,
+  );
+  t.notOk(fs.existsSync(record('virtnetworkd')), 'a daemon without QEMU capabilities: nothing');
+  t.equal(
+    runHook(s, 'daemon', ['-', 'shutdown', '-', 'shutdown'], { env: { QEMU_MODWATCH_DAEMON: 'libvirtd' } }).code,
+    0,
+  );
+  t.same(JSON.parse(fs.readFileSync(record('libvirtd'), 'utf8')), r, 'shutdown records nothing');
+
+  fs.writeFileSync(record('libvirtd'), '{"schema":1,"daem');
+  const check = s.json();
+  t.same(
+    check.report.findings.filter((f: any) => f.code === 'corrupt-state').map((f: any) => f.message),
+    [
+      '/var/lib/qemu-modwatch/daemon-hook.libvirtd.json is not a record of ' +
+        "qemu-modwatch's daemon hook; treated as no record",
+    ],
+    'a damaged record: one line, and no record',
+  );
+  const status = s.run(['status', '--json']);
+  t.equal(status.code, 0, 'status does not fail on it');
+  t.equal(JSON.parse(status.stdout).problems.length, 1, 'status lists it');
+  t.equal(runHook(s, 'daemon', ['-', 'start', '-', 'start'], { env: { QEMU_MODWATCH_DAEMON: 'libvirtd' } }).code, 0);
+  t.equal(JSON.parse(fs.readFileSync(record('libvirtd'), 'utf8')).daemon, 'libvirtd', 'the next run replaces it');
+});

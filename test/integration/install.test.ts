@@ -240,3 +240,18 @@ t.test(
     );
   },
 );
+
+t.test('install with a libvirtd running: the reload command that works here, by its PID', async (t) => {
+  const s = sysroot(t, new Sysroot());
+  s.write('/proc/uptime', '1000.00 1900.00\n');
+  s.write('/proc/5150/stat', `5150 (libvirtd) S 1 5150 5150 0 -1 4194560 ${'0 '.repeat(12)}100 0\n`);
+  // In systemd's libvirtd.service, but no /bin/kill for its reload: the unit's reload would fail.
+  s.write('/proc/5150/cgroup', '0::/system.slice/libvirtd.service\n');
+  s.mkdir('/run/systemd/system');
+  const r = s.run(['install']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /qemu and daemon had none, so reload it now: kill -HUP 5150$/m);
+  s.write('/bin/kill', '#!/bin/sh\n', 0o755);
+  s.run(['uninstall']);
+  t.match(s.run(['install']).stdout, /so reload it now: systemctl reload libvirtd$/m, 'with /bin/kill: its unit');
+});

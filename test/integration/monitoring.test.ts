@@ -106,6 +106,18 @@ const scenarios: Scenario[] = [
     },
   },
   {
+    name: 'a libvirtd that started before the hooks were installed, and has not reloaded since',
+    codes: ['hooks-not-loaded'],
+    make: (t) => {
+      const s = sysroot(t);
+      // Booted 1000 s ago; libvirtd started 1 s after the boot (100 ticks), the dispatcher installed now.
+      s.write('/proc/uptime', '1000.00 1900.00\n');
+      s.write('/proc/5150/stat', `5150 (libvirtd) S 1 5150 5150 0 -1 4194560 ${'0 '.repeat(12)}100 0\n`);
+      s.write('/etc/libvirt/hooks/qemu.d/50-qemu-modwatch', '#!/bin/sh\n# qemu-modwatch: dispatcher\n', 0o755);
+      return s;
+    },
+  },
+  {
     name: 'running guests: at risk, emulator replaced, unreadable',
     codes: ['guest-at-risk', 'guest-emulator-replaced', 'guest-unchecked'],
     make: (t) => {

@@ -1,0 +1,91 @@
+// A daemon that started before the hooks were installed (issue 15): libvirt
+// decides which drivers have hooks at its start and on SIGHUP, so the first
+// hook of a driver waits for a reload. Ground truth from the daemon's own
+// debug log: before the reload no qemu hook runs at a guest start, after it
+// one does. `--check` and `status` must say so while it is true, and stop
+// once it is not. One world: the stack's QEMU daemon, started with no hooks.
+import type { Test } from 'tap';
+import { BUILT_EXE, HOOK_DAEMON, HOOK_NAME, HOOK_QEMU, hookCalls, hookRuns, installProduct, layout } from '../modwatch';
+import { scenarioSkip } from '../modwatch';
+import { timeDomainStart, useEnv, type Env } from '../harness';
+import { onStack, stackSkip, type Stack } from '../stacks';
+
+const CLEAN_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
+
+interface Finding {
+  level: string;
+  code: string;
+  message: string;
+}
+
+async function toolJson(env: Env, args: string[]): Promise<any> {
+  const r = await env.exec([BUILT_EXE, ...args, '--json'], { allowFail: true, env: CLEAN_ENV });
+  return JSON.parse(r.stdout);
+}
+
+/** The hooks-not-loaded findings of `--check` that name this pid (the check sees every root daemon of the host). */
+async function notLoaded(env: Env, pid: number): Promise<Finding[]> {
+  const report = await toolJson(env, ['--check']);
+  return (report.findings as Finding[]).filter(
+    (f) => f.code === 'hooks-not-loaded' && f.message.includes(`(pid ${pid})`),
+  );
+}
+
+async function statusOf(env: Env, pid: number): Promise<any> {
+  return ((await toolJson(env, ['status'])).daemons as any[]).find((d) => d.pid === pid) ?? null;
+}
+
+async function until(cond: () => boolean, ms = 30_000): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+    if (cond()) return true;
+  }
+  return cond();
+}
+
+export function hooksLoadedScenarios(t: Test, stack: Stack): void {
+  const skip = scenarioSkip(t) || stackSkip(t, stack);
+
+  t.test(
+    'hooks installed after the daemon started: --check says it until a SIGHUP, as libvirt itself shows',
+    { skip, timeout: 240_000 },
+    async (t) => {
+      const env = await useEnv(t, onStack(stack, layout('mw-hooks-loaded')));
+      await installProduct(env);
+      await env.startDaemon();
+      const pid = env.daemonPid();
+      if (!t.ok(pid, `${env.qemuDaemon} running`) || !pid) return;
+      await env.defineDomain('g');
+      env.installHook('qemu', HOOK_NAME, HOOK_QEMU);
+      env.installHook('daemon', HOOK_NAME, HOOK_DAEMON);
+
+      const before = await notLoaded(env, pid);
+      t.equal(before.length, 1, `--check: ${before[0]?.message}`);
+      t.equal(before[0]?.level, 'WARNING');
+      t.match(
+        before[0]?.message ?? '',
+        `${env.qemuDaemon} (pid ${pid}) started before qemu-modwatch's hooks were installed (`,
+        'it names the daemon and says why',
+      );
+      t.match(before[0]?.message ?? '', `run \`kill -HUP ${pid}\``, 'no systemd here: the signal by PID');
+      const st = await statusOf(env, pid);
+      t.same([st?.hooks, st?.command], ['not-loaded', `kill -HUP ${pid}`], 'status says the same');
+
+      await timeDomainStart(env, 'g');
+      t.equal(hookCalls(env, 'qemu').length, 0, `ground truth: ${env.qemuDaemon} ran no qemu hook at the guest start`);
+      await env.virsh('destroy', 'g');
+
+      process.kill(pid, 'SIGHUP');
+      const reloaded = () => hookRuns(env).some((r) => r.op === 'reload' && r.status !== null);
+      t.ok(await until(reloaded), `${env.qemuDaemon} reloaded and ran our daemon hook ('- reload begin SIGHUP')`);
+      t.same(await notLoaded(env, pid), [], '--check: the finding is gone');
+      t.equal((await statusOf(env, pid))?.hooks, 'loaded', 'status: loaded');
+
+      await timeDomainStart(env, 'g');
+      t.ok(
+        await until(() => hookCalls(env, 'qemu', 'prepare').length > 0),
+        `ground truth: now ${env.qemuDaemon} runs the qemu hook at a guest start`,
+      );
+      await env.virsh('destroy', 'g');
+    },
+  );
+}
