@@ -21,6 +21,8 @@ export const version = (JSON.parse(fs.readFileSync(path.join(top, 'package.json'
 export const EXE = '/usr/libexec/qemu-modwatch/qemu-modwatch';
 export const STATE_DIR = '/var/lib/qemu-modwatch';
 export const STATE = `${STATE_DIR}/state.json`;
+/** node_exporter's textfile directory on Debian (its package's --collector.textfile.directory default). */
+export const TEXTFILE_DIR = '/var/lib/prometheus/node-exporter';
 /** A module package the tests build, to fire the packages' triggers. */
 export const DUMMY = 'qmw-test-dummy-module';
 
