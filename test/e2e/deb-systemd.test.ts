@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { inCI } from '../fixtures/ci';
 import { waitFor } from '../fixtures/processes';
-import { RELOAD_FAILED, buildDeb, missingBuild, sha256 } from '../packaging/package-kit';
+import { RELOAD_FAILED, TEXTFILE_DIR, buildDeb, missingBuild, sha256 } from '../packaging/package-kit';
 import { CACHE_DIR, MODULE_DIR, QEMU, cacheEntryName, reprobeSummary } from './harness';
 import { HOOK_DAEMON, HOOK_NAME, HOOK_QEMU, QXL, hookCalls, hookRuns, warnings } from './modwatch';
 import {
@@ -27,6 +27,8 @@ import {
 const PATH_UNIT = 'qemu-modwatch.path';
 const SERVICE = 'qemu-modwatch.service';
 const LIBVIRTD = 'libvirtd.service';
+const TIMER = 'qemu-modwatch-textfile.timer';
+const TEXTFILE_SERVICE = 'qemu-modwatch-textfile.service';
 /** Where each test puts the .deb inside its container. */
 const DEB = '/root/qemu-modwatch.deb';
 /** Where a test keeps the module it took out of QEMU's directory, to copy it back by hand. */
@@ -261,6 +263,53 @@ t.test(
     t.same(reprobeSummary(c, reprobesBefore), [`${QEMU}: binary`], "libvirt's reason: the nudge");
     t.ok(baselineModules(c).includes(QXL), `the baseline has ${QXL}`);
     await c.virsh('destroy', 'g');
+  },
+);
+
+/** A textfile's samples, without the timestamps and durations that differ between two runs. */
+const samples = (prom: string) =>
+  prom
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#') && !/_(timestamp|duration)_seconds[{ ]/.test(l))
+    .sort();
+
+t.test(
+  'the textfile timer: not enabled by the package; skipped without the textfile directory; enabled by the ' +
+    'admin, its service writes what the check says outside the sandbox; purge removes the units',
+  scenario,
+  async (t) => {
+    const c = await boot(t, 'mw-debsd-textfile');
+    await install(t, c);
+    t.equal(await systemctl(c, 'is-enabled', TIMER), 'disabled', 'the package installs the timer disabled');
+    t.equal(await systemctl(c, 'is-active', TIMER), 'inactive', 'and does not start it');
+
+    await c.exec(['systemctl', 'start', TEXTFILE_SERVICE]);
+    t.equal(await systemctl(c, 'show', '-P', 'ConditionResult', TEXTFILE_SERVICE), 'no', `no ${TEXTFILE_DIR}: skipped`);
+    t.match(await c.unit(TEXTFILE_SERVICE), { ActiveState: 'inactive', Result: 'success' }, 'not failed');
+
+    // As node_exporter's package makes it (root's, 0755).
+    await c.exec(['install', '-d', '-m', '0755', TEXTFILE_DIR]);
+    await c.exec(['systemctl', 'enable', '--now', TIMER]);
+    t.equal(await systemctl(c, 'is-enabled', TIMER), 'enabled', `systemctl enable --now ${TIMER}`);
+    t.equal(await systemctl(c, 'is-active', TIMER), 'active', 'the timer runs');
+    t.match(await systemctl(c, 'list-timers', '--no-legend', TIMER), TIMER, 'systemctl list-timers lists it');
+    t.not(await systemctl(c, 'show', '-P', 'NextElapseUSecMonotonic', TIMER), '', 'with a next run');
+
+    await c.exec(['systemctl', 'start', TEXTFILE_SERVICE]);
+    t.match(await c.unit(TEXTFILE_SERVICE), { Result: 'success', ExecMainStatus: '0' }, 'the service ran, exit 0');
+    const prom = fs.readFileSync(c.hostPath(`${TEXTFILE_DIR}/qemu_modwatch.prom`), 'utf8');
+    t.match(prom, /^qemu_modwatch_check_success 1$/m, 'qemu_modwatch.prom: a successful check');
+    const direct = (await c.exec(['qemu-modwatch', '--check', '--format', 'prometheus'], { allowFail: true })).stdout;
+    t.same(samples(prom), samples(direct), 'the same samples as a check run outside the sandbox');
+
+    await c.exec(['dpkg', '--purge', 'qemu-modwatch']);
+    t.equal(await systemctl(c, 'list-unit-files', '--no-legend', 'qemu-modwatch*'), '', 'no unit file of ours');
+    t.equal(await systemctl(c, 'show', '-P', 'LoadState', TIMER), 'not-found', 'systemd does not know the timer');
+    t.notOk(
+      fs.existsSync(c.hostPath(`/etc/systemd/system/timers.target.wants/${TIMER}`)),
+      "the admin's enablement link is gone",
+    );
+    t.notMatch(await systemctl(c, 'list-timers', '--all', '--no-legend'), TIMER, 'list-timers: not there');
   },
 );
 
@@ -507,6 +556,18 @@ t.test(
     t.match(findings[0]?.message ?? '', `run \`kill -HUP ${pid}\``, 'no /bin/kill: the signal by PID');
     const st = await daemonStatus(c, pid);
     t.same([st?.name, st?.hooks, st?.command], ['libvirtd', 'not-loaded', `kill -HUP ${pid}`], 'status says the same');
+
+    // The textfile timer's service runs in a mount namespace of its own (ProtectSystem=strict), and
+    // hooks-not-loaded judges only daemons in the checker's mount namespace: it misses this one.
+    await c.exec(['install', '-d', '-m', '0755', TEXTFILE_DIR]);
+    await c.exec(['systemctl', 'start', TEXTFILE_SERVICE]);
+    const sample = /^qemu_modwatch_findings\{code="hooks-not-loaded"\} \d+$/m;
+    t.match(
+      fs.readFileSync(c.hostPath(`${TEXTFILE_DIR}/qemu_modwatch.prom`), 'utf8').match(sample)?.[0],
+      /} 1$/,
+      'the textfile service counts the finding too',
+      { todo: "judge a daemon by the hooks directory it sees, not by its mount namespace (the sandbox's is new)" },
+    );
 
     // No machined and no cgroup controllers: the guest's QEMU stays in libvirtd's cgroup, the one other
     // process there, so a signal to the whole unit would reach it, and QEMU ends on SIGHUP.
