@@ -79,7 +79,12 @@ function buildDeb(kind) {
     put('etc/apt/apt.conf.d/80qemu-modwatch', 0o644, read(path.join(hooks, 'apt/80qemu-modwatch')));
     // /usr/lib, not /lib: the same on merged-/usr systems, searched by systemd
     // everywhere, and no /lib aliasing for dpkg to get wrong.
-    for (const unit of ['qemu-modwatch.path', 'qemu-modwatch.service']) {
+    for (const unit of [
+      'qemu-modwatch.path',
+      'qemu-modwatch.service',
+      'qemu-modwatch-textfile.service',
+      'qemu-modwatch-textfile.timer',
+    ]) {
       put(`usr/lib/systemd/system/${unit}`, 0o644, read(path.join(hooks, 'systemd', unit)));
     }
     // For the monitoring the admin runs: Prometheus' alerting rules, to be listed in rule_files;

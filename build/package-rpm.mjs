@@ -31,6 +31,8 @@ const sources = {
   'qemu-modwatch.path': path.join(hooks, 'systemd/qemu-modwatch.path'),
   'qemu-modwatch.service': path.join(hooks, 'systemd/qemu-modwatch.service'),
   '50-qemu-modwatch.preset': path.join(hooks, 'systemd/50-qemu-modwatch.preset'),
+  'qemu-modwatch-textfile.service': path.join(hooks, 'systemd/qemu-modwatch-textfile.service'),
+  'qemu-modwatch-textfile.timer': path.join(hooks, 'systemd/qemu-modwatch-textfile.timer'),
   'qemu-modwatch.actions': path.join(hooks, 'dnf5/qemu-modwatch.actions'),
   'qemu-modwatch.rules.yml': path.join(hooks, 'prometheus/qemu-modwatch.rules.yml'),
   'qemu-modwatch.icinga2.conf': path.join(hooks, 'icinga2/qemu-modwatch.conf'),

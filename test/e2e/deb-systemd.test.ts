@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { inCI } from '../fixtures/ci';
 import { waitFor } from '../fixtures/processes';
-import { buildDeb, missingBuild, sha256 } from '../packaging/package-kit';
+import { RELOAD_FAILED, TEXTFILE_DIR, buildDeb, missingBuild, sha256 } from '../packaging/package-kit';
 import { CACHE_DIR, MODULE_DIR, QEMU, cacheEntryName, reprobeSummary } from './harness';
 import { HOOK_DAEMON, HOOK_NAME, HOOK_QEMU, QXL, hookCalls, hookRuns, warnings } from './modwatch';
 import {
@@ -27,6 +27,8 @@ import {
 const PATH_UNIT = 'qemu-modwatch.path';
 const SERVICE = 'qemu-modwatch.service';
 const LIBVIRTD = 'libvirtd.service';
+const TIMER = 'qemu-modwatch-textfile.timer';
+const TEXTFILE_SERVICE = 'qemu-modwatch-textfile.service';
 /** Where each test puts the .deb inside its container. */
 const DEB = '/root/qemu-modwatch.deb';
 /** Where a test keeps the module it took out of QEMU's directory, to copy it back by hand. */
@@ -264,6 +266,53 @@ t.test(
   },
 );
 
+/** A textfile's samples, without the timestamps and durations that differ between two runs. */
+const samples = (prom: string) =>
+  prom
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#') && !/_(timestamp|duration)_seconds[{ ]/.test(l))
+    .sort();
+
+t.test(
+  'the textfile timer: not enabled by the package; skipped without the textfile directory; enabled by the ' +
+    'admin, its service writes what the check says outside the sandbox; purge removes the units',
+  scenario,
+  async (t) => {
+    const c = await boot(t, 'mw-debsd-textfile');
+    await install(t, c);
+    t.equal(await systemctl(c, 'is-enabled', TIMER), 'disabled', 'the package installs the timer disabled');
+    t.equal(await systemctl(c, 'is-active', TIMER), 'inactive', 'and does not start it');
+
+    await c.exec(['systemctl', 'start', TEXTFILE_SERVICE]);
+    t.equal(await systemctl(c, 'show', '-P', 'ConditionResult', TEXTFILE_SERVICE), 'no', `no ${TEXTFILE_DIR}: skipped`);
+    t.match(await c.unit(TEXTFILE_SERVICE), { ActiveState: 'inactive', Result: 'success' }, 'not failed');
+
+    // As node_exporter's package makes it (root's, 0755).
+    await c.exec(['install', '-d', '-m', '0755', TEXTFILE_DIR]);
+    await c.exec(['systemctl', 'enable', '--now', TIMER]);
+    t.equal(await systemctl(c, 'is-enabled', TIMER), 'enabled', `systemctl enable --now ${TIMER}`);
+    t.equal(await systemctl(c, 'is-active', TIMER), 'active', 'the timer runs');
+    t.match(await systemctl(c, 'list-timers', '--no-legend', TIMER), TIMER, 'systemctl list-timers lists it');
+    t.not(await systemctl(c, 'show', '-P', 'NextElapseUSecMonotonic', TIMER), '', 'with a next run');
+
+    await c.exec(['systemctl', 'start', TEXTFILE_SERVICE]);
+    t.match(await c.unit(TEXTFILE_SERVICE), { Result: 'success', ExecMainStatus: '0' }, 'the service ran, exit 0');
+    const prom = fs.readFileSync(c.hostPath(`${TEXTFILE_DIR}/qemu_modwatch.prom`), 'utf8');
+    t.match(prom, /^qemu_modwatch_check_success 1$/m, 'qemu_modwatch.prom: a successful check');
+    const direct = (await c.exec(['qemu-modwatch', '--check', '--format', 'prometheus'], { allowFail: true })).stdout;
+    t.same(samples(prom), samples(direct), 'the same samples as a check run outside the sandbox');
+
+    await c.exec(['dpkg', '--purge', 'qemu-modwatch']);
+    t.equal(await systemctl(c, 'list-unit-files', '--no-legend', 'qemu-modwatch*'), '', 'no unit file of ours');
+    t.equal(await systemctl(c, 'show', '-P', 'LoadState', TIMER), 'not-found', 'systemd does not know the timer');
+    t.notOk(
+      fs.existsSync(c.hostPath(`/etc/systemd/system/timers.target.wants/${TIMER}`)),
+      "the admin's enablement link is gone",
+    );
+    t.notMatch(await systemctl(c, 'list-timers', '--all', '--no-legend'), TIMER, 'list-timers: not there');
+  },
+);
+
 interface Node {
   type: 'file' | 'dir' | 'symlink' | 'other';
   mode: number;
@@ -396,11 +445,176 @@ t.test(
   },
 );
 
-// The reload that fails on a host without /bin/kill is another branch's case; this makes sure its host boots.
-t.test('the fixture for a host without procps: no /bin/kill, libvirtd running all the same', scenario, async (t) => {
-  const c = await boot(t, 'mw-debsd-noprocps', withoutProcps);
-  const q = await c.exec(['dpkg-query', '-W', '-f=${Status}', 'procps'], { allowFail: true });
-  t.notMatch(q.stdout, /install ok installed/, 'dpkg: procps is not installed');
-  t.notOk(fs.existsSync(c.hostPath('/bin/kill')), 'no /bin/kill');
-  t.equal((await c.unit(LIBVIRTD)).ActiveState, 'active', 'libvirtd.service is active: it does not need procps');
-});
+interface Finding {
+  level: string;
+  code: string;
+  message: string;
+}
+
+interface DaemonStatus {
+  name: string;
+  pid: number;
+  hooks: string;
+  command: string | null;
+}
+
+/** The installed tool's JSON report, run inside (`--check` exits non-zero on a warning). */
+async function toolJson<T>(c: Container, ...args: string[]): Promise<T> {
+  const r = await c.exec(['qemu-modwatch', ...args, '--json'], { allowFail: true });
+  return JSON.parse(r.stdout) as T;
+}
+
+/** `--check`'s hooks-not-loaded findings. */
+async function notLoaded(c: Container): Promise<Finding[]> {
+  return (await toolJson<{ findings: Finding[] }>(c, '--check')).findings.filter((f) => f.code === 'hooks-not-loaded');
+}
+
+/** What `status` says of the daemon with this PID. */
+async function daemonStatus(c: Container, pid: number): Promise<DaemonStatus | undefined> {
+  return (await toolJson<{ daemons: DaemonStatus[] }>(c, 'status')).daemons.find((d) => d.pid === pid);
+}
+
+/** The guest's QEMU process (libvirt's pid file). */
+const qemuPid = (c: Container, domain: string) =>
+  Number(fs.readFileSync(c.hostPath(`/run/libvirt/qemu/${domain}.pid`), 'utf8').trim());
+
+/** The processes in a unit's cgroup, as the container sees them (its own cgroup namespace and PIDs). */
+async function unitProcesses(c: Container, unit: string): Promise<number[]> {
+  const cg = await systemctl(c, 'show', '-P', 'ControlGroup', unit);
+  const procs = await c.exec(['cat', `/sys/fs/cgroup${cg}/cgroup.procs`]);
+  return procs.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+/** QEMU's own line when a signal ends it (SIGHUP is one of its termination signals). */
+const TERMINATED = /terminating on signal \d+.*/g;
+const guestLog = (c: Container, domain: string) =>
+  fs.readFileSync(c.hostPath(`/var/log/libvirt/qemu/${domain}.log`), 'utf8');
+
+t.test(
+  "a host without /bin/kill: the postinst's failed reload said in one line, --check says hooks-not-loaded, and " +
+    'the command the line names reloads libvirtd, only its main process',
+  scenario,
+  async (t) => {
+    const c = await boot(t, 'mw-debsd-noprocps', withoutProcps);
+    const q = await c.exec(['dpkg-query', '-W', '-f=${Status}', 'procps'], { allowFail: true });
+    t.notMatch(q.stdout, /install ok installed/, 'dpkg: procps is not installed');
+    t.notOk(fs.existsSync(c.hostPath('/bin/kill')), 'no /bin/kill');
+    const before = await c.unit(LIBVIRTD);
+    t.equal(before.ActiveState, 'active', 'libvirtd.service is active: it does not need procps');
+    const pid = before.MainPID;
+    await c.defineDomain('g');
+
+    const r = await c.exec(['dpkg', '-i', DEB]);
+    t.match(r.stdout, /^Setting up qemu-modwatch /m, 'dpkg -i configured the package (exit 0)');
+    const said = r.stderr.split('\n').filter(Boolean);
+    t.equal(said.length, 1, `one line on stderr: ${said.join(' | ')}`);
+    const m = RELOAD_FAILED.exec(said[0] ?? '');
+    if (!t.ok(m, 'in the documented form') || !m) return;
+    const [, daemon, what, meaning, command = ''] = m;
+    t.equal(daemon, 'libvirtd', 'it names libvirtd');
+    t.equal(what, 'systemctl reload libvirtd.service exited with status 1', 'and what failed');
+    t.equal(meaning, "qemu-modwatch's hooks are not active in it until it reloads", 'and what that means');
+    t.equal(
+      command,
+      'systemctl kill --signal=HUP --kill-whom=main libvirtd.service',
+      `the command for this systemd (${(await c.exec(['systemctl', '--version'])).stdout.split('\n')[0]})`,
+    );
+
+    const unitLog = await c.journal(`UNIT=${LIBVIRTD}`);
+    t.same(
+      unitLog.filter((e) => e.fields.JOB_TYPE === 'reload' && e.fields.JOB_RESULT).map((e) => e.fields.JOB_RESULT),
+      ['failed'],
+      "systemd's journal: the one reload job of libvirtd.service failed",
+    );
+    const messages = unitLog.map((e) => e.message);
+    t.ok(
+      messages.includes('libvirtd.service: Failed at step EXEC spawning /bin/kill: No such file or directory'),
+      'its ExecReload could not run /bin/kill',
+    );
+    t.ok(
+      messages.includes('libvirtd.service: Control process exited, code=exited, status=203/EXEC'),
+      'systemd: the reload process exited 203/EXEC',
+    );
+    const after = await c.unit(LIBVIRTD);
+    t.same([after.ActiveState, after.MainPID], ['active', pid], 'libvirtd still runs, the same PID');
+    t.same(hookRuns(c), [], "libvirtd's log: it ran no hook of ours (no reload reached it)");
+    await c.virsh('start', 'g');
+    t.same(hookCalls(c, 'qemu'), [], 'ground truth: a guest start runs no qemu hook');
+
+    const findings = await notLoaded(c);
+    t.equal(findings.length, 1, `--check: ${findings[0]?.message}`);
+    t.equal(findings[0]?.level, 'WARNING', 'a warning');
+    t.match(
+      findings[0]?.message ?? '',
+      `libvirtd (pid ${pid}) started before qemu-modwatch's hooks were installed`,
+      'it names the daemon and says why',
+    );
+    t.match(findings[0]?.message ?? '', `run \`kill -HUP ${pid}\``, 'no /bin/kill: the signal by PID');
+    const st = await daemonStatus(c, pid);
+    t.same([st?.name, st?.hooks, st?.command], ['libvirtd', 'not-loaded', `kill -HUP ${pid}`], 'status says the same');
+
+    // The textfile timer's service runs in a mount namespace of its own (ProtectSystem=strict), and
+    // hooks-not-loaded judges only daemons in the checker's mount namespace: it misses this one.
+    await c.exec(['install', '-d', '-m', '0755', TEXTFILE_DIR]);
+    await c.exec(['systemctl', 'start', TEXTFILE_SERVICE]);
+    const sample = /^qemu_modwatch_findings\{code="hooks-not-loaded"\} \d+$/m;
+    t.match(
+      fs.readFileSync(c.hostPath(`${TEXTFILE_DIR}/qemu_modwatch.prom`), 'utf8').match(sample)?.[0],
+      /} 1$/,
+      'the textfile service counts the finding too',
+      { todo: "judge a daemon by the hooks directory it sees, not by its mount namespace (the sandbox's is new)" },
+    );
+
+    // No machined and no cgroup controllers: the guest's QEMU stays in libvirtd's cgroup, the one other
+    // process there, so a signal to the whole unit would reach it, and QEMU ends on SIGHUP.
+    const withGuest = [pid, qemuPid(c, 'g')].sort((a, b) => a - b);
+    t.same(await unitProcesses(c, LIBVIRTD), withGuest, "libvirtd's cgroup: it and the guest's QEMU");
+
+    await c.exec(['sh', '-c', command]);
+    t.ok(
+      await waitFor(() => hookRuns(c).some((h) => h.op === 'reload' && h.status !== null), 10_000),
+      'libvirtd reloaded',
+    );
+    t.match(
+      hookCalls(c, 'daemon'),
+      [/ id=- op=reload subop=begin extra=SIGHUP$/],
+      "libvirtd's log: its one run of our daemon hook, `- reload begin SIGHUP`",
+    );
+    t.equal((await c.unit(LIBVIRTD)).MainPID, pid, 'the same libvirtd');
+    t.same(await notLoaded(c), [], '--check: the finding is gone');
+    t.equal((await daemonStatus(c, pid))?.hooks, 'loaded', 'status: loaded');
+    t.same(await unitProcesses(c, LIBVIRTD), withGuest, "the guest's QEMU still runs");
+    t.equal((await c.virsh('domstate', 'g')).stdout.trim(), 'running', 'libvirt: g is running');
+    t.notMatch(guestLog(c, 'g'), TERMINATED, "QEMU's log: no signal ended it");
+    await c.virsh('destroy', 'g');
+
+    const runs = hookRuns(c).length;
+    await c.virsh('start', 'g');
+    t.same(
+      hookRuns(c)
+        .slice(runs)
+        .filter((h) => h.file.includes('/qemu.d/'))
+        .map((h) => [h.op, h.status]),
+      [
+        ['prepare', 0],
+        ['start', 0],
+        ['started', 0],
+      ],
+      'ground truth: a guest start now runs the qemu dispatcher',
+    );
+
+    // The control: the same signal to the whole unit does reach the guest, which the check above relies on.
+    await c.exec(['systemctl', 'kill', '--signal=HUP', '--kill-whom=all', LIBVIRTD]);
+    t.ok(
+      await waitFor(async () => (await c.virsh('domstate', 'g')).stdout.trim() === 'shut off', 10_000),
+      'control: --kill-whom=all ends the guest',
+    );
+    // The last: `virsh destroy` ended the earlier run with SIGTERM from libvirtd.
+    const ended = guestLog(c, 'g').match(TERMINATED)?.at(-1);
+    t.match(ended, /^terminating on signal 1 from pid 1 /, `QEMU's log: SIGHUP from systemd (${ended})`);
+  },
+);

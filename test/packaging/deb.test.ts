@@ -66,6 +66,14 @@ const FILES: Record<string, Expect> = {
   '/etc/apt/apt.conf.d/80qemu-modwatch': { mode: 0o644, from: 'hooks/apt/80qemu-modwatch', conffile: true },
   '/usr/lib/systemd/system/qemu-modwatch.path': { mode: 0o644, from: 'hooks/systemd/qemu-modwatch.path' },
   '/usr/lib/systemd/system/qemu-modwatch.service': { mode: 0o644, from: 'hooks/systemd/qemu-modwatch.service' },
+  '/usr/lib/systemd/system/qemu-modwatch-textfile.service': {
+    mode: 0o644,
+    from: 'hooks/systemd/qemu-modwatch-textfile.service',
+  },
+  '/usr/lib/systemd/system/qemu-modwatch-textfile.timer': {
+    mode: 0o644,
+    from: 'hooks/systemd/qemu-modwatch-textfile.timer',
+  },
   '/usr/share/qemu-modwatch/prometheus/qemu-modwatch.rules.yml': {
     mode: 0o644,
     from: 'hooks/prometheus/qemu-modwatch.rules.yml',
@@ -413,7 +421,9 @@ for (const kind of KINDS) {
         `${SBIN} --version; echo "@@VERSION $?"`,
         `env -i ${SBIN} refresh; echo "@@REFRESH $?"`,
         'systemd-analyze --version >/dev/null 2>&1 && { systemd-analyze verify --man=no ' +
-          '/usr/lib/systemd/system/qemu-modwatch.path /usr/lib/systemd/system/qemu-modwatch.service 2>&1; ' +
+          `${Object.keys(FILES)
+            .filter((f) => f.startsWith('/usr/lib/systemd/system/'))
+            .join(' ')} 2>&1; ` +
           'echo "@@ANALYZE $?"; }',
         'apt-config dump 2>/dev/null | grep -F qemu-modwatch',
         'sh -n /etc/libvirt/hooks/qemu.d/50-qemu-modwatch; echo "@@DISPATCHER $?"',
@@ -436,7 +446,7 @@ for (const kind of KINDS) {
     if (/@@ANALYZE/.test(q.stdout))
       t.notMatch(
         q.stdout.replace(/^@@.*$/gm, ''),
-        /qemu-modwatch\.(path|service)|Unknown|warning/i,
+        /qemu-modwatch(-textfile)?\.(path|service|timer)|Unknown|warning/i,
         'systemd-analyze verify says nothing about them',
       );
     t.match(
@@ -791,8 +801,12 @@ exit 0
     t.match(p.stdout, /^0$/m, 'the enablement link is gone');
     const purgeCalls = calls();
     t.ok(
-      purgeCalls.some((c) => /\bstop qemu-modwatch\.path qemu-modwatch\.service$/.test(c)),
-      'prerm stops both units',
+      purgeCalls.some((c) =>
+        c.endsWith(
+          'stop qemu-modwatch.path qemu-modwatch.service qemu-modwatch-textfile.timer qemu-modwatch-textfile.service',
+        ),
+      ),
+      'prerm stops all four units',
       { calls: purgeCalls },
     );
     t.ok(purgeCalls.includes('reload virtqemud.service'), 'purge reloads virtqemud', { calls: purgeCalls });

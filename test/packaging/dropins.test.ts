@@ -12,6 +12,7 @@ import {
 } from '../../src/host/paths';
 import { shq } from '../fixtures/shell';
 import { cannotRun, OverlayHost } from './overlay-host';
+import { TEXTFILE_DIR } from './package-kit';
 
 // The package-manager drop-ins in hooks/: each parsed the way its consumer
 // parses it (systemd, libdnf5's actions plugin, pacman, apt), each must run
@@ -99,6 +100,32 @@ t.test('systemd units', async (t) => {
     .split('\n')
     .filter((l) => l && !l.startsWith('#'));
   t.same(preset, ['enable qemu-modwatch.path'], 'the preset enables the path unit (the service is started by it)');
+});
+
+t.test('the textfile timer and its service', async (t) => {
+  const service = parseUnit(read('systemd/qemu-modwatch-textfile.service'));
+  const timer = parseUnit(read('systemd/qemu-modwatch-textfile.timer'));
+  t.same([...service.keys()], ['Unit', 'Service'], 'the service has no [Install]: the timer starts it');
+  t.same([...timer.keys()], ['Unit', 'Timer', 'Install']);
+  const unit = service.get('Unit');
+  t.same(all(unit, 'ConditionFileIsExecutable'), [SBIN], 'skipped, not failed, when qemu-modwatch is gone');
+  t.same(all(unit, 'ConditionPathIsDirectory'), [TEXTFILE_DIR], 'and where there is no textfile directory');
+  const svc = service.get('Service');
+  t.same(all(svc, 'Type'), ['oneshot']);
+  t.same(all(svc, 'ExecStart'), [`${SBIN} --check --textfile ${TEXTFILE_DIR}`], 'writes the metrics there');
+  t.same(all(svc, 'ProtectSystem'), ['strict']);
+  t.same(all(svc, 'ReadWritePaths'), [TEXTFILE_DIR], 'the only writable path: no state, no cache written');
+  t.same(all(svc, 'StateDirectory'), [], 'its state is read, not written');
+  t.same(all(svc, 'MemoryDenyWriteExecute'), [], "no MemoryDenyWriteExecute: node's JIT needs it");
+  const caps = all(svc, 'CapabilityBoundingSet').join(' ').split(/\s+/).sort();
+  t.same(caps, ['CAP_DAC_READ_SEARCH', 'CAP_SYS_PTRACE'], "read any file and process; write nothing of another user's");
+
+  const tm = timer.get('Timer');
+  t.same(all(tm, 'OnUnitActiveSec'), ['15min'], 'every 15 minutes (the stale-check alert allows an hour)');
+  t.same(all(tm, 'OnBootSec'), ['2min'], 'and shortly after boot');
+  t.same(all(timer.get('Install'), 'WantedBy'), ['timers.target']);
+  const preset = read('systemd/50-qemu-modwatch.preset');
+  t.notMatch(preset, /textfile/, 'not in the preset: the admin enables it');
 });
 
 /** libdnf5's actions plugin: its split() on unescaped spaces, then unescape(). */

@@ -44,8 +44,17 @@ export function asNodeExecutable(bundle: string): string {
 }
 export const STATE_DIR = '/var/lib/qemu-modwatch';
 export const STATE = `${STATE_DIR}/state.json`;
+/** node_exporter's textfile directory on Debian (its package's --collector.textfile.directory default). */
+export const TEXTFILE_DIR = '/var/lib/prometheus/node-exporter';
 /** A module package the tests build, to fire the packages' triggers. */
 export const DUMMY = 'qmw-test-dummy-module';
+
+/**
+ * The line the packages' maintainer scripts print for a libvirt reload that failed (README, "Install";
+ * build/deb/libvirt-reload.sh): the daemon (and its PID when signalled by PID), what failed, what that
+ * means, and the command that reloads it, to the end of the line.
+ */
+export const RELOAD_FAILED = /^qemu-modwatch: could not reload (\S+(?: \(pid \d+\))?) \((.+)\): (.+); run: (.+)$/;
 
 export const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update(b).digest('hex');
 

@@ -16,13 +16,10 @@ import * as path from 'node:path';
 import t from 'tap';
 import { LIBVIRTD_CONF, QEMU_CONF } from '../e2e/harness';
 import { cannotRun, OverlayHost } from './overlay-host';
-import { shown, shq, top } from './package-kit';
+import { RELOAD_FAILED as FAILED, shown, shq, top } from './package-kit';
 
 const RELOAD_SH = path.join(top, 'build/deb/libvirt-reload.sh');
 const reason = cannotRun(['setpriv']) ?? (fs.existsSync('/usr/sbin/libvirtd') ? null : 'no /usr/sbin/libvirtd');
-
-/** The stable start of the line a failed reload prints (README, "Install"). */
-const FAILED = /^qemu-modwatch: could not reload (\S+(?: \(pid \d+\))?) \((.+)\): (.+); run: (.+)$/;
 
 const HOOK_LOG = '/run/qmw-daemon-hook.log';
 const DAEMON_HOOK = `#!/bin/sh\necho "$*" >> ${HOOK_LOG}\n`;

@@ -71,6 +71,14 @@ function expected(kind: Kind = 'self-contained'): Record<string, Expect> {
       mode: '-rw-r--r--',
       from: 'hooks/systemd/qemu-modwatch.service',
     },
+    '/usr/lib/systemd/system/qemu-modwatch-textfile.service': {
+      mode: '-rw-r--r--',
+      from: 'hooks/systemd/qemu-modwatch-textfile.service',
+    },
+    '/usr/lib/systemd/system/qemu-modwatch-textfile.timer': {
+      mode: '-rw-r--r--',
+      from: 'hooks/systemd/qemu-modwatch-textfile.timer',
+    },
     '/usr/lib/systemd/system-preset/50-qemu-modwatch.preset': {
       mode: '-rw-r--r--',
       from: 'hooks/systemd/50-qemu-modwatch.preset',
