@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import { QEMU_DAEMONS } from '../core/daemons';
 import type { HookFilesFacts, RunningDaemon, TimeBounds } from '../core/hooks-loaded';
-import { readlinkOrNull } from '../os/file-info';
 import { CHAINED_SUFFIX, HOOK_BACKUP_RE, HOOKS_DIR, PROC_DIR, type Paths } from './paths';
 
 // observe: the running libvirt daemons that hold QEMU capabilities (root's),
@@ -23,7 +22,12 @@ export function runningQemuDaemons(paths: Paths): RunningDaemon[] {
     return [];
   }
   const boot = bootBounds(paths);
-  const ownNs = paths.root === '/' ? readlinkOrNull(`${PROC_DIR}/self/ns/mnt`) : null;
+  // A daemon in a container reads other hook files than ours; one in a
+  // sandbox of ours (the textfile service's own mount namespace) reads the
+  // same. What tells them apart is the hooks directory it sees. Under
+  // --root, /proc/PID/root would lead out of the root: every daemon there
+  // is the root's.
+  const ours = paths.root === '/' ? fileId(HOOKS_DIR) : null;
   const out: RunningDaemon[] = [];
   for (const name of names) {
     if (!/^[1-9][0-9]*$/.test(name)) continue;
@@ -36,8 +40,7 @@ export function runningQemuDaemons(paths: Paths): RunningDaemon[] {
     if (!QEMU_DAEMONS.includes(comm)) continue;
     // A user's session daemon runs hooks too, but not the system's state: only root's count.
     if (uidOf(dir) !== 0) continue;
-    // One in a container (another mount namespace) reads other hook files than ours.
-    if (ownNs !== null && readlinkOrNull(`${dir}/ns/mnt`) !== ownNs) continue;
+    if (ours !== null && fileId(`${dir}/root${HOOKS_DIR}`) !== ours) continue;
     const ticks = Number(stat.slice(close + 2).split(' ')[19]);
     const started: TimeBounds | null =
       boot && Number.isFinite(ticks)
@@ -49,6 +52,16 @@ export function runningQemuDaemons(paths: Paths): RunningDaemon[] {
     out.push({ name: comm, pid: Number(name), started, unit: unitOf(readSmall(`${dir}/cgroup`)) });
   }
   return out.sort((a, b) => a.pid - b.pid);
+}
+
+/** A directory's device and inode, or null when it cannot be seen. */
+function fileId(p: string): string | null {
+  try {
+    const st = fs.statSync(p, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
 }
 
 /**
