@@ -86,3 +86,14 @@ t.test('every metric the rules use is one the tool writes', async (t) => {
     ),
   );
 });
+
+t.test("README's fleet queries are the ones the unit tests evaluate", async (t) => {
+  const readme = fs.readFileSync(path.join(TOP, 'README.md'), 'utf8');
+  const fleet = readme.slice(readme.indexOf('## Running it across a fleet'));
+  const block = /```promql\n([\s\S]*?)```/.exec(fleet);
+  t.ok(block, 'the fleet page has a promql block');
+  const queries = (block?.[1] ?? '').trim().split('\n');
+  t.ok(queries.length >= 3, `${queries.length} queries`);
+  const tested = new Set([...fs.readFileSync(UNIT, 'utf8').matchAll(/^\s*- expr: (.+)$/gm)].map((m) => m[1]!.trim()));
+  for (const q of queries) t.ok(tested.has(q), `evaluated with its answer in rules.promtool.yml: ${q}`);
+});
