@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import { QEMU_DAEMONS } from '../core/daemons';
 import type { HookFilesFacts, RunningDaemon, TimeBounds } from '../core/hooks-loaded';
+import { readHead } from '../os/file-info';
 import { CHAINED_SUFFIX, HOOK_BACKUP_RE, HOOKS_DIR, PROC_DIR, type Paths } from './paths';
 
 // observe: the running libvirt daemons that hold QEMU capabilities (root's),
@@ -163,18 +164,9 @@ function uidOf(dir: string): number | null {
 
 /** The first bytes of a small file (procfs reports size 0: read, not stat). */
 function readSmall(file: string, max = 4096): string | null {
-  let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    return readHead(file, max);
   } catch {
     return null;
-  }
-  try {
-    const buf = Buffer.alloc(max);
-    return buf.subarray(0, fs.readSync(fd, buf, 0, max, null)).toString('utf8');
-  } catch {
-    return null;
-  } finally {
-    fs.closeSync(fd);
   }
 }

@@ -67,6 +67,21 @@ export function errCode(e: unknown): string {
 }
 
 /**
+ * The first max bytes of a small file (a record of ours, a /proc entry) as
+ * UTF-8, in one read; throws what open or read throws. O_NONBLOCK: a FIFO
+ * put in its place must not hang the caller.
+ */
+export function readHead(file: string, max: number): string {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  try {
+    const buf = Buffer.alloc(max);
+    return buf.subarray(0, fs.readSync(fd, buf, 0, max, null)).toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
  * Opens a regular file for reading, and never anything else: opening a
  * device node can act (a tape rewinds, a watchdog arms, and some reboot
  * the host when closed), a FIFO can block. Paths come from others (a

@@ -4,6 +4,7 @@ import type { DaemonHookRun } from '../core/hooks-loaded';
 import { QEMU_DAEMONS } from '../core/daemons';
 import { stateFiles, type Paths } from '../host/paths';
 import { writeFileAtomic } from '../os/atomic-file';
+import { readHead } from '../os/file-info';
 
 // The last run of our daemon hook in each QEMU daemon: which daemon, its PID,
 // when. It is what tells `check` that a daemon which started before the
@@ -35,13 +36,7 @@ export function loadDaemonHooks(paths: Paths): LoadedRuns {
     const shown = stateFiles(paths).daemonHook(daemon);
     let text: string;
     try {
-      const fd = fs.openSync(paths.host(shown), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-      try {
-        const buf = Buffer.alloc(MAX_BYTES + 1);
-        text = buf.subarray(0, fs.readSync(fd, buf, 0, buf.length, 0)).toString('utf8');
-      } finally {
-        fs.closeSync(fd);
-      }
+      text = readHead(paths.host(shown), MAX_BYTES + 1);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT') out.problems.push(`cannot read ${shown}: ${code ?? String(e)}; treated as no record`);

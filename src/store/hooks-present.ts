@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { TimeBounds } from '../core/hooks-loaded';
 import { stateFiles, type Paths } from '../host/paths';
 import { writeFileAtomic } from '../os/atomic-file';
+import { readHead } from '../os/file-info';
 
 // Since when our hooks have been there without a break. An upgrade (a
 // package's, or `install` over an older install) replaces the dispatchers:
@@ -29,13 +30,7 @@ export function loadHooksPresent(paths: Paths): LoadedPresence {
   const shown = stateFiles(paths).hooksPresentSince;
   let text: string;
   try {
-    const fd = fs.openSync(paths.host(shown), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-    try {
-      const buf = Buffer.alloc(MAX_BYTES + 1);
-      text = buf.subarray(0, fs.readSync(fd, buf, 0, buf.length, 0)).toString('utf8');
-    } finally {
-      fs.closeSync(fd);
-    }
+    text = readHead(paths.host(shown), MAX_BYTES + 1);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return { since: null, problem: null };
