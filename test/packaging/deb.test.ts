@@ -6,6 +6,7 @@ import { inCI } from '../fixtures/ci';
 import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
 import {
   buildDeb,
+  buildDummyDeb,
   DUMMY,
   EXE_FROM,
   fakeLibvirtd,
@@ -339,31 +340,18 @@ t.test('build the .debs', { skip: reason || false }, async (t) => {
   t.match(bundled.subarray(0, 16).toString(), /^#!\/usr\/bin\/node\n/, 'node: #!/usr/bin/node, no PATH search');
   // A package that ships one file into the module directory, to fire the trigger.
   const root = ov.scratch('dummy-root');
-  const modDir = path.join(root, 'usr/lib', multiarch, 'qemu');
-  fs.mkdirSync(modDir, { recursive: true });
-  fs.mkdirSync(path.join(root, 'DEBIAN'));
-  fs.writeFileSync(
-    path.join(root, 'DEBIAN/control'),
-    [
-      `Package: ${DUMMY}`,
-      'Version: 1.0',
-      'Architecture: all',
-      'Maintainer: qemu-modwatch tests <test@qemu-modwatch.invalid>',
-      'Description: test module for the qemu-modwatch trigger',
-      '',
-    ].join('\n'),
-  );
   // A real module's bytes under a new name when QEMU is installed: a valid
   // module of this host's build, so the refresh sees an added module, not
   // a broken one.
   const hostModDir = `/usr/lib/${multiarch}/qemu`;
   const real = fs.existsSync(hostModDir) ? fs.readdirSync(hostModDir).find((n) => n.endsWith('.so')) : undefined;
-  fs.writeFileSync(
-    path.join(modDir, 'hw-qmw-test-dummy.so'),
-    real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n',
-  );
   dummyDeb = path.join(out, `${DUMMY}_1.0_all.deb`);
-  const b = spawnSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, dummyDeb], { encoding: 'utf8' });
+  const b = buildDummyDeb(
+    root,
+    hostModDir,
+    real ? fs.readFileSync(path.join(hostModDir, real)) : 'not an ELF file\n',
+    dummyDeb,
+  );
   t.equal(b.status, 0, `dummy package builds\n${b.stderr}`);
 });
 

@@ -6,7 +6,7 @@ import { inCI } from '../fixtures/ci';
 import { domainXml } from '../fixtures/hooks';
 import { cannotRun } from './overlay-host';
 import { OverlayRoot } from './overlay-root';
-import { DUMMY, EXE, NODE_FLOOR, sha256, shown, STATE, STATE_DIR, top, version } from './package-kit';
+import { buildDummyDeb, DUMMY, EXE, NODE_FLOOR, sha256, shown, STATE, STATE_DIR, top, version } from './package-kit';
 
 // The node .deb on Debian 12 as Debian ships it: in a chroot of an overlay
 // of the Debian root build/nspawn-root.sh makes (Debian's nodejs 18,
@@ -57,7 +57,13 @@ t.test("the node .deb under Debian 12's own nodejs", { skip: reason || false }, 
   const deb = `/mnt/qemu-modwatch_${version}_all.deb`;
   t.equal(b.stdout.trim(), path.join(o.mnt, path.basename(deb)), 'the node .deb was built');
   fs.writeFileSync(path.join(o.mnt, 'domain.xml'), domainXml('guest1', EMULATOR));
-  makeDummyDeb(path.join(o.mnt, 'dummy'), path.join(o.mnt, `${DUMMY}.deb`), o.root);
+  const dummy = buildDummyDeb(
+    path.join(o.mnt, 'dummy'),
+    MODDIR,
+    fs.readFileSync(path.join(o.root, MODDIR, 'hw-usb-host.so')),
+    path.join(o.mnt, `${DUMMY}.deb`),
+  );
+  if (dummy.status !== 0) throw new Error(`dummy package: ${dummy.stderr}`);
 
   // 1. Install: dpkg resolves Depends: nodejs from the root's own nodejs.
   const inst = o.run(`
@@ -170,24 +176,3 @@ grep -rl qemu-modwatch /var/lib/dpkg/status /var/lib/dpkg/triggers/ | sed 's/^/@
     'the root itself was never written',
   );
 });
-
-/** A package shipping one copy of a real module of the root's QEMU under a new name, to fire the trigger. */
-function makeDummyDeb(dir: string, out: string, root: string): void {
-  const mod = path.join(dir, MODDIR);
-  fs.mkdirSync(mod, { recursive: true });
-  fs.mkdirSync(path.join(dir, 'DEBIAN'));
-  fs.copyFileSync(path.join(root, MODDIR, 'hw-usb-host.so'), path.join(mod, 'hw-qmw-test-dummy.so'));
-  fs.writeFileSync(
-    path.join(dir, 'DEBIAN/control'),
-    [
-      `Package: ${DUMMY}`,
-      'Version: 1.0',
-      'Architecture: all',
-      'Maintainer: qemu-modwatch tests <test@qemu-modwatch.invalid>',
-      'Description: test module for the qemu-modwatch trigger',
-      '',
-    ].join('\n'),
-  );
-  const r = spawnSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', dir, out], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`dummy package: ${r.stderr}`);
-}

@@ -50,6 +50,30 @@ export const TEXTFILE_DIR = '/var/lib/prometheus/node-exporter';
 export const DUMMY = 'qmw-test-dummy-module';
 
 /**
+ * Builds, in dir, the .deb of DUMMY: one file, hw-qmw-test-dummy.so with the
+ * given bytes, in moduleDir (absolute, as installed), to fire the file
+ * trigger. Returns dpkg-deb's result.
+ */
+export function buildDummyDeb(dir: string, moduleDir: string, bytes: Buffer | string, out: string) {
+  const mod = path.join(dir, moduleDir);
+  fs.mkdirSync(mod, { recursive: true });
+  fs.mkdirSync(path.join(dir, 'DEBIAN'));
+  fs.writeFileSync(path.join(mod, 'hw-qmw-test-dummy.so'), bytes);
+  fs.writeFileSync(
+    path.join(dir, 'DEBIAN/control'),
+    [
+      `Package: ${DUMMY}`,
+      'Version: 1.0',
+      'Architecture: all',
+      'Maintainer: qemu-modwatch tests <test@qemu-modwatch.invalid>',
+      'Description: test module for the qemu-modwatch trigger',
+      '',
+    ].join('\n'),
+  );
+  return spawnSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', dir, out], { encoding: 'utf8' });
+}
+
+/**
  * The line the packages' maintainer scripts print for a libvirt reload that failed (README, "Install";
  * build/deb/libvirt-reload.sh): the daemon (and its PID when signalled by PID), what failed, what that
  * means, and the command that reloads it, to the end of the line.
