@@ -654,6 +654,8 @@ async function sandboxChecks(t: Test, o: OverlayHost): Promise<void> {
     return;
   }
   const emuHash = sha256(EMULATOR);
+  /** The PATH systemd gives a system service. */
+  const SYSTEMD_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
   const sandbox = (paths: string[]) => {
     // Read-only every mount, then the listed paths writable again; "-" = may be missing.
     const lines = [
@@ -670,7 +672,9 @@ async function sandboxChecks(t: Test, o: OverlayHost): Promise<void> {
       );
     }
     lines.push(`touch /usr/qmw-probe 2>/dev/null && echo "@@USR writable" || echo "@@USR read-only"`);
-    lines.push(`${exec.join(' ')}; echo "@@EXEC $?"`);
+    // systemd starts ExecStart with its own environment, not the test runner's (whose NODE_OPTIONS
+    // would make the distro kind's node load the runner's modules, hidden under the private /tmp).
+    lines.push(`env -i PATH=${SYSTEMD_PATH} ${exec.join(' ')}; echo "@@EXEC $?"`);
     return `unshare --mount --propagation private sh -c ${shq(lines.join('\n'))}`;
   };
   const scenario = (paths: string[]) => {
