@@ -80,6 +80,10 @@ function buildRpm(kind) {
       node ? 'noarch' : hostArch,
       '--define',
       `_topdir ${topdir}`,
+      // A database of its own: rpmbuild opens one, and Debian's rpm keeps it
+      // in the builder's home (~/.rpmdb), which a build has no business in.
+      '--define',
+      `_dbpath ${path.join(topdir, 'rpmdb')}`,
       '--define',
       `_sourcedir ${sourcedir}`,
       '--define',

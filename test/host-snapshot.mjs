@@ -53,6 +53,8 @@ export function hostPaths() {
     '/var/lib/dpkg',
     '/var/lib/rpm',
     '/usr/lib/sysimage/rpm',
+    // Debian's rpm: its database is ~/.rpmdb.
+    '/root/.rpmdb',
     // Users and groups (the worlds add libvirt-qemu privately).
     '/etc/passwd',
     '/etc/group',

@@ -2,9 +2,10 @@
 // maintainer scripts and be purged without the host noticing.
 //
 // Every run() starts a new mount and PID namespace (`unshare --mount --pid
-// --fork --mount-proc`) in which /etc, /usr, /var and /run are overlayfs
-// mounts: lowerdir the host's directory, upperdir kept in a temp dir across
-// runs, so one run's install is the next run's starting point. The work dir
+// --fork --mount-proc`) in which /etc, /usr, /var, /run and /root are
+// overlayfs mounts (/root: Debian's rpm keeps its database in ~/.rpmdb):
+// lowerdir the host's directory, upperdir kept in a temp dir across runs, so
+// one run's install is the next run's starting point. The work dir
 // is fresh for each mount: the previous namespace's overlay may not be
 // gone yet. Mounts below a target (a container's /etc/resolv.conf or
 // /etc/hosts bind mounts) would be hidden by the overlay, so they are bound
@@ -21,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { overlayMountLines } from '../fixtures/overlay-mount';
 
-export const TARGETS = ['/etc', '/usr', '/var', '/run'] as const;
+export const TARGETS = ['/etc', '/usr', '/var', '/run', '/root'] as const;
 
 export interface RunResult {
   code: number;

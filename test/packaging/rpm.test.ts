@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as os from 'node:os';
 import t, { type Test } from 'tap';
 import { inCI } from '../fixtures/ci';
 import { cannotRun, OverlayHost, type RunResult } from './overlay-host';
@@ -130,8 +131,15 @@ const rpmFiles: Record<Kind, string> = { 'self-contained': '', node: '' };
 /** The module directory of this architecture, which both kinds' file triggers watch. */
 let trigger = '';
 
+// The host's own rpm calls (queries of a package file, an --eval, the dummy
+// package's build) open a database too, by default Debian's ~/.rpmdb: give
+// them one of their own, so that the host's stays as it was.
+const HOST_DB = fs.mkdtempSync(path.join(os.tmpdir(), 'qmw-rpmdb-'));
+t.teardown(() => fs.rmSync(HOST_DB, { recursive: true, force: true }));
+const DBPATH = ['--dbpath', HOST_DB];
+
 const q = (file: string, ...args: string[]) => {
-  const r = spawnSync('rpm', ['-qp', ...args, file], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync('rpm', [...DBPATH, '-qp', ...args, file], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`rpm -qp ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 };
@@ -238,7 +246,9 @@ async function holds(t: Test, kind: Kind): Promise<void> {
     ['postinstall', 'postuninstall', 'preinstall', 'preuninstall', 'transfiletriggerin', 'transfiletriggerpostun'],
     'scriptlets and file triggers',
   );
-  const libdir = spawnSync('rpm', ['--target', ARCH!, '--eval', '%{_libdir}'], { encoding: 'utf8' }).stdout.trim();
+  const libdir = spawnSync('rpm', [...DBPATH, '--target', ARCH!, '--eval', '%{_libdir}'], {
+    encoding: 'utf8',
+  }).stdout.trim();
   // A noarch package installs on any architecture: lib64 on Fedora's 64-bit ones, lib on the others.
   const dirs = kind === 'node' ? ['/usr/lib64/qemu', '/usr/lib/qemu'] : [`${libdir}/qemu`];
   for (const tr of ['transfiletriggerin', 'transfiletriggerpostun']) {
@@ -315,7 +325,19 @@ for (const kind of KINDS) {
     );
     const b = spawnSync(
       'rpmbuild',
-      ['-bb', '--target', ARCH!, '--define', `_topdir ${dtop}`, '--define', '_binary_payload w1.gzdio', spec],
+      [
+        // The macro: with --dbpath, rpmbuild still opened ~/.rpmdb here.
+        '--define',
+        `_dbpath ${HOST_DB}`,
+        '-bb',
+        '--target',
+        ARCH!,
+        '--define',
+        `_topdir ${dtop}`,
+        '--define',
+        '_binary_payload w1.gzdio',
+        spec,
+      ],
       { encoding: 'utf8' },
     );
     t.equal(b.status, 0, `dummy rpm builds\n${b.stderr}`);
@@ -406,6 +428,8 @@ for (const kind of KINDS) {
     t.same(erase.stdout.match(/^@@LEFT .*$/gm) ?? [], [], 'every file, the state and the enablement link are gone');
     const bookkeeping = [
       /^\/var\/lib\/rpm\//,
+      // Debian's rpm: its database under HOME (/root, overlaid like the rest).
+      /^\/root\/\.rpmdb\//,
       /^\/usr\/lib\/sysimage\/rpm\//,
       /^\/var\/log\//,
       /^\/var\/tmp\/$/,
@@ -458,8 +482,9 @@ function hostRpmView() {
   const listing = (d: string) =>
     fs.existsSync(d) ? fs.readdirSync(d).map((f) => `${f}:${fs.statSync(path.join(d, f)).mtimeMs}`) : null;
   return {
-    known: spawnSync('rpm', ['-q', 'qemu-modwatch'], { stdio: 'ignore' }).status === 0,
+    // Listed, not queried: a query of Debian's ~/.rpmdb rewrites its shared-memory file.
     db: listing('/var/lib/rpm'),
+    home: listing('/root/.rpmdb'),
     exe: fs.existsSync(EXE),
   };
 }
