@@ -14,6 +14,11 @@
 // logs. Its debug log and its hook's log, read through /proc/PID/root, say
 // that nothing reached it.
 //
+// What the failed reload's line says that means is checked against
+// libvirtd's own behaviour: a guest start after our drop-in was placed
+// runs it at once when another QEMU hook was there at the daemon's start,
+// and not without one.
+//
 // The failure is a real one: the same function run as an unprivileged user,
 // whose SIGHUP the kernel refuses (given CAP_SYS_PTRACE, as root has it, to
 // see which hooks directory each daemon reads). It must say so in one line
@@ -25,7 +30,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
 import { makePaths, stateFiles } from '../../src/host/paths';
-import { LIBVIRTD_CONF, QEMU_CONF } from '../e2e/harness';
+import { LIBVIRTD_CONF, QEMU_CONF, domainXml } from '../e2e/harness';
 import { cannotRun, OverlayHost } from './overlay-host';
 import { RELOAD_FAILED as FAILED, shown, shq, top } from './package-kit';
 
@@ -234,6 +239,87 @@ kill -TERM "$pid" "$other"; wait "$pid" "$other"
       otherCalls,
     });
     t.equal(otherCalls.filter((l) => / op=reload /.test(l)).length, 0, 'and no reload', { otherCalls });
+  },
+);
+
+/** Our QEMU drop-in's stand-in: logs its argv. */
+const QEMU_LOG = '/run/qmw-qemu-hook.log';
+const QEMU_HOOK = `#!/bin/sh\necho "$*" >> ${QEMU_LOG}\ncat >/dev/null\n`;
+
+t.test(
+  "what the failed reload's line says our QEMU hook's state is, against libvirtd's own: not active without " +
+    'another QEMU hook at its start, active at once with one',
+  {
+    skip: reason || (fs.existsSync('/usr/bin/virsh') ? false : 'no /usr/bin/virsh'),
+  },
+  async (t) => {
+    const o = new OverlayHost('qemu-modwatch-reload-meaning');
+    t.teardown(() => o.cleanup());
+    const fn = fs.readFileSync(RELOAD_SH, 'utf8');
+    const ours = '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch';
+    // One libvirtd at a time: started, our drop-in placed after its start, a refused reload, a guest started.
+    const round = (name: string) => `
+rm -f ${QEMU_LOG} ${ours}
+/usr/sbin/libvirtd > /run/libvirtd-${name}.out 2>&1 &
+pid=$!
+for i in $(seq 300); do virsh -q -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.1; done
+printf '%s' ${shq(QEMU_HOOK)} > ${ours}; chmod 0755 ${ours}
+setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=+sys_ptrace --ambient-caps=+sys_ptrace \\
+  sh -c '. /run/reload.sh; qemu_modwatch_reload_libvirt' 2> /run/${name}.err
+echo "@@ERR-${name}"; cat /run/${name}.err
+virsh -q -c qemu:///system start g > /run/start-${name}.out 2>&1; echo "@@START-${name} $?"
+echo "@@START-OUT-${name}"; cat /run/start-${name}.out
+virsh -q -c qemu:///system destroy g >/dev/null 2>&1
+echo "@@OURS-${name}"; cat ${QEMU_LOG} 2>/dev/null
+kill -TERM "$pid"; wait "$pid"
+`;
+    const script = `
+getent group libvirt-qemu >/dev/null || echo 'libvirt-qemu:x:64055:' >> /etc/group
+getent passwd libvirt-qemu >/dev/null ||
+  echo 'libvirt-qemu:x:64055:64055::/var/lib/libvirt:/usr/sbin/nologin' >> /etc/passwd
+rm -rf /run/systemd/system /etc/libvirt/hooks /etc/libvirt/qemu/*.xml
+mkdir -p /etc/libvirt/hooks/qemu.d /var/log/libvirt /run/libvirt
+rm -f /run/libvirt/libvirt-sock /run/libvirt/libvirt-sock-ro /run/libvirt/libvirt-admin-sock
+printf '%s' ${shq(QEMU_CONF)} > /etc/libvirt/qemu.conf
+printf '%s' ${shq(LIBVIRTD_CONF)} > /etc/libvirt/libvirtd.conf
+printf '%s' ${shq(domainXml('g'))} > /run/g.xml
+# The guest's console goes through virtlogd.
+/usr/sbin/virtlogd > /run/virtlogd.out 2>&1 &
+logd=$!
+for i in $(seq 200); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
+printf '%s\\n' ${shq(fn)} > /run/reload.sh
+chmod 0644 /run/reload.sh
+/usr/sbin/libvirtd > /run/libvirtd-define.out 2>&1 &
+pid=$!
+for i in $(seq 300); do virsh -q -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.1; done
+virsh -q -c qemu:///system define /run/g.xml >/dev/null; echo "@@DEFINE $?"
+kill -TERM "$pid"; wait "$pid"
+${round('alone')}
+printf '#!/bin/sh\\ncat >/dev/null\\n' > /etc/libvirt/hooks/qemu.d/10-other
+chmod 0755 /etc/libvirt/hooks/qemu.d/10-other
+${round('other')}
+echo "@@END"
+kill -TERM "$logd"; wait "$logd"
+`;
+    const r = o.run(script, { timeout: 180_000 });
+    const section = (name: string) => {
+      const m = new RegExp(`^@@${name}\\n([\\s\\S]*?)(?=^@@)`, 'm').exec(r.stdout);
+      return (m?.[1] ?? '').split('\n').filter(Boolean);
+    };
+    if (!t.match(r.stdout, /^@@DEFINE 0$/m, 'the guest is defined', shown(r))) return;
+    const cases = [
+      { name: 'alone', meaning: MEANING.plain, ran: false },
+      { name: 'other', meaning: MEANING.qemuHook, ran: true },
+    ];
+    for (const c of cases) {
+      const said = section(`ERR-${c.name}`);
+      t.equal(said.length, 1, `${c.name}: the refused reload said in one line: ${said[0]}`, shown(r));
+      t.equal(FAILED.exec(said[0] ?? '')?.[3], c.meaning, 'its meaning');
+      t.match(r.stdout, new RegExp(`^@@START-${c.name} 0$`, 'm'), 'libvirt started the guest', shown(r));
+      const runs = section(`OURS-${c.name}`);
+      if (c.ran) t.same(runs.slice(0, 1), ['g prepare begin -'], 'ground truth: libvirtd ran our drop-in at once');
+      else t.same(runs, [], 'ground truth: libvirtd ran no drop-in of ours');
+    }
   },
 );
 
