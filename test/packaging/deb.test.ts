@@ -379,6 +379,12 @@ for (const kind of KINDS) {
       /^@@FAKE exit 129$/m,
       'the running libvirtd got SIGHUP (first install: libvirt must see the new hooks)',
     );
+    t.notMatch(
+      install.stderr,
+      /^qemu-modwatch: no run of/m,
+      'it died of it: no daemon hook to wait for, nothing said',
+      shown(install),
+    );
     const st = marked<Record<string, Stat | null>>(install, '@@STAT');
     for (const [p, e] of Object.entries(FILES)) {
       const s = st[p];

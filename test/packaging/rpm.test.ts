@@ -370,6 +370,12 @@ for (const kind of KINDS) {
     t.notMatch(inst.stderr, /scriptlet failed|warning: %post/i, 'no scriptlet failed', shown(inst));
     t.match(inst.stdout, /qemu-modwatch refresh: /, '%post ran refresh');
     t.match(inst.stdout, /^@@FAKE exit 129$/m, 'the running libvirtd got SIGHUP (first install)');
+    t.notMatch(
+      inst.stderr,
+      /^qemu-modwatch: no run of/m,
+      'it died of it: no daemon hook to wait for, nothing said',
+      shown(inst),
+    );
     t.match(inst.stdout, /^@@Q 0$/m, 'rpm knows the package');
     t.match(inst.stdout, /^@@V 0$/m, 'rpm -V: installed files match', shown(inst));
     t.match(inst.stdout, /^@@STATE yes$/m, 'a baseline was recorded');
