@@ -146,11 +146,13 @@ function judgeOne(d: RunningDaemon, f: HooksLoadedFacts): LoadedVerdict {
           `it started (${started}) before qemu-modwatch's hooks were installed (after ${iso(after)}), and ` +
           `another qemu hook is there, changed since (${iso(other)}): whether it was there at the start is not known`,
       };
+    // No start time in a finding's text: read against the boot time (now less the uptime), it moves by
+    // milliseconds from one check to the next, and a monitoring system would see a new message each time.
     return {
       kind: 'not-loaded',
       why:
-        `started (${started}) before qemu-modwatch's hooks were installed (after ${iso(after)}) and has not run ` +
-        'them since: guest starts are not checked until it reloads',
+        `started before qemu-modwatch's hooks were installed (after ${iso(after)}) and has not run them since: ` +
+        'guest starts are not checked until it reloads',
       command: reloadCommand(d, f.reload),
     };
   }
@@ -158,9 +160,9 @@ function judgeOne(d: RunningDaemon, f: HooksLoadedFacts): LoadedVerdict {
     return {
       kind: 'cannot-tell',
       why:
-        `it started (${started}) before qemu-modwatch's qemu hook last changed (${iso(placedBy)}), no record says ` +
-        "when the hooks were installed (a version that kept none installed them), and it has not run qemu-modwatch's " +
-        'daemon hook since: whether it runs them is not known',
+        `it started (${started}), not after qemu-modwatch's qemu hook last changed (${iso(placedBy)}), no usable ` +
+        'record says when the hooks were installed (none is kept by the versions before this one), and it has not ' +
+        "run qemu-modwatch's daemon hook since: whether it runs them is not known",
     };
   return {
     kind: 'cannot-tell',
