@@ -264,7 +264,12 @@ async function holds(t: Test, kind: Kind): Promise<void> {
     '%preun disables the path unit',
   );
   t.match(byName.postuninstall ?? '', /rm -rf \/var\/lib\/qemu-modwatch/, '%postun removes the state on erase');
-  t.match(byName.preinstall ?? '', /^qemu_modwatch_keep_hooks_present$/m, '%pre keeps since when the hooks are there');
+  t.match(
+    byName.preinstall ?? '',
+    /^qemu_modwatch_hooks_installed_after$/m,
+    '%pre records a time before the hooks arrive',
+  );
+  t.match(byName.preinstall ?? '', /date \+%s\.%N/, "rpm left the shell's date format as it is");
   const scratch = ov!.scratch(`scriptlets-${kind}`);
   for (const [name, text] of Object.entries(byName)) {
     const body = text.split('\n').slice(1).join('\n');

@@ -138,11 +138,10 @@ export function hooksLoadedScenarios(t: Test, stack: Stack): void {
       const env = await useEnv(t, onStack(stack, layout('mw-hooks-other')));
       await installProduct(env);
       // The admin's drop-in: it calls qemu-modwatch by name, but is not ours.
-      await env.writeFile(
-        '/etc/libvirt/hooks/qemu.d/10-admin',
-        "#!/bin/sh\n# The admin's: runs qemu-modwatch refresh now and then.\nexit 0\n",
-        0o755,
-      );
+      const admin = env.hostPath('/etc/libvirt/hooks/qemu.d/10-admin');
+      fs.mkdirSync(path.dirname(admin), { recursive: true, mode: 0o755 });
+      fs.writeFileSync(admin, "#!/bin/sh\n# The admin's: runs qemu-modwatch refresh now and then.\nexit 0\n");
+      fs.chmodSync(admin, 0o755);
       await sleep(2500);
       await env.startDaemon();
       const pid = env.daemonPid();
