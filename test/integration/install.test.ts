@@ -1,10 +1,11 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
 import { inCI } from '../fixtures/ci';
 import { BARE_ENV } from '../fixtures/hooks';
+import { bindRealProc } from '../fixtures/guests';
 import { EXE, Sysroot, sysroot, TOP } from '../fixtures/sysroot';
 
 // `install` and `uninstall` into sysroots.
@@ -427,3 +428,35 @@ t.test('install --chain: the wrapper tells the daemon hook the PID of the daemon
   const rec = JSON.parse(fs.readFileSync(s.host('/var/lib/qemu-modwatch/daemon-hook.libvirtd.json'), 'utf8'));
   t.same([rec.daemon, rec.pid], ['libvirtd', Number(r.stdout.trim())], "the record names the daemon's PID");
 });
+
+t.test(
+  "--root over a real procfs: the daemons are this machine's, cannot tell, and install names none of them",
+  {
+    skip:
+      process.getuid?.() !== 0 || spawnSync('unshare', ['-m', 'true']).status !== 0
+        ? 'needs root and unshare -m'
+        : false,
+  },
+  async (t) => {
+    const s = sysroot(t, new Sysroot());
+    bindRealProc(s);
+    // A stand-in root libvirtd of this machine (sleep, named libvirtd), started before anything of the root.
+    const fake = s.host('/tmp/bin/libvirtd');
+    fs.mkdirSync(path.dirname(fake), { recursive: true });
+    fs.copyFileSync('/bin/sleep', fake);
+    fs.chmodSync(fake, 0o755);
+    const daemon = spawn(fake, ['60'], { stdio: 'ignore' });
+    t.teardown(() => void daemon.kill('SIGKILL'));
+    await sleep(2500);
+    const r = s.run(['install']);
+    t.equal(r.code, 0, r.stderr);
+    t.notMatch(r.stdout, new RegExp(`\\b${daemon.pid}\\b`), 'install names no process of this machine');
+    t.match(r.stdout, /so where the system under \S+ runs, reload it: systemctl reload libvirtd$/m);
+    const v = (JSON.parse(s.run(['status', '--json']).stdout).daemons as any[]).find((d) => d.pid === daemon.pid);
+    t.same(
+      [v?.hooks, v?.why],
+      ['cannot-tell', 'it is a process of this machine, and under --root it cannot be seen which hooks it reads'],
+    );
+    t.same(notLoaded(s), [], 'no hooks-not-loaded from another system');
+  },
+);
