@@ -147,8 +147,8 @@ export interface Status {
   lastFullCheckMs: number | null;
   /** Whether each running QEMU daemon can be running our hooks; empty when none runs or the hooks are not installed. */
   daemons: DaemonVerdict[];
-  /** Records of the daemon hook that could not be used. */
-  daemonRecordProblems: string[];
+  /** Records hooks-not-loaded reads (the daemon hook's runs, when the hooks were installed) that could not be used. */
+  recordProblems: string[];
 }
 
 /** status: what the state file and the fast path's mark say. Read-only. */
@@ -169,6 +169,6 @@ export function status(ctx: Context): Status {
     loaded,
     lastFullCheckMs: mark !== null ? mark + MARK_MARGIN_MS : null,
     daemons: judgeHooksLoaded(facts),
-    daemonRecordProblems: facts.problems,
+    recordProblems: facts.problems,
   };
 }

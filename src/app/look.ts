@@ -6,14 +6,15 @@ import type { CacheMemo } from '../host/cache-dir';
 import { loadCacheMemo } from '../store/cache-memo';
 import type { Config } from '../host/config';
 import type { Paths } from '../host/paths';
-import { stateFiles } from '../host/paths';
+import { HOOKS_DIR, stateFiles } from '../host/paths';
 import { scanGuests } from '../host/processes';
 import { scanModuleDirs, takeFingerprint } from '../host/scan';
 import { guestModuleDirs } from '../core/guests';
 import { loadState, type LoadedState } from '../store/state-store';
 import { loadDaemonHooks } from '../store/daemon-hooks';
-import { loadHooksPresent } from '../store/hooks-present';
-import { hookFilesFacts, runningQemuDaemons, systemctlReloadWorks } from '../host/daemons';
+import { loadHooksInstalledAfter } from '../store/hooks-installed-after';
+import { chainedCtimeMs } from '../store/install-manifest';
+import { daemonsOutsideRoot, hookFilesFacts, reloadFacts, runningQemuDaemons } from '../host/daemons';
 import type { HooksLoadedFacts } from '../core/hooks-loaded';
 
 export interface Context {
@@ -85,13 +86,15 @@ export function look(
 /** What tells whether the running libvirt daemons can be running our hooks (core/hooks-loaded.ts). */
 export function lookHooksLoaded(ctx: Context): HooksLoadedFacts & { problems: string[] } {
   const { runs, problems } = loadDaemonHooks(ctx.paths);
-  const present = loadHooksPresent(ctx.paths);
-  if (present.problem) problems.push(present.problem);
+  const installed = loadHooksInstalledAfter(ctx.paths);
+  if (installed.problem) problems.push(installed.problem);
+  const chainedBefore = chainedCtimeMs(ctx.paths, `${HOOKS_DIR}/qemu`);
   return {
-    hooks: { ...hookFilesFacts(ctx.paths), presentSince: present.since },
+    hooks: { ...hookFilesFacts(ctx.paths, chainedBefore), installedAfterMs: installed.afterMs },
     daemons: runningQemuDaemons(ctx.paths),
     runs,
-    systemctlReloadWorks: systemctlReloadWorks(ctx.paths),
+    reload: reloadFacts(ctx.paths),
+    daemonsOutsideRoot: daemonsOutsideRoot(ctx.paths),
     problems,
   };
 }

@@ -38,7 +38,7 @@ export function recordInvalidate(paths: Paths, done: Done): void {
 }
 
 /**
- * That this daemon (its PID: the hook's parent, as the dispatcher execs us)
+ * That this daemon (its PID: the dispatcher's parent, hook/daemons.ts hookDaemonPid)
  * runs our hooks now: what tells `check` it has loaded them
  * (core/hooks-loaded.ts). A failure is logged; the hook goes on.
  */

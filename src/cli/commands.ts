@@ -179,12 +179,15 @@ export interface StatusReport {
     /** The command that makes it load them; null unless not loaded. */
     command: string | null;
   }[];
-  /** Records of the daemon hook that could not be used (treated as none). */
+  /**
+   * Records the daemons' verdicts are read from that could not be used (treated as none): the daemon hook's runs
+   * and when the hooks were installed.
+   */
   problems: string[];
 }
 
 export function runStatus(ctx: Context, json: boolean, now = new Date()): Output {
-  const { stateFile, loaded, lastFullCheckMs, daemons, daemonRecordProblems } = use.status(ctx);
+  const { stateFile, loaded, lastFullCheckMs, daemons, recordProblems } = use.status(ctx);
   const age = (iso: string) => Math.max(0, Math.round((now.getTime() - Date.parse(iso)) / 1000));
   const s: StatusReport = {
     stateFile,
@@ -207,7 +210,7 @@ export function runStatus(ctx: Context, json: boolean, now = new Date()): Output
       why: verdict.why,
       command: verdict.kind === 'not-loaded' ? verdict.command : null,
     })),
-    problems: daemonRecordProblems,
+    problems: recordProblems,
   };
   if (loaded.kind === 'ok') {
     const b = loaded.state.baseline;

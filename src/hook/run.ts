@@ -7,7 +7,7 @@ import { runPipeline } from '../app/pipeline';
 import { describeTrigger, type Trigger } from '../core/plan';
 import { readDomainXml } from '../formats/domain-xml';
 import { daemonKind } from '../core/daemons';
-import { hookDaemon } from './daemons';
+import { hookDaemon, hookDaemonPid } from './daemons';
 import type { Driver } from '../core/daemons';
 import { classifyHook } from './invocation';
 import { recordDaemonRun } from '../app/record';
@@ -39,7 +39,8 @@ export async function runHook(driver: Driver, args: string[], setup: HookSetup):
     const daemon = hookDaemon(setup.paths, process.env);
     // virtnetworkd and its kind hold no QEMU capabilities: a change is left for virtqemud's own hooks to see.
     if (daemonKind(daemon) === 'other') return 0;
-    if (daemon !== null && daemonKind(daemon) === 'qemu') recordDaemonRun(setup.paths, daemon, process.ppid);
+    if (daemon !== null && daemonKind(daemon) === 'qemu')
+      recordDaemonRun(setup.paths, daemon, hookDaemonPid(process.env));
     trigger = { kind: op.op === 'start' ? 'daemon-start' : 'daemon-reload', daemon };
   } else {
     trigger = { kind: 'qemu', op: op.op, domain: op.domain, emulator: null };

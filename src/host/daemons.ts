@@ -1,15 +1,14 @@
 import * as fs from 'node:fs';
 import { QEMU_DAEMONS } from '../core/daemons';
-import type { HookFilesFacts, RunningDaemon, TimeBounds } from '../core/hooks-loaded';
-import { readHead } from '../os/file-info';
-import { CHAINED_SUFFIX, HOOK_BACKUP_RE, HOOKS_DIR, PROC_DIR, type Paths } from './paths';
+import type { HookFilesFacts, ReloadFacts, RunningDaemon, TimeBounds } from '../core/hooks-loaded';
+import { listDir, readHead } from '../os/file-info';
+import { CHAINED_SUFFIX, HOOK_BACKUP_RE, HOOK_MARKER, HOOKS_DIR, MULTIARCH_RE, PROC_DIR, type Paths } from './paths';
+import { isProcfs } from './processes';
 
 // observe: the running libvirt daemons that hold QEMU capabilities (root's),
 // when each started, and when the hook files libvirt reads were installed:
 // what core/hooks-loaded.ts judges. Under --root, the root's /proc and /etc.
 
-/** Every dispatcher and wrapper we install says so in its first lines (hooks/, install.ts chainWrapper). */
-const OURS = /qemu-modwatch/;
 /** Where `install --chain` moved an admin's single-file hook (install.ts): it was there before ours. */
 const CHAINED_QEMU_HOOK = `${HOOKS_DIR}/qemu${CHAINED_SUFFIX}`;
 /** The kernel's clock ticks per second in /proc (USER_HZ): 100 on every architecture Linux distros ship. */
@@ -26,8 +25,9 @@ export function runningQemuDaemons(paths: Paths): RunningDaemon[] {
   // A daemon in a container reads other hook files than ours; one in a
   // sandbox of ours (the textfile service's own mount namespace) reads the
   // same. What tells them apart is the hooks directory it sees. Under
-  // --root, /proc/PID/root would lead out of the root: every daemon there
-  // is the root's.
+  // --root, /proc/PID/root would lead out of the root: an image's or a
+  // test's /proc is the root's, and a real procfs there is judged by no
+  // hooks at all (daemonsOutsideRoot).
   const ours = paths.root === '/' ? fileId(HOOKS_DIR) : null;
   const out: RunningDaemon[] = [];
   for (const name of names) {
@@ -91,50 +91,84 @@ function unitOf(cgroup: string | null): string | null {
 }
 
 /**
- * When our hook files arrived (the newest change of the dispatchers we
- * placed, in either layout), and when the oldest other hook of the qemu
- * driver did. The record of since when they have been there is the
- * caller's (store/hooks-present.ts).
+ * When our qemu dispatcher was placed by, at the latest, and the oldest
+ * other hook of the qemu driver (core/hooks-loaded.ts says why these):
+ * ctimes, as only a ctime cannot be set back. `chainedBeforeMs` is the
+ * ctime install --chain saw of the admin's hook before it moved it aside
+ * (its manifest), as the move changed it. The record of when they were
+ * installed is the caller's (store/hooks-installed-after.ts).
  */
-export function hookFilesFacts(paths: Paths): Omit<HookFilesFacts, 'presentSince'> {
-  let installedMs: number | null = null;
+export function hookFilesFacts(paths: Paths, chainedBeforeMs: number | null): Omit<HookFilesFacts, 'installedAfterMs'> {
+  let qemuPlacedByMs: number | null = null;
   let otherQemuHookMs: number | null = null;
-  for (const driver of ['qemu', 'daemon']) {
-    const files = [`${HOOKS_DIR}/${driver}`, ...listNames(paths, `${HOOKS_DIR}/${driver}.d`)];
-    for (const file of files) {
-      const st = executableFile(paths.host(file));
-      if (!st) continue;
-      const changed = Math.max(st.ctimeMs, st.mtimeMs);
-      // A package manager's copy of ours (an upgrade's .dpkg-old, an erase's .rpmsave) is not what was installed
-      // then; to libvirt it is a hook like any other.
-      if (!HOOK_BACKUP_RE.test(file) && OURS.test(readSmall(paths.host(file), 512) ?? '')) {
-        installedMs = Math.max(installedMs ?? changed, changed);
-      } else if (driver === 'qemu') {
-        // Its ctime is the last time it changed: it has been there at least since.
-        otherQemuHookMs = Math.min(otherQemuHookMs ?? st.ctimeMs, st.ctimeMs);
-      }
-    }
+  const earliest = (a: number | null, b: number) => Math.min(a ?? b, b);
+  for (const file of [`${HOOKS_DIR}/qemu`, ...listNames(paths, `${HOOKS_DIR}/qemu.d`)]) {
+    const st = executableFile(paths.host(file));
+    if (!st) continue;
+    // A package manager's copy of ours (an upgrade's .dpkg-old, an erase's .rpmsave) is not ours as installed;
+    // to libvirt it is a hook like any other.
+    if (isOurHook(paths, file)) qemuPlacedByMs = earliest(qemuPlacedByMs, st.ctimeMs);
+    else otherQemuHookMs = earliest(otherQemuHookMs, st.ctimeMs);
   }
-  // The move changed its ctime, not its mtime.
+  // It was at hooks/qemu until the move; its ctime now is the move's, still a bound, if a later one.
   const chained = executableFile(paths.host(CHAINED_QEMU_HOOK));
-  if (chained) otherQemuHookMs = Math.min(otherQemuHookMs ?? chained.mtimeMs, chained.mtimeMs);
-  return { installedMs, otherQemuHookMs };
+  if (chained) otherQemuHookMs = earliest(otherQemuHookMs, chainedBeforeMs ?? chained.ctimeMs);
+  return { qemuPlacedByMs, otherQemuHookMs };
 }
 
-/** Whether `systemctl reload` can work for libvirt's units: systemd runs, and their ExecReload's /bin/kill is there. */
-export function systemctlReloadWorks(paths: Paths): boolean {
-  return isDir(paths.host('/run/systemd/system')) && executableFile(paths.host('/bin/kill')) !== null;
+/** Whether any hook of ours is there, for either driver: what the record of their arrival is kept for. */
+export function anyHookOfOurs(paths: Paths): boolean {
+  return ['qemu', 'daemon'].some((driver) =>
+    [`${HOOKS_DIR}/${driver}`, ...listNames(paths, `${HOOKS_DIR}/${driver}.d`)].some(
+      (file) => executableFile(paths.host(file)) !== null && isOurHook(paths, file),
+    ),
+  );
+}
+
+/** Ours: not a package manager's copy, and our marker line among its first lines (no mere mention of the name). */
+function isOurHook(paths: Paths, file: string): boolean {
+  if (HOOK_BACKUP_RE.test(file)) return false;
+  return (readSmall(paths.host(file), 512) ?? '').split('\n').includes(HOOK_MARKER);
+}
+
+/** What picks the reload command (core/hooks-loaded.ts reloadCommand), from files: nothing is run. */
+export function reloadFacts(paths: Paths): ReloadFacts {
+  return {
+    systemd: isDir(paths.host('/run/systemd/system')),
+    binKill: executableFile(paths.host('/bin/kill')) !== null,
+    systemdVersion: systemdVersion(paths),
+  };
+}
+
+/** systemd names its shared library by its version (libsystemd-shared-252.so), wherever the distro puts it. */
+function systemdVersion(paths: Paths): number | null {
+  const dirs = [
+    '/usr/lib/systemd',
+    '/usr/lib64/systemd',
+    '/lib/systemd',
+    ...listDir(paths.host('/usr/lib'))
+      .filter((n) => MULTIARCH_RE.test(n))
+      .map((n) => `/usr/lib/${n}/systemd`),
+  ];
+  for (const dir of dirs) {
+    for (const name of listDir(paths.host(dir))) {
+      const m = /^libsystemd-shared-(\d+)[.-]/.exec(name);
+      if (m) return Number(m[1]);
+    }
+  }
+  return null;
+}
+
+/**
+ * Under --root, whether ROOT/proc is a real procfs: then the daemons in it
+ * are this machine's, not the root's (host/processes.ts isProcfs).
+ */
+export function daemonsOutsideRoot(paths: Paths): boolean {
+  return paths.root !== '/' && isProcfs(paths.hostNoFollow(PROC_DIR));
 }
 
 function listNames(paths: Paths, dir: string): string[] {
-  try {
-    return fs
-      .readdirSync(paths.host(dir))
-      .sort()
-      .map((n) => `${dir}/${n}`);
-  } catch {
-    return [];
-  }
+  return listDir(paths.host(dir)).map((n) => `${dir}/${n}`);
 }
 
 function executableFile(file: string): fs.Stats | null {

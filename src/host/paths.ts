@@ -24,6 +24,13 @@ export const CHAINED_SUFFIX = '.before-qemu-modwatch';
  * ours exits at once). libvirt runs them all the same.
  */
 export const HOOK_BACKUP_RE = /(\.dpkg-[^/]*|\.rpmnew|\.rpmsave|\.rpmorig|\.ucf-[^/]*|~)$/;
+/**
+ * The line every dispatcher and chain wrapper of ours carries, as its second
+ * line, and nothing else does: what tells our hooks from an admin's that
+ * merely mentions qemu-modwatch (one that runs `qemu-modwatch refresh`).
+ * build/deb/hooks-present.sh has the same line (a test keeps them equal).
+ */
+export const HOOK_MARKER = '# qemu-modwatch hook: this line marks a hook file as installed by qemu-modwatch';
 
 /** Module directories distros compile into QEMU (CONFIG_QEMU_MODDIR). */
 export const DEFAULT_MODULE_DIRS = ['/usr/lib64/qemu', '/usr/lib/qemu', '/usr/local/lib/qemu', '/usr/local/lib64/qemu'];
@@ -165,7 +172,9 @@ export function stateFiles(paths: Paths) {
     cacheMemo: path.join(dir, 'cache-headers.json'),
     /** The last run of our daemon hook in each QEMU daemon (store/daemon-hooks.ts). */
     daemonHook: (daemon: string) => path.join(dir, `daemon-hook.${daemon}.json`),
-    /** Since when our hooks have been there without a break (store/hooks-present.ts; the packages write it too). */
-    hooksPresentSince: path.join(dir, 'hooks-present-since'),
+    /** A time before our hooks first arrived (store/hooks-installed-after.ts; the packages write it too). */
+    hooksInstalledAfter: path.join(dir, 'hooks-installed-after'),
+    /** What install placed (store/install-manifest.ts). */
+    installManifest: path.join(dir, 'install-manifest.json'),
   };
 }

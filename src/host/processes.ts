@@ -165,7 +165,8 @@ function procFile(paths: Paths, pid: number): (f: string) => string {
 
 const PROC_SUPER_MAGIC = 0x9fa0;
 
-function isProcfs(dir: string): boolean {
+/** Whether dir is a real procfs (the kernel's), not an image's or a test's files. */
+export function isProcfs(dir: string): boolean {
   try {
     return fs.statfsSync(dir).type === PROC_SUPER_MAGIC;
   } catch {

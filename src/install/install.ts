@@ -3,13 +3,22 @@ import * as path from 'node:path';
 import { writeFileAtomic } from '../os/atomic-file';
 import { readCacheView } from '../host/cache-dir';
 import { errCode, listDir, lstatOrNull, readlinkOrNull, sha256Hex, statOrNull } from '../os/file-info';
-import { CHAINED_SUFFIX, CONFIG_FILE, HOOKS_DIR, MULTIARCH_RE, type Paths } from '../host/paths';
+import {
+  CHAINED_SUFFIX,
+  CONFIG_FILE,
+  HOOK_MARKER,
+  HOOKS_DIR,
+  MULTIARCH_RE,
+  stateFiles,
+  type Paths,
+} from '../host/paths';
 import { VERSION } from '../version';
 import type { Driver } from '../core/daemons';
 import { dispatcher, shellWord, shippedFile } from './shipped';
 import { reloadCommand as daemonReload } from '../core/hooks-loaded';
-import { hookFilesFacts, runningQemuDaemons, systemctlReloadWorks } from '../host/daemons';
-import { forgetHooksPresent, recordHooksPresent } from '../store/hooks-present';
+import { anyHookOfOurs, daemonsOutsideRoot, reloadFacts, runningQemuDaemons } from '../host/daemons';
+import { forgetHooksInstalledAfter, recordHooksInstalledAfter } from '../store/hooks-installed-after';
+import { readManifest, type Manifest } from '../store/install-manifest';
 
 // `install` / `uninstall`: places the executable, the hook dispatchers and
 // the example config, and records what it placed in a manifest, so that
@@ -18,7 +27,6 @@ import { forgetHooksPresent, recordHooksPresent } from '../store/hooks-present';
 
 export const DEFAULT_PREFIX = '/usr/libexec/qemu-modwatch';
 export const SBIN_LINK = '/usr/sbin/qemu-modwatch';
-const MANIFEST = 'install-manifest.json';
 /** libvirt runs <driver>.d/ drop-ins since 6.5.0; before, only the one file. */
 const DROPIN_SINCE: Version = [6, 5, 0];
 
@@ -32,19 +40,6 @@ export interface InstallOptions {
   chain: boolean;
   /** The executable to install: this program's own file. */
   self: string;
-}
-
-export interface Manifest {
-  schema: 1;
-  version: string;
-  installedAt: string;
-  layout: 'dropin' | 'single';
-  files: { path: string; sha256: string; mode: number }[];
-  symlinks: { path: string; target: string }[];
-  /** An admin's own single-file hook, moved aside and run first by our wrapper. */
-  chained: { hook: string; savedAs: string }[];
-  /** Whether install created the config (uninstall --purge removes it either way). */
-  configCreated: boolean;
 }
 
 export interface Outcome {
@@ -97,7 +92,8 @@ export function runInstall(o: InstallOptions): Outcome {
         );
       }
       renames.push({ from: hook, to: hook + CHAINED_SUFFIX });
-      chained.push({ hook, savedAs: hook + CHAINED_SUFFIX });
+      // The move changes its ctime: keep the one that says since when it has been a hook (host/daemons.ts).
+      chained.push({ hook, savedAs: hook + CHAINED_SUFFIX, ctimeMs: Number(existing.ctimeNs / 1_000_000n) });
     }
     if (chained.some((c) => c.hook === hook)) {
       const inner = path.posix.join(o.prefix, `hook-${driver}`);
@@ -121,10 +117,9 @@ export function runInstall(o: InstallOptions): Outcome {
   );
 
   if (!o.dryRun) {
-    // Replaced dispatchers get a new ctime, though libvirt has had ours all along: keep when they came.
-    const ourHooksSince = hookFilesFacts(paths).installedMs;
-    if (ourHooksSince === null) forgetHooksPresent(paths);
-    else if (written.some((w) => w.changed)) recordHooksPresent(paths, ourHooksSince);
+    // A time before ours arrive, written before they do, and only where none of ours is there: an upgrade keeps
+    // the one from when they first came (core/hooks-loaded.ts).
+    if (!anyHookOfOurs(paths)) recordHooksInstalledAfter(paths, Date.now());
     for (const r of renames) fs.renameSync(paths.hostNoFollow(r.from), paths.hostNoFollow(r.to));
     for (const { step, changed } of written)
       if (changed) placeFile(paths.hostNoFollow(step.path), step.content, step.mode);
@@ -142,10 +137,7 @@ export function runInstall(o: InstallOptions): Outcome {
       configCreated,
     };
     fs.mkdirSync(paths.host(paths.stateDir), { recursive: true, mode: 0o755 });
-    writeFileAtomic(
-      paths.hostNoFollow(path.posix.join(paths.stateDir, MANIFEST)),
-      JSON.stringify(manifest, null, 2) + '\n',
-    );
+    writeFileAtomic(paths.hostNoFollow(stateFiles(paths).installManifest), JSON.stringify(manifest, null, 2) + '\n');
   }
 
   const nothing = renames.length === 0 && written.every((w) => !w.changed) && !linkChanged && configExists;
@@ -159,7 +151,7 @@ export function runInstall(o: InstallOptions): Outcome {
   if (firsts.length && !nothing) {
     lines.push(
       `libvirt reads which drivers have hooks when it starts or reloads; ${firsts.join(' and ')} had ` +
-        `none, so reload it now: ${reloadCommand(paths)}`,
+        `none, ${reloadAdvice(paths)}`,
     );
   }
   return { stdout: lines.join('\n') + '\n', exitCode: 0 };
@@ -197,8 +189,8 @@ export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boole
       manifest.files.map((f) => path.posix.dirname(f.path)).filter((d) => d.startsWith('/usr/')),
     );
     if (!opts.dryRun) for (const d of prefixDirs) removeIfEmpty(paths.hostNoFollow(d));
-    // A dispatcher left (changed since install) is still a hook of ours, there since the record says.
-    if (!opts.dryRun && hookFilesFacts(paths).installedMs === null) forgetHooksPresent(paths);
+    // A dispatcher left (changed since install) is still a hook of ours, there since after the record's time.
+    if (!opts.dryRun && !anyHookOfOurs(paths)) forgetHooksInstalledAfter(paths);
   }
   if (opts.purge) {
     if (lstatOrNull(paths.hostNoFollow(CONFIG_FILE))) {
@@ -210,8 +202,7 @@ export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boole
       lines.push(`${verb}remove  ${paths.stateDir}`);
     }
   } else {
-    if (!opts.dryRun && manifest)
-      fs.rmSync(paths.hostNoFollow(path.posix.join(paths.stateDir, MANIFEST)), { force: true });
+    if (!opts.dryRun && manifest) fs.rmSync(paths.hostNoFollow(stateFiles(paths).installManifest), { force: true });
     lines.push(`kept      ${CONFIG_FILE} and ${paths.stateDir} (uninstall --purge removes them)`);
   }
   return { stdout: lines.join('\n') + '\n', exitCode: 0 };
@@ -224,10 +215,12 @@ export function runUninstall(paths: Paths, opts: { dryRun: boolean; purge: boole
  */
 export function chainWrapper(chained: string, ours: string): string {
   return `#!/bin/sh
+${HOOK_MARKER}
 # Installed by qemu-modwatch install --chain. The hook that was here before
 # is ${chained}: it runs first, exactly as libvirt would run it (same
 # arguments, stdin and environment); its stdout and exit status are what
-# libvirt gets. Then qemu-modwatch's dispatcher runs on the same stdin.
+# libvirt gets. Then qemu-modwatch's dispatcher runs on the same stdin, told
+# the daemon's PID (this shell's parent; the dispatcher's is this shell).
 chained=${shellWord(chained)}
 ours=${shellWord(ours)}
 input=$(mktemp) || exec "$chained" "$@"
@@ -237,7 +230,7 @@ cat > "$input"
 status=$?
 [ "$status" -eq 0 ] || exit "$status"
 [ -x "$ours" ] || exit 0
-"$ours" "$@" < "$input" > /dev/null
+QEMU_MODWATCH_DAEMON_PID=$PPID "$ours" "$@" < "$input" > /dev/null
 `;
 }
 
@@ -351,21 +344,19 @@ function driverHasHook(paths: Paths, driver: Driver, ours: Set<string>): boolean
   return names.some((n) => !ours.has(`${dir}/${n}`) && isExecutableFile(paths.host(`${dir}/${n}`)));
 }
 
-function reloadCommand(paths: Paths): string {
-  // A running daemon: the command that works here (systemctl reload fails where its unit's /bin/kill is missing).
-  const running = runningQemuDaemons(paths);
-  if (running.length) return running.map((d) => daemonReload(d, systemctlReloadWorks(paths))).join(' and ');
-  const modular = lstatOrNull(paths.hostNoFollow('/run/libvirt/virtqemud-sock')) !== null;
-  return modular ? 'systemctl reload virtqemud' : 'systemctl reload libvirtd';
-}
-
-function readManifest(paths: Paths): Manifest | null {
-  try {
-    const m = JSON.parse(fs.readFileSync(paths.host(path.posix.join(paths.stateDir, MANIFEST)), 'utf8')) as Manifest;
-    return m && m.schema === 1 && Array.isArray(m.files) ? m : null;
-  } catch {
-    return null;
+/** What reloads the daemons that read the hooks: a command to paste, or why none is needed. */
+function reloadAdvice(paths: Paths): string {
+  // The running daemons, by the rule check uses. A real procfs under --root holds this machine's daemons, not
+  // the root's: they are not named; an image's or a test's /proc is the root's.
+  const outside = daemonsOutsideRoot(paths);
+  const running = outside ? [] : runningQemuDaemons(paths);
+  if (running.length) {
+    const reload = reloadFacts(paths);
+    return `so reload it now: ${running.map((d) => daemonReload(d, reload)).join('; ')}`;
   }
+  if (!outside && paths.root === '/') return 'no libvirt daemon runs now: the next one to start reads them';
+  const unit = lstatOrNull(paths.hostNoFollow('/run/libvirt/virtqemud-sock')) !== null ? 'virtqemud' : 'libvirtd';
+  return `so where the system under ${paths.root} runs, reload it: systemctl reload ${unit}`;
 }
 
 function placeFile(file: string, content: Buffer, mode: number): void {

@@ -6,13 +6,15 @@ import { BARE_ENV } from '../fixtures/hooks';
 import { tempDir } from '../fixtures/monitoring';
 import { shq } from '../fixtures/shell';
 import { EXE } from '../fixtures/sysroot';
+import { HOOK_MARKER } from '../../src/host/paths';
 
 // Which running libvirtd hooks-not-loaded judges, on the real /proc: one that
 // sees this hooks directory, whether in our mount namespace or in a sandbox
 // of its own (a read-only bind, as systemd's ProtectSystem= makes), and not
 // one that sees another (a container's). Stand-in daemons (sleep, named
 // libvirtd) start before the hooks arrive, so each one judged is "not loaded".
-// All of it in a private mount namespace with a tmpfs over /etc/libvirt.
+// All of it in a private mount namespace with a tmpfs over /etc/libvirt and
+// /var/lib.
 
 const reason =
   process.getuid?.() !== 0
@@ -42,9 +44,14 @@ unshare -m --propagation private sh -c \\
 sandbox=$!
 trap 'kill -KILL "$same" "$other" "$sandbox" 2>/dev/null' EXIT
 echo "@@SAME $same"; echo "@@OTHER $other"; echo "@@SANDBOX $sandbox"
-sleep 0.5
+# Past the clock slack, the record of a time before the hooks arrive, as install writes it (in a tmpfs of this
+# namespace over /var/lib: the host's state is not touched).
+sleep 2.5
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
+mkdir -p /var/lib/qemu-modwatch
+date +%s.%N > /var/lib/qemu-modwatch/hooks-installed-after
 for d in qemu daemon; do
-  printf '#!/bin/sh\\n# qemu-modwatch dispatcher\\nexit 0\\n' > ${hooks}/$d.d/50-qemu-modwatch
+  printf '#!/bin/sh\\n%s\\nexit 0\\n' ${shq(HOOK_MARKER)} > ${hooks}/$d.d/50-qemu-modwatch
   chmod 0755 ${hooks}/$d.d/50-qemu-modwatch
 done
 echo "@@STATUS $(${shq(EXE)} status --json | tr -d '\\n')"

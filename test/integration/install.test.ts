@@ -1,12 +1,12 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
 import { inCI } from '../fixtures/ci';
 import { BARE_ENV } from '../fixtures/hooks';
+import { bindRealProc } from '../fixtures/guests';
 import { EXE, Sysroot, sysroot, TOP } from '../fixtures/sysroot';
-import { HOOK_BACKUP_RE } from '../../src/host/paths';
 
 // `install` and `uninstall` into sysroots.
 
@@ -51,7 +51,10 @@ t.test('install on a libvirt with drop-in directories', async (t) => {
     '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch',
     PREFIX_EXE,
   ]);
-  t.match(r.stdout, /qemu and daemon had none, so reload it now: systemctl reload libvirtd/);
+  t.match(
+    r.stdout,
+    /qemu and daemon had none, so where the system under \S+ runs, reload it: systemctl reload libvirtd$/m,
+  );
 
   // Idempotent.
   const before = fs.statSync(s.host(PREFIX_EXE)).mtimeMs;
@@ -70,7 +73,7 @@ t.test('an existing config is never overwritten; modular daemons get their reloa
   const r = s.run(['install']);
   t.match(r.stdout, /kept {6}\/etc\/qemu-modwatch.conf \(exists\)/);
   t.equal(fs.readFileSync(s.host('/etc/qemu-modwatch.conf'), 'utf8'), '[policy]\non_change = warn\n');
-  t.match(r.stdout, /daemon had none, so reload it now: systemctl reload virtqemud/);
+  t.match(r.stdout, /daemon had none, so where the system under \S+ runs, reload it: systemctl reload virtqemud$/m);
   t.notMatch(r.stdout, /qemu and daemon had none/, 'qemu already had a hook');
 });
 
@@ -254,7 +257,11 @@ t.test('install with a libvirtd running: the reload command that works here, by 
   t.match(r.stdout, /qemu and daemon had none, so reload it now: kill -HUP 5150$/m);
   s.write('/bin/kill', '#!/bin/sh\n', 0o755);
   s.run(['uninstall']);
-  t.match(s.run(['install']).stdout, /so reload it now: systemctl reload libvirtd$/m, 'with /bin/kill: its unit');
+  t.match(
+    s.run(['install']).stdout,
+    /so reload it now: systemctl reload libvirtd\.service$/m,
+    'with /bin/kill: its unit',
+  );
 });
 
 /** A root libvirtd, PID 5150, that started `agoMs` before the check that reads it (/proc under --root). */
@@ -269,69 +276,75 @@ const daemonVerdict = (s: Sysroot) =>
   );
 const notLoaded = (s: Sysroot) =>
   s.json().report.findings.filter((f: { code: string }) => f.code === 'hooks-not-loaded') as { message: string }[];
-const RECORD = '/var/lib/qemu-modwatch/hooks-present-since';
-const DISPATCH = 'qemu.d/50-qemu-modwatch';
-const DISPATCHER = `/etc/libvirt/hooks/${DISPATCH}`;
-const filesTime = (s: Sysroot, p: string) => {
-  const st = fs.statSync(s.host(p));
-  return Math.max(st.ctimeMs, st.mtimeMs);
-};
+const RECORD = '/var/lib/qemu-modwatch/hooks-installed-after';
+const DISPATCHER = '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch';
+const recordMs = (s: Sysroot) => Number(fs.readFileSync(s.host(RECORD), 'utf8')) * 1000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const runOfOurDaemonHook = (s: Sysroot, atMs: number) =>
+  s.write(
+    '/var/lib/qemu-modwatch/daemon-hook.libvirtd.json',
+    JSON.stringify({ schema: 1, daemon: 'libvirtd', pid: 5150, at: new Date(atMs).toISOString() }) + '\n',
+  );
 
-t.test(
-  'install over an install that placed other dispatchers: the first time is kept, a daemon since runs them',
-  async (t) => {
-    const s = sysroot(t, new Sysroot());
-    t.equal(s.run(['install', '--prefix', '/usr/libexec/qemu-modwatch-old']).code, 0, 'an older install');
-    const first = Math.max(filesTime(s, DISPATCHER), filesTime(s, '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch'));
-    t.notOk(fs.existsSync(s.host(RECORD)), 'a first install keeps no record: the files tell');
-    await new Promise((r) => setTimeout(r, 2000));
-    // The upgrade replaces the dispatchers (their settings line differs): new files, new ctime.
-    const u = s.run(['install']);
-    t.equal(u.code, 0, u.stderr);
-    t.ok(filesTime(s, DISPATCHER) > first + 1500, 'the dispatcher was replaced');
-    const text = fs.readFileSync(s.host(RECORD), 'utf8');
-    t.equal(text, `${(Math.floor(first) / 1000).toFixed(3)}\n`, `the record holds the old files' time: ${text}`);
-    t.equal(s.run(['install']).code, 0);
-    t.equal(fs.readFileSync(s.host(RECORD), 'utf8'), text, 'a third install leaves it as it is');
+t.test('install where none of ours is: a time before they arrive, kept by upgrades, gone with them', async (t) => {
+  const s = sysroot(t, new Sysroot());
+  libvirtdStarted(s, 600_000);
+  const before = Date.now();
+  t.equal(s.run(['install']).code, 0);
+  t.ok(recordMs(s) >= before - 1 && recordMs(s) <= Date.now(), `written at the install: ${recordMs(s)}`);
+  const text = fs.readFileSync(s.host(RECORD), 'utf8');
+  t.equal(notLoaded(s).length, 1, 'started before it, no run of our daemon hook: said');
+  await sleep(20);
+  t.equal(s.run(['install', '--prefix', '/usr/libexec/qmw-2']).code, 0, 'an upgrade (other dispatchers)');
+  t.equal(fs.readFileSync(s.host(RECORD), 'utf8'), text, 'ours were there: the record stays as it was');
 
-    // Started between the first install and the upgrade: it loaded the old dispatchers, and runs the new ones.
-    libvirtdStarted(s, (Date.now() - first) / 2);
-    t.same(notLoaded(s), [], '--check: no hooks-not-loaded');
-    const v = daemonVerdict(s);
-    t.equal(v?.hooks, 'loaded', `status: ${v?.why}`);
-    t.match(v?.why ?? '', new Date(Math.floor(first)).toISOString(), 'the time of the first install');
-    libvirtdStarted(s, Date.now() - first + 60_000);
-    t.equal(notLoaded(s).length, 1, 'one started before the first install, never reloaded: still said');
+  // It reloads (our daemon hook runs in it), then an admin edits and chmods the dispatcher (a conffile).
+  runOfOurDaemonHook(s, Date.now());
+  await sleep(20);
+  fs.appendFileSync(s.host(DISPATCHER), '# local change\n');
+  fs.chmodSync(s.host(DISPATCHER), 0o750);
+  t.same(notLoaded(s), [], 'the edit after the reload changes nothing: not said');
+  t.equal(daemonVerdict(s)?.hooks, 'loaded', `status: ${daemonVerdict(s)?.why}`);
 
-    fs.writeFileSync(s.host(RECORD), 'yesterday\n');
-    t.same(
-      s
-        .json()
-        .report.findings.filter((f: { code: string }) => f.code === 'corrupt-state')
-        .map((f: any) => f.message),
-      [`${RECORD} is not a record of since when qemu-modwatch's hooks are there; treated as no record`],
-      'a damaged record: one line, and no record',
-    );
-  },
-);
+  fs.writeFileSync(s.host(RECORD), 'yesterday\n');
+  t.same(
+    s
+      .json()
+      .report.findings.filter((f: { code: string }) => f.code === 'corrupt-state')
+      .map((f: any) => f.message),
+    [
+      `${RECORD} is not a record of when qemu-modwatch's hooks were installed; treated as no record: a daemon that ` +
+        'started before the hooks last changed is cannot-tell until it reloads (remove the file and reload libvirt)',
+    ],
+    'a damaged record: one line, naming the file and what to do',
+  );
+  t.equal(daemonVerdict(s)?.hooks, 'loaded', 'no record, and a run of this version in this PID: loaded');
+  fs.rmSync(s.host('/var/lib/qemu-modwatch/daemon-hook.libvirtd.json'));
+  t.equal(daemonVerdict(s)?.hooks, 'cannot-tell', 'no record, no run: cannot tell, not a guess');
+});
+
+t.test('an upgrade from a version that kept no record: cannot tell, not a guess', async (t) => {
+  const s = sysroot(t, new Sysroot());
+  t.equal(s.run(['install']).code, 0);
+  fs.rmSync(s.host(RECORD));
+  libvirtdStarted(s, 600_000);
+  t.equal(s.run(['install', '--prefix', '/usr/libexec/qmw-2']).code, 0);
+  t.notOk(fs.existsSync(s.host(RECORD)), 'ours were there: none is made up');
+  t.same(notLoaded(s), []);
+  t.match(daemonVerdict(s)?.why ?? '', /no usable record says when the hooks were installed/);
+});
 
 t.test('uninstall, then install again: an old run of the daemon hook in the same PID does not count', async (t) => {
   const s = sysroot(t, new Sysroot());
   libvirtdStarted(s, 600_000);
   t.equal(s.run(['install']).code, 0);
   t.equal(notLoaded(s).length, 1, 'started before the install: said');
-  // It reloaded: our daemon hook ran in it (what the hook records, as in the hook tests).
-  const run = { schema: 1, daemon: 'libvirtd', pid: 5150, at: new Date().toISOString() };
-  s.write('/var/lib/qemu-modwatch/daemon-hook.libvirtd.json', JSON.stringify(run) + '\n');
+  runOfOurDaemonHook(s, Date.now());
   t.same(notLoaded(s), [], 'after its reload: not said');
-  t.equal(s.run(['install', '--prefix', '/usr/libexec/qmw-2']).code, 0, 'an upgrade');
-  t.ok(fs.existsSync(s.host(RECORD)), 'keeps a record');
-  t.same(notLoaded(s), [], 'the reload was after the first install: still not said');
-
   t.equal(s.run(['uninstall']).code, 0);
   t.notOk(fs.existsSync(s.host(RECORD)), 'uninstall: the hooks are gone, and the record with them');
   t.ok(fs.existsSync(s.host('/var/lib/qemu-modwatch/daemon-hook.libvirtd.json')), 'the state stays');
-  await new Promise((r) => setTimeout(r, 20));
+  await sleep(20);
   t.equal(s.run(['install']).code, 0, 'installed again');
   const again = notLoaded(s);
   t.equal(again.length, 1, `--check says it again: ${again[0]?.message}`);
@@ -341,30 +354,109 @@ t.test('uninstall, then install again: an old run of the daemon hook in the same
 t.test('uninstall leaves a changed dispatcher: the hooks are still there, the record stays', async (t) => {
   const s = sysroot(t, new Sysroot());
   t.equal(s.run(['install', '--prefix', '/usr/libexec/qmw-1']).code, 0);
-  t.equal(s.run(['install']).code, 0);
+  const first = fs.readFileSync(s.host(RECORD), 'utf8');
   fs.appendFileSync(s.host(DISPATCHER), '# local change\n');
   t.match(s.run(['uninstall']).stdout, /left {6}\/etc\/libvirt\/hooks\/qemu\.d\/50-qemu-modwatch/);
-  t.ok(fs.existsSync(s.host(RECORD)), 'kept');
+  t.equal(fs.readFileSync(s.host(RECORD), 'utf8'), first, 'kept');
   fs.rmSync(s.host(DISPATCHER));
+  await sleep(20);
   t.equal(s.run(['install']).code, 0);
-  t.notOk(fs.existsSync(s.host(RECORD)), 'none of ours there when install ran: a record from before is not kept');
+  t.not(fs.readFileSync(s.host(RECORD), 'utf8'), first, 'none of ours there when install ran: a new time');
 });
 
-t.test("a package manager's copy of a dispatcher is not ours: it does not move the install time", async (t) => {
+t.test("ours is the marker line: an admin's hook that runs qemu-modwatch, a copy of ours, are others'", async (t) => {
   const s = sysroot(t, new Sysroot());
+  s.write('/etc/libvirt/hooks/qemu.d/10-admin', '#!/bin/sh\n/usr/sbin/qemu-modwatch refresh\n', 0o755);
+  await sleep(2500);
+  libvirtdStarted(s, 100);
   t.equal(s.run(['install']).code, 0);
-  const installed = Math.max(filesTime(s, DISPATCHER), filesTime(s, '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch'));
-  await new Promise((r) => setTimeout(r, 1500));
-  for (const suffix of ['.dpkg-old', '.dpkg-dist', '.rpmsave', '.rpmnew']) {
-    fs.copyFileSync(s.host(DISPATCHER), s.host(`/etc/libvirt/hooks/daemon.d/50-qemu-modwatch${suffix}`));
-    fs.chmodSync(s.host(`/etc/libvirt/hooks/daemon.d/50-qemu-modwatch${suffix}`), 0o755);
-  }
-  libvirtdStarted(s, (Date.now() - installed) / 2);
-  t.same(notLoaded(s), [], 'started after the install, before the copies: no finding');
-  t.match(daemonVerdict(s)?.why ?? '', new Date(Math.floor(installed)).toISOString());
-  // The dispatchers' own list of such copies (they exit at once) is the one the check skips.
-  const own = /^\s*(\*\.dpkg-\*\|.*)\) exit 0 ;;$/m.exec(fs.readFileSync(path.join(TOP, 'hooks', DISPATCH), 'utf8'));
-  const names = (own?.[1] ?? '').split('|').map((g) => g.replace(/\*/g, 'x'));
-  t.ok(names.length >= 5, `the dispatcher's list: ${own?.[1]}`);
-  for (const n of names) t.match(n, HOOK_BACKUP_RE, `${n}: a copy to the check too`);
+  t.ok(fs.existsSync(s.host(RECORD)), 'none of ours was there: install wrote the record');
+  const v = daemonVerdict(s);
+  t.equal(v?.hooks, 'loaded', `another qemu hook before its start: ${v?.why}`);
+  t.match(v?.why ?? '', /another qemu hook was there when it started/, "the admin's, not ours");
+  // Only copies of ours left (an upgrade's .dpkg-old): none of ours is there, nothing is judged.
+  fs.renameSync(s.host(DISPATCHER), s.host(`${DISPATCHER}.dpkg-old`));
+  t.equal(daemonVerdict(s), undefined, 'no qemu hook of ours: no verdict');
+  t.equal(s.run(['uninstall']).code, 0);
 });
+
+t.test("install --chain: the admin's hook counts from its ctime before the move", async (t) => {
+  const s = sysroot(t, new Sysroot());
+  libvirtVersion(s, 6000000);
+  s.write('/etc/libvirt/hooks/qemu', '#!/bin/sh\nexit 0\n', 0o755);
+  const placed = fs.statSync(s.host('/etc/libvirt/hooks/qemu')).ctimeMs;
+  await sleep(2500);
+  libvirtdStarted(s, 100);
+  t.equal(s.run(['install', '--chain']).code, 0);
+  const chained = manifestOf(s).chained as { hook: string; ctimeMs?: number }[];
+  t.equal(Math.floor(chained[0]?.ctimeMs ?? 0), Math.floor(placed), 'the manifest keeps its ctime from before');
+  const v = daemonVerdict(s);
+  t.equal(v?.hooks, 'loaded', `the admin's hook was there at its start: ${v?.why}`);
+  // A manifest of before: only the ctime of the move is known, after the start: no claim either way.
+  const m = manifestOf(s);
+  delete m.chained[0].ctimeMs;
+  fs.writeFileSync(s.host('/var/lib/qemu-modwatch/install-manifest.json'), JSON.stringify(m));
+  t.equal(daemonVerdict(s)?.hooks, 'cannot-tell');
+});
+
+t.test('install --chain: the wrapper tells the daemon hook the PID of the daemon that ran it', async (t) => {
+  const s = sysroot(t, new Sysroot());
+  libvirtVersion(s, 6000000);
+  for (const d of ['qemu', 'daemon']) s.write(`/etc/libvirt/hooks/${d}`, '#!/bin/sh\nexit 0\n', 0o755);
+  t.equal(s.run(['install', '--chain']).code, 0);
+  // Copies of the wrapper and dispatcher that point into the sysroot; a shell named libvirtd runs the wrapper.
+  const ours = fs
+    .readFileSync(s.host('/usr/libexec/qemu-modwatch/hook-daemon'), 'utf8')
+    .replace(/^QEMU_MODWATCH=.*$/m, `QEMU_MODWATCH=${EXE}`)
+    .replace(/^QEMU_MODWATCH_OPTS=.*$/m, `QEMU_MODWATCH_OPTS="--root ${s.root}"`);
+  const oursLocal = s.write('/tmp/ours-under-test', ours, 0o755);
+  const wrapper = fs
+    .readFileSync(s.host('/etc/libvirt/hooks/daemon'), 'utf8')
+    .replace(/^chained=\//m, `chained=${s.root}/`)
+    .replace(/^ours=.*$/m, `ours=${oursLocal}`);
+  const local = s.write('/tmp/wrapper-under-test', wrapper, 0o755);
+  const daemon = s.host('/tmp/bin/libvirtd');
+  fs.mkdirSync(path.dirname(daemon), { recursive: true });
+  fs.copyFileSync('/bin/sh', daemon);
+  fs.chmodSync(daemon, 0o755);
+  // Not the last command: the shell does not exec the wrapper, and stays its parent.
+  const r = spawnSync(daemon, ['-c', `echo $$; "$0" - reload begin SIGHUP </dev/null; exit $?`, local], {
+    encoding: 'utf8',
+    env: BARE_ENV,
+  });
+  t.equal(r.status, 0, r.stderr);
+  const rec = JSON.parse(fs.readFileSync(s.host('/var/lib/qemu-modwatch/daemon-hook.libvirtd.json'), 'utf8'));
+  t.same([rec.daemon, rec.pid], ['libvirtd', Number(r.stdout.trim())], "the record names the daemon's PID");
+});
+
+t.test(
+  "--root over a real procfs: the daemons are this machine's, cannot tell, and install names none of them",
+  {
+    skip:
+      process.getuid?.() !== 0 || spawnSync('unshare', ['-m', 'true']).status !== 0
+        ? 'needs root and unshare -m'
+        : false,
+  },
+  async (t) => {
+    const s = sysroot(t, new Sysroot());
+    bindRealProc(s);
+    // A stand-in root libvirtd of this machine (sleep, named libvirtd), started before anything of the root.
+    const fake = s.host('/tmp/bin/libvirtd');
+    fs.mkdirSync(path.dirname(fake), { recursive: true });
+    fs.copyFileSync('/bin/sleep', fake);
+    fs.chmodSync(fake, 0o755);
+    const daemon = spawn(fake, ['60'], { stdio: 'ignore' });
+    t.teardown(() => void daemon.kill('SIGKILL'));
+    await sleep(2500);
+    const r = s.run(['install']);
+    t.equal(r.code, 0, r.stderr);
+    t.notMatch(r.stdout, new RegExp(`\\b${daemon.pid}\\b`), 'install names no process of this machine');
+    t.match(r.stdout, /so where the system under \S+ runs, reload it: systemctl reload libvirtd$/m);
+    const v = (JSON.parse(s.run(['status', '--json']).stdout).daemons as any[]).find((d) => d.pid === daemon.pid);
+    t.same(
+      [v?.hooks, v?.why],
+      ['cannot-tell', 'it is a process of this machine, and under --root it cannot be seen which hooks it reads'],
+    );
+    t.same(notLoaded(s), [], 'no hooks-not-loaded from another system');
+  },
+);

@@ -7,6 +7,7 @@ import { FINDING_CODES } from '../../src/core/decide';
 import { addGuest } from '../fixtures/guests';
 import { checkAllFormats, parseNagios, parsePrometheus, value } from '../fixtures/outputs';
 import { EMULATOR, EXE, MODDIR, Sysroot, sysroot } from '../fixtures/sysroot';
+import { HOOK_MARKER } from '../../src/host/paths';
 
 // --check in every output format (text, json, nagios, prometheus) for every
 // kind of finding, each output validated against what it promises, and
@@ -110,10 +111,12 @@ const scenarios: Scenario[] = [
     codes: ['hooks-not-loaded'],
     make: (t) => {
       const s = sysroot(t);
-      // Booted 1000 s ago; libvirtd started 1 s after the boot (100 ticks), the dispatcher installed now.
+      // Booted 1000 s ago; libvirtd started 1 s after the boot (100 ticks), the dispatcher installed now, after
+      // the record of a time before it came.
       s.write('/proc/uptime', '1000.00 1900.00\n');
       s.write('/proc/5150/stat', `5150 (libvirtd) S 1 5150 5150 0 -1 4194560 ${'0 '.repeat(12)}100 0\n`);
-      s.write('/etc/libvirt/hooks/qemu.d/50-qemu-modwatch', '#!/bin/sh\n# qemu-modwatch: dispatcher\n', 0o755);
+      s.write('/var/lib/qemu-modwatch/hooks-installed-after', `${Math.floor(Date.now() / 1000)}\n`);
+      s.write('/etc/libvirt/hooks/qemu.d/50-qemu-modwatch', `#!/bin/sh\n${HOOK_MARKER}\n`, 0o755);
       return s;
     },
   },

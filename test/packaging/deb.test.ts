@@ -40,7 +40,7 @@ const snapshot = new RepoSnapshot();
 const SBIN = '/usr/sbin/qemu-modwatch';
 const DISPATCHERS = ['/etc/libvirt/hooks/qemu.d/50-qemu-modwatch', '/etc/libvirt/hooks/daemon.d/50-qemu-modwatch'];
 /** Since when the hooks have been there (README, "State"). */
-const PRESENT = `${STATE_DIR}/hooks-present-since`;
+const INSTALLED_AFTER = `${STATE_DIR}/hooks-installed-after`;
 const EMULATOR = '/usr/bin/qemu-system-x86_64';
 
 const fileSha = (p: string) => sha256(fs.readFileSync(p));
@@ -478,9 +478,14 @@ for (const kind of KINDS) {
     await sandboxChecks(t, o);
 
     // 5. Reinstall (an upgrade to the same version): no libvirt reload, the
-    // conffiles kept, nothing fails; preinst records since when the hooks are there.
+    // conffiles kept, nothing fails; the first install's preinst wrote a time before the hooks arrived, and
+    // this one keeps it.
     const ctimes = `stat -c '@@CTIME %n %.9Z' ${DISPATCHERS.join(' ')}`;
-    const re = o.run(`${ctimes} | sed 's/@@CTIME/@@BEFORE/'\n` + fakeDaemon(`dpkg -i ${shq(debFile)}`));
+    const re = o.run(
+      `${ctimes} | sed 's/@@CTIME/@@BEFORE/'\necho "@@RECORD0 $(cat ${INSTALLED_AFTER})"\n` +
+        fakeDaemon(`dpkg -i ${shq(debFile)}`) +
+        `\necho "@@RECORD $(cat ${INSTALLED_AFTER})"`,
+    );
     t.match(re.stdout, /^@@RC 0$/m, 'reinstall succeeds');
     t.match(re.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
     const times = (r: RunResult, tag: string) =>
@@ -489,16 +494,24 @@ for (const kind of KINDS) {
     t.equal(first.length, 2, 'both dispatchers were there before', shown(re));
     // stat's %.9Z: the same number of digits in each, so without the point they compare as integers.
     const ns = (c: string) => BigInt(c.replace('.', ''));
-    const newest = first.reduce((a, b) => (ns(a) >= ns(b) ? a : b), '');
-    const recorded = (tag = '@@RECORD') => new RegExp(`^${tag} ${newest.replace('.', '\\.')}$`, 'm');
+    const written = /^@@RECORD0 (.*)$/m.exec(re.stdout)?.[1] ?? '';
+    t.match(written, /^\d+\.\d{9}$/, `the first install's preinst wrote it, to the ns: ${written}`, shown(re));
+    t.ok(
+      first.every((c) => Number(written) <= Number(c)),
+      `before the dispatchers arrived (${first.join(', ')})`,
+    );
+    const recorded = (tag = '@@RECORD') => new RegExp(`^${tag} ${written.replace('.', '\\.')}$`, 'm');
+    t.match(re.stdout, recorded(), 'the reinstall kept it');
 
     // 5a. An upgrade that changes the dispatchers: dpkg replaces them (new
     // files, new ctime). A libvirtd started between the first install and the
-    // upgrade loaded the hooks then: check must not say hooks-not-loaded.
+    // upgrade loaded the hooks then: check must not say hooks-not-loaded. This
+    // stand-in runs no daemon hook (a real one does at its start, which makes
+    // it loaded): from the files alone, whether it did cannot be told.
     const up = upgradeDeb(o, debFile, `${version}+up1`);
     const upgraded = o.run(
       fakeDaemon(
-        `dpkg -i ${shq(up)}; rc=$?\n${ctimes}\necho "@@RECORD $(cat ${PRESENT})"\n` +
+        `dpkg -i ${shq(up)}; rc=$?\n${ctimes}\necho "@@RECORD $(cat ${INSTALLED_AFTER})"\n` +
           `${SBIN} --check --json > /run/qmw-check.json; ${SBIN} status --json > /run/qmw-status.json\n(exit $rc)`,
       ) +
         // One line each: their JSON is printed over several.
@@ -512,7 +525,7 @@ for (const kind of KINDS) {
       now.length === 2 && now.every((c, i) => ns(c) > ns(first[i]!)),
       `dpkg replaced the dispatchers (their ctime ${first.join(', ')} -> ${now.join(', ')})`,
     );
-    t.match(upgraded.stdout, recorded(), 'the record holds the first install time');
+    t.match(upgraded.stdout, recorded(), 'the record still holds the time before the first install');
     const check = JSON.parse(/^@@CHECK (.*)$/m.exec(upgraded.stdout)?.[1] ?? '{}') as { findings?: { code: string }[] };
     t.ok(check.findings, 'check ran', shown(upgraded));
     t.same(
@@ -525,16 +538,16 @@ for (const kind of KINDS) {
     };
     t.same(
       status.daemons?.map((d) => d.hooks),
-      ['loaded'],
-      `status: it runs the hooks (${status.daemons?.[0]?.why})`,
+      ['cannot-tell'],
+      `status: started between the record and the dispatchers' ctime (${status.daemons?.[0]?.why})`,
     );
 
     // 5b. Remove: the dispatchers are conffiles and stay, and so does the
     // record; installed again over them (a downgrade
     // here), the time stays the first one's.
     const rm = o.run(
-      `dpkg -r qemu-modwatch; echo "@@RC $?"; ${ctimes}; echo "@@RECORD $(cat ${PRESENT} 2>&1)"\n` +
-        `dpkg -i ${shq(debFile)} >/dev/null; echo "@@RC2 $?"; echo "@@RECORD2 $(cat ${PRESENT} 2>&1)"`,
+      `dpkg -r qemu-modwatch; echo "@@RC $?"; ${ctimes}; echo "@@RECORD $(cat ${INSTALLED_AFTER} 2>&1)"\n` +
+        `dpkg -i ${shq(debFile)} >/dev/null; echo "@@RC2 $?"; echo "@@RECORD2 $(cat ${INSTALLED_AFTER} 2>&1)"`,
     );
     t.match(rm.stdout, /^@@RC 0$/m, 'dpkg -r succeeds', shown(rm));
     t.equal([...rm.stdout.matchAll(/^@@CTIME /gm)].length, 2, 'the dispatchers stay (conffiles)', shown(rm));
@@ -554,7 +567,7 @@ for (const kind of KINDS) {
         statScript([
           ...Object.keys(FILES),
           STATE_DIR,
-          PRESENT,
+          INSTALLED_AFTER,
           ...ENABLEMENT,
           '/usr/libexec/qemu-modwatch',
           '/usr/share/doc/qemu-modwatch',

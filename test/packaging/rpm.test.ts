@@ -274,7 +274,12 @@ async function holds(t: Test, kind: Kind): Promise<void> {
     '%preun disables the path unit',
   );
   t.match(byName.postuninstall ?? '', /rm -rf \/var\/lib\/qemu-modwatch/, '%postun removes the state on erase');
-  t.match(byName.preinstall ?? '', /^qemu_modwatch_keep_hooks_present$/m, '%pre keeps since when the hooks are there');
+  t.match(
+    byName.preinstall ?? '',
+    /^qemu_modwatch_hooks_installed_after$/m,
+    '%pre records a time before the hooks arrive',
+  );
+  t.match(byName.preinstall ?? '', /date \+%s\.%N/, "rpm left the shell's date format as it is");
   const scratch = ov!.scratch(`scriptlets-${kind}`);
   for (const [name, text] of Object.entries(byName)) {
     const body = text.split('\n').slice(1).join('\n');
@@ -400,20 +405,25 @@ for (const kind of KINDS) {
     t.match(untrig.stdout, /qemu-modwatch refresh: /, '%transfiletriggerpostun ran refresh');
     t.equal(baselineHasDummy(untrig), false, 'the baseline no longer has it');
 
-    // %pre keeps since when the hooks are there: the newest ctime of the dispatchers before rpm replaces them.
+    // %pre of the first install wrote a time before the hooks arrived; an upgrade keeps it.
     const dispatchers = '/etc/libvirt/hooks/qemu.d/50-qemu-modwatch /etc/libvirt/hooks/daemon.d/50-qemu-modwatch';
+    const record = `${STATE_DIR}/hooks-installed-after`;
     const up = o.run(
-      `stat -c '@@BEFORE %.9Z' ${dispatchers}\n` +
+      `echo "@@RECORD0 $(cat ${record})"; stat -c '@@BEFORE %.9Z' ${dispatchers}\n` +
         withFake(`rpm -U --replacepkgs --force-debian --nodeps ${shq(rpmFile)}`) +
-        `\nstat -c '@@AFTER %.9Z' ${dispatchers}\necho "@@RECORD $(cat ${STATE_DIR}/hooks-present-since)"`,
+        `\necho "@@RECORD $(cat ${record})"`,
     );
     t.match(up.stdout, /^@@RC 0$/m, 'reinstall (upgrade path) succeeds', shown(up));
     t.match(up.stdout, /^@@FAKE alive$/m, 'an upgrade does not reload libvirt');
-    const before = [...up.stdout.matchAll(/^@@BEFORE (\S+)$/gm)].map((m) => m[1]!);
-    const newest = before.reduce((a, b) => (BigInt(a.replace('.', '')) >= BigInt(b.replace('.', '')) ? a : b), '');
+    const first = /^@@RECORD0 (.*)$/m.exec(up.stdout)?.[1] ?? '';
+    t.match(first, /^\d+(\.\d{9})?$/, `the first install's %pre wrote one, as date prints it: ${first}`, shown(up));
+    const before = [...up.stdout.matchAll(/^@@BEFORE (\S+)$/gm)].map((m) => Number(m[1]));
     t.equal(before.length, 2, 'both dispatchers were there', shown(up));
-    t.equal(/^@@RECORD (.*)$/m.exec(up.stdout)?.[1], newest, `the record holds their time from before: ${newest}`);
-    t.comment(`their ctime after: ${[...up.stdout.matchAll(/^@@AFTER (\S+)$/gm)].map((m) => m[1]).join(', ')}`);
+    t.ok(
+      before.every((c) => Number(first) <= c),
+      `before the dispatchers arrived (their ctimes ${before.join(', ')})`,
+    );
+    t.equal(/^@@RECORD (.*)$/m.exec(up.stdout)?.[1], first, 'the upgrade kept it');
 
     const erase = o.run(
       withFake('rpm -e --nodeps qemu-modwatch') +
